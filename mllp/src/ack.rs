@@ -304,6 +304,18 @@ pub struct AckParams<'a> {
     pub error: Option<ErrorDetail<'a>>,
 }
 
+impl<'a> AckParams<'a> {
+    /// Parameters with no MSA-3 text and no ERR segment.
+    pub const fn new(timestamp: &'a [u8], control_id: &'a [u8]) -> Self {
+        Self {
+            timestamp,
+            control_id,
+            text: None,
+            error: None,
+        }
+    }
+}
+
 /// The first version with the v2.5 ERR layout (ERR-3 code, ERR-4 severity, ERR-7 text);
 /// older versions put the code in ERR-1.
 const ERR_V25: Version = Version {

@@ -10,8 +10,9 @@
 //! buffer, never borrows it. The driver appends bytes as they arrive and calls
 //! [`Deframer::decode`] until it returns `Ok(None)` ("need more bytes"); each `Ok(Some(frame))`
 //! gives the payload as a range of the buffer (no copy). Before the next read the driver calls
-//! [`Deframer::compact`] (or removes [`Deframer::discardable`] bytes itself and reports them
-//! with [`Deframer::discard`]). Each byte is examined once, however the stream is chunked: a
+//! [`Deframer::reserve_for_read`], which drops the bytes no longer needed only when room is
+//! short (or [`Deframer::compact`] to drop them now, or removes [`Deframer::discardable`] bytes
+//! itself and reports them with [`Deframer::discard`]). Each byte is examined once, however the stream is chunked: a
 //! frame that trickles in a byte at a time costs the same scan as one that arrives whole.
 //!
 //! Memory is bounded: a frame whose payload grows past [`FramingConfig::max_frame_len`] without
@@ -29,6 +30,8 @@
 //! Events are reported in stream order and identically however the stream is chunked (a run of
 //! noise is one event, reported when the run ends). A frame may be returned before an event
 //! about bytes after it (for example "FS without CR" is known only when the next byte arrives).
+//! One `decode` call records at most [`EVENTS_PER_DECODE`] events, so a driver that drains
+//! [`Deframer::poll_event`] after every `decode` never loses one.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -54,10 +57,14 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 16 << 20;
 
 /// How many [`Event`]s wait for [`Deframer::poll_event`] before the oldest are dropped.
 ///
-/// Events are rare (they mark sloppy senders), and the per-code counters in
-/// [`DeframerStats`] stay exact whatever happens to the queue; the cap only stops a driver that
-/// never polls from growing memory on a noisy connection.
+/// A driver that polls after every `decode` never reaches it (see [`EVENTS_PER_DECODE`]); the
+/// cap only stops a driver that never polls from growing memory on a noisy connection. The
+/// per-code counters in [`DeframerStats`] stay exact whatever happens to the queue.
 pub const EVENT_QUEUE_LIMIT: usize = 32;
+
+/// The most events one [`Deframer::decode`] call can record: the verdict on a lone end byte,
+/// the end of a whitespace run, the end of a junk run, and a trailer event of the frame found.
+pub const EVENTS_PER_DECODE: usize = 4;
 
 /// Opt-in acceptance of known sender sloppiness. All off by default (strict MLLP).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -323,9 +330,10 @@ pub fn encode(payload: &[u8]) -> Result<Vec<u8>, EncodeError> {
 /// A complete frame found by [`Deframer::decode`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Frame {
-    /// The payload's position in the buffer passed to `decode`; valid until the next
-    /// [`Deframer::discard`] or [`Deframer::compact`].
-    pub payload: Range<usize>,
+    /// The payload's position in the buffer passed to `decode`; valid until the buffer's
+    /// front is discarded ([`Deframer::discard`], [`Deframer::compact`],
+    /// [`Deframer::reserve_for_read`]).
+    pub range: Range<usize>,
     /// Stream offset of the frame's start byte.
     pub offset: u64,
 }
@@ -333,7 +341,7 @@ pub struct Frame {
 impl Frame {
     /// The payload bytes, from the buffer that was passed to `decode`.
     pub fn payload<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
-        &buf[self.payload.clone()]
+        &buf[self.range.clone()]
     }
 }
 
@@ -375,11 +383,14 @@ enum State {
 /// let mut buf = Vec::new();
 /// let mut payloads = Vec::new();
 /// for chunk in [&b"\x0bMSH|^~\\&|A"[..], b"\x1c", b"\r\x0bMSH|^~\\&|B\x1c\r"] {
+///     deframer.reserve_for_read(&mut buf, chunk.len());
 ///     buf.extend_from_slice(chunk); // in a driver: bytes read from the socket
 ///     while let Some(frame) = deframer.decode(&buf)? {
 ///         payloads.push(frame.payload(&buf).to_vec());
+///         while let Some(event) = deframer.poll_event() {
+///             eprintln!("tolerated {} at {}", event.code, event.offset);
+///         }
 ///     }
-///     deframer.compact(&mut buf);
 /// }
 /// deframer.finish()?;
 /// assert_eq!(payloads, [b"MSH|^~\\&|A".to_vec(), b"MSH|^~\\&|B".to_vec()]);
@@ -456,7 +467,8 @@ impl Deframer {
         self.abs(self.cursor)
     }
 
-    /// The next tolerance event, oldest first.
+    /// The next tolerance event, oldest first. Drain it after every [`decode`](Self::decode)
+    /// call: one call records at most [`EVENTS_PER_DECODE`] events.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -543,15 +555,27 @@ impl Deframer {
         }
     }
 
-    /// Removes the discardable prefix from `buf` and records it: the usual call before
-    /// reading more bytes into `buf`. Cost: one move of the bytes kept (at most one partial
-    /// frame).
+    /// Removes the discardable prefix from `buf` and records it. Cost: one move of the bytes
+    /// kept (at most one partial frame).
     pub fn compact(&mut self, buf: &mut Vec<u8>) {
         let n = self.discardable;
         if n > 0 {
             buf.drain(..n);
             self.discard(n);
         }
+    }
+
+    /// Makes room for a read of up to `len` bytes at the end of `buf`: the usual call before
+    /// each read. Bytes are moved only when the spare capacity is too small, and then the
+    /// discardable prefix goes first; the buffer grows only if that is not enough. A driver
+    /// reading 1460-byte segments into a 64 KiB buffer therefore moves its partial frame once
+    /// per 64 KiB, not once per read.
+    pub fn reserve_for_read(&mut self, buf: &mut Vec<u8>, len: usize) {
+        if buf.capacity() - buf.len() >= len {
+            return;
+        }
+        self.compact(buf);
+        buf.reserve(len);
     }
 
     fn abs(&self, index: usize) -> u64 {
@@ -693,14 +717,14 @@ impl Deframer {
     }
 
     fn complete(&mut self, start: usize, end_at: usize, next: usize) -> Frame {
-        let payload = start + 1..end_at;
+        let range = start + 1..end_at;
         self.stats.frames += 1;
-        self.stats.payload_bytes += payload.len() as u64;
+        self.stats.payload_bytes += range.len() as u64;
         self.state = State::Outside;
         self.cursor = next;
         self.discardable = next;
         Frame {
-            payload,
+            range,
             offset: self.abs(start),
         }
     }

@@ -73,6 +73,7 @@ fn run(config: FramingConfig, scanner: Scanner, chunks: &[&[u8]]) -> Run {
                     assert!(!payload.contains(&config.start()));
                     assert!(!payload.contains(&config.end()[0]));
                     payloads.push(payload.to_vec());
+                    events.extend(std::iter::from_fn(|| deframer.poll_event()));
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -81,6 +82,12 @@ fn run(config: FramingConfig, scanner: Scanner, chunks: &[&[u8]]) -> Run {
                 }
             }
         }
+        events.extend(std::iter::from_fn(|| deframer.poll_event()));
+        assert_eq!(
+            deframer.stats().events_dropped,
+            0,
+            "events polled after every decode"
+        );
         deframer.compact(&mut buf);
         assert!(
             buf.len() <= config.max_frame_len() + 2,
@@ -168,4 +175,21 @@ pub fn hl7(data: &[u8]) {
         !frameable(data) || frameable(&out),
         "an ACK to a frameable message must be frameable"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    /// Found by `fuzz/deframe` in its first 30 s: a read holding more than
+    /// `EVENT_QUEUE_LIMIT` tolerance events (many tiny frames ended by a lone FS), decoded
+    /// whole, lost the oldest events when the harness polled only once per read. The fix was
+    /// the contract: poll after every `decode` (each call records at most
+    /// `EVENTS_PER_DECODE`), now followed by every driver and asserted by the harness.
+    #[test]
+    fn regression_events_survive_many_frames_in_one_read() {
+        let input =
+            b"M\r\r\x0b\x1c\x03\x0bx\x1c\xad\r\x0b\x1c\x03\x0b\x1c~\x0b\x1c\xad\x1c\x0b\x1c~\
+\x0b\x1c\xfe\x0b\x1c\x00\r\x0b\x1c\xad\r\x0b\x1c\x00\r\x0b\x1c\x00\r\x0b\x1c\x00\r\x0b\x1c\x00\
+\x0b\x1c\x00\r\x0b\x1c\x00\x0b\x1c\x00\r\x0b\x1c\x00\r";
+        super::deframe(input);
+    }
 }

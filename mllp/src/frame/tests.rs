@@ -36,6 +36,7 @@ fn run_chunks(config: FramingConfig, scanner: Scanner, chunks: &[&[u8]]) -> Outc
                 Ok(Some(frame)) => {
                     out.payloads.push(frame.payload(&buf).to_vec());
                     out.offsets.push(frame.offset);
+                    drain_events(&mut deframer, &mut out);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -45,6 +46,12 @@ fn run_chunks(config: FramingConfig, scanner: Scanner, chunks: &[&[u8]]) -> Outc
                 }
             }
         }
+        drain_events(&mut deframer, &mut out);
+        assert_eq!(
+            deframer.stats().events_dropped,
+            0,
+            "polled after every decode"
+        );
         deframer.compact(&mut buf);
         assert!(
             buf.len() <= config.max_frame_len() + 2,
@@ -308,7 +315,7 @@ fn fs_without_cr_completes_the_frame_without_waiting() {
         .decode(b"\x0bMSH|\x1c")
         .unwrap()
         .expect("frame at FS");
-    assert_eq!(frame.payload, 1..5);
+    assert_eq!(frame.range, 1..5);
     // The CR that follows later is the trailer, not noise.
     assert_eq!(deframer.decode(b"\x0bMSH|\x1c\r"), Ok(None));
     deframer.finish().unwrap();
@@ -526,6 +533,38 @@ fn frame_in_progress_reports_the_start() {
     deframer.compact(&mut buf);
     assert_eq!(buf, b"\x0bMSH");
     assert_eq!(deframer.frame_in_progress(), Some(A.len() as u64 + 3));
+}
+
+#[test]
+fn reserve_for_read_moves_bytes_only_when_room_is_short() {
+    let mut deframer = Deframer::new(FramingConfig::MLLP);
+    let mut buf = Vec::with_capacity(64);
+    let mut frames = 0;
+    let stream = framed(&[B, B, B, B, B, B, B, B]);
+    for chunk in stream.chunks(7) {
+        let before = (buf.as_ptr(), buf.len(), deframer.discardable());
+        deframer.reserve_for_read(&mut buf, chunk.len());
+        if before.1 + chunk.len() <= 64 {
+            assert_eq!(
+                (buf.as_ptr(), buf.len()),
+                (before.0, before.1),
+                "room enough: untouched"
+            );
+        } else {
+            assert_eq!(buf.len(), before.1 - before.2, "compacted first");
+        }
+        buf.extend_from_slice(chunk);
+        while let Some(frame) = deframer.decode(&buf).unwrap() {
+            assert_eq!(frame.payload(&buf), B);
+            frames += 1;
+        }
+    }
+    assert_eq!(frames, 8);
+    assert!(
+        buf.capacity() < 2 * 64 + B.len(),
+        "grew only as needed: {}",
+        buf.capacity()
+    );
 }
 
 #[test]

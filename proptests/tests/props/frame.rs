@@ -26,9 +26,12 @@ fn decode(config: FramingConfig, scanner: Scanner, chunks: &[&[u8]]) -> Outcome 
         buf.extend_from_slice(chunk);
         loop {
             match deframer.decode(&buf) {
-                Ok(Some(frame)) => out
-                    .frames
-                    .push((frame.payload(&buf).to_vec(), frame.offset)),
+                Ok(Some(frame)) => {
+                    out.frames
+                        .push((frame.payload(&buf).to_vec(), frame.offset));
+                    out.events
+                        .extend(std::iter::from_fn(|| deframer.poll_event()));
+                }
                 Ok(None) => break,
                 Err(e) => {
                     out.error = Some(e);
@@ -36,10 +39,15 @@ fn decode(config: FramingConfig, scanner: Scanner, chunks: &[&[u8]]) -> Outcome 
                 }
             }
         }
-        deframer.compact(&mut buf);
-        out.max_kept = out.max_kept.max(buf.len());
         out.events
             .extend(std::iter::from_fn(|| deframer.poll_event()));
+        assert_eq!(
+            deframer.stats().events_dropped,
+            0,
+            "polled after every decode"
+        );
+        deframer.compact(&mut buf);
+        out.max_kept = out.max_kept.max(buf.len());
     }
     if out.error.is_none() {
         out.error = deframer.finish().err();
