@@ -62,6 +62,11 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 16 << 20;
 /// per-code counters in [`DeframerStats`] stay exact whatever happens to the queue.
 pub const EVENT_QUEUE_LIMIT: usize = 32;
 
+/// [`Deframer::reserve_for_read`] moves kept bytes to the front of the buffer early only when
+/// that frees at least this many times as many bytes: the copy then costs at most 1/16 of a
+/// byte per byte read, while the buffer stays small.
+pub const COMPACT_RATIO: usize = 16;
+
 /// The most events one [`Deframer::decode`] call can record: the verdict on a lone end byte,
 /// the end of a whitespace run, the end of a junk run, and a trailer event of the frame found.
 pub const EVENTS_PER_DECODE: usize = 4;
@@ -566,15 +571,19 @@ impl Deframer {
     }
 
     /// Makes room for a read of up to `len` bytes at the end of `buf`: the usual call before
-    /// each read. Bytes are moved only when the spare capacity is too small, and then the
-    /// discardable prefix goes first; the buffer grows only if that is not enough. A driver
-    /// reading 1460-byte segments into a 64 KiB buffer therefore moves its partial frame once
-    /// per 64 KiB, not once per read.
+    /// each read.
+    ///
+    /// The discardable prefix is dropped when that is cheap (the bytes kept, which must move to
+    /// the front, are at most 1/[`COMPACT_RATIO`] of the bytes freed) or when the read needs
+    /// the room; the buffer grows only if that is not enough. Small frames read in small pieces
+    /// thus move their partial frame rarely, and a large frame's partial successor moves once,
+    /// right after the large frame completes.
     pub fn reserve_for_read(&mut self, buf: &mut Vec<u8>, len: usize) {
-        if buf.capacity() - buf.len() >= len {
-            return;
+        let kept = buf.len() - self.discardable;
+        let cheap = self.discardable >= kept.saturating_mul(COMPACT_RATIO);
+        if self.discardable > 0 && (cheap || buf.capacity() - buf.len() < len) {
+            self.compact(buf);
         }
-        self.compact(buf);
         buf.reserve(len);
     }
 
