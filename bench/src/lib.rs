@@ -28,44 +28,12 @@ use std::fmt::Write as _;
 
 use mllp::frame::{CR, FS, FramingConfig, VT};
 
-/// A xorshift64 generator: tiny, deterministic, and plenty for picking fixture contents.
-#[derive(Debug, Clone)]
-struct Rng(u64);
+/// The fixtures' generator: deterministic per seed, shared with the core's tests.
+type Rng = mllp::fuzzing::XorShift;
 
-impl Rng {
-    /// A generator for `seed`; any seed, zero included, gives a usable (non-zero) state.
-    fn new(seed: u64) -> Self {
-        // Spread the seed so that consecutive seeds do not start with similar states.
-        let state = seed
-            .wrapping_add(0x9E37_79B9_7F4A_7C15)
-            .wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        Self(state | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A value in `0..n` (`n > 0`); the slight modulo bias is irrelevant here.
-    fn below(&mut self, n: usize) -> usize {
-        let n64 = u64::try_from(n).unwrap_or(u64::MAX);
-        usize::try_from(self.next_u64() % n64).unwrap_or(0)
-    }
-
-    /// A value in `lo..=hi`.
-    fn between(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// One element of `items`.
-    fn pick<'a, T: ?Sized>(&mut self, items: &[&'a T]) -> &'a T {
-        items[self.below(items.len())]
-    }
+/// A value in `lo..=hi`.
+fn between(rng: &mut Rng, lo: usize, hi: usize) -> usize {
+    lo + rng.below(hi - lo + 1)
 }
 
 const FAMILY_NAMES: [&str; 8] = [
@@ -149,7 +117,7 @@ pub fn oru_message(size: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed);
     let mut m = String::with_capacity(size.max(1024));
     let control_id = format!("MSG{:016X}", rng.next_u64());
-    let day = rng.between(1, 28);
+    let day = between(&mut rng, 1, 28);
     let (hour, minute, second) = (rng.below(24), rng.below(60), rng.below(60));
     let time = format!("202601{day:02}{hour:02}{minute:02}{second:02}");
 
@@ -162,20 +130,20 @@ pub fn oru_message(size: usize, seed: u64) -> Vec<u8> {
 
     let family = rng.pick(&FAMILY_NAMES);
     let given = rng.pick(&GIVEN_NAMES);
-    let mrn = rng.between(100_000, 999_999);
-    let birth_year = rng.between(1930, 2020);
+    let mrn = between(&mut rng, 100_000, 999_999);
+    let birth_year = between(&mut rng, 1930, 2020);
     let sex = rng.pick(&["F", "M"]);
     let street = rng.pick(&STREETS);
-    let house = rng.between(1, 999);
+    let house = between(&mut rng, 1, 999);
     let _ = write!(
         m,
         "PID|1||{mrn}^^^HOSP^MR~{ssn}^^^SSA^SS||{family}^{given}^Q||{birth_year}0101|{sex}\
          |||{house} {street}^^SPRINGFIELD^IL^62701||(217)555-0{phone:03}\r",
-        ssn = rng.between(100_000_000, 899_999_999),
+        ssn = between(&mut rng, 100_000_000, 899_999_999),
         phone = rng.below(1000),
     );
 
-    let placer = rng.between(10_000_000, 99_999_999);
+    let placer = between(&mut rng, 10_000_000, 99_999_999);
     let _ = write!(
         m,
         "OBR|1|{placer}^EHR|{filler}^LABSYS|58410-2^CBC panel^LN|||{time}\
@@ -184,7 +152,7 @@ pub fn oru_message(size: usize, seed: u64) -> Vec<u8> {
     );
 
     for (i, analyte) in CBC.iter().enumerate() {
-        let value = rng.between(analyte.tenths.0, analyte.tenths.1);
+        let value = between(&mut rng, analyte.tenths.0, analyte.tenths.1);
         let (whole, tenth) = (value / 10, value % 10);
         let (low, high) = analyte.range.split_once('-').unwrap_or(("0", "0"));
         let flag = match (low.parse::<f64>(), high.parse::<f64>()) {
@@ -252,10 +220,10 @@ pub fn haystack(len: usize, seed: u64) -> Vec<u8> {
     while out.len() < body {
         // One segment of 40 to 120 bytes: ID, fields, CR.
         out.extend_from_slice(IDS[rng.below(IDS.len())]);
-        let segment_end = out.len() + rng.between(40, 120);
+        let segment_end = out.len() + between(&mut rng, 40, 120);
         while out.len() < segment_end {
             out.push(SEPARATORS[rng.below(SEPARATORS.len())]);
-            let word = rng.between(1, 12);
+            let word = between(&mut rng, 1, 12);
             out.extend((0..word).map(|_| TEXT[rng.below(TEXT.len())]));
         }
         out.push(CR);

@@ -3,35 +3,13 @@
 
 use super::*;
 use crate::error::{EscapeError, Hl7Error};
+use crate::fuzzing::XorShift;
 
 /// A v2.5.1 ADT^A01 with the usual delimiters, every MSH accessor populated.
 const ADT: &[u8] = b"MSH|^~\\&|SENDAPP^1.2.3^ISO|SENDFAC|RECVAPP|RECVFAC|20240102030405+0100||\
 ADT^A01^ADT_A01|MSG00001|P^T|2.5.1|||AL|NE|USA|UNICODE UTF-8~8859/1|en\r\
 EVN|A01|20240102030405\r\
 PID|1||12345^^^HOSP^MR~67890^^^OTHER^PI||DOE^JOHN^Q&R||19700101|M\r";
-
-/// Small deterministic xorshift64 generator: reproducible sweeps without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform-enough index in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).unwrap()
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
 
 fn msh(bytes: &[u8]) -> Msh<'_> {
     Msh::parse(bytes).unwrap()
@@ -892,7 +870,7 @@ fn encode_without_escape_character() {
 }
 
 /// Every valid delimiter set over a small pool, chosen at random.
-fn random_delimiters(rng: &mut Rng) -> Delimiters {
+fn random_delimiters(rng: &mut XorShift) -> Delimiters {
     const POOL: &[u8] = b"|^~\\&#!$%*+,-./:;<=>?@[]_`{}\"'()";
     let mut picked: Vec<u8> = Vec::new();
     let count = 1 + rng.below(6);
@@ -910,7 +888,7 @@ fn random_delimiters(rng: &mut Rng) -> Delimiters {
 
 #[test]
 fn escape_round_trip() {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = XorShift::new(0x9E37_79B9_7F4A_7C15);
     let fixed = [
         Delimiters::DEFAULT,
         Delimiters {
@@ -937,7 +915,7 @@ fn escape_round_trip() {
             .map(|_| match rng.below(3) {
                 0 => rng.pick(&specials),
                 1 => rng.pick(b"FSTREPHN.abc"),
-                _ => u8::try_from(rng.next() & 0xFF).unwrap(),
+                _ => u8::try_from(rng.next_u64() & 0xFF).unwrap(),
             })
             .collect();
         match encode(&input, &delims) {
@@ -1181,13 +1159,13 @@ fn no_panic_on_hostile_input() {
         b"MSH^~|\\&^",
         b"FHS|^~\\&|",
     ];
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut rng = XorShift::new(0x2545_F491_4F6C_DD1D);
     for _ in 0..30_000 {
         let mut bytes = rng.pick(PREFIXES).to_vec();
         let len = rng.below(64);
         for _ in 0..len {
             let byte = if rng.below(4) == 0 {
-                u8::try_from(rng.next() & 0xFF).unwrap()
+                u8::try_from(rng.next_u64() & 0xFF).unwrap()
             } else {
                 rng.pick(ALPHABET)
             };

@@ -89,7 +89,7 @@ fn is_malformed(name: &str) -> bool {
 #[test]
 fn corpus_every_file_survives_framing_at_random_chunkings() {
     let Some(dir) = corpus_dir() else { return };
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut rng = mllp::fuzzing::XorShift::new(0x2545_F491_4F6C_DD1D);
     let mut checked = 0;
     for (name, bytes) in files(&dir) {
         let config = FramingConfig::MLLP.with_max_frame_len(1 << 20).unwrap();
@@ -106,10 +106,7 @@ fn corpus_every_file_survives_framing_at_random_chunkings() {
             let mut payloads = Vec::new();
             let mut rest = &stream[..];
             while !rest.is_empty() {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let n = ((seed % 1500) as usize + 1).min(rest.len());
+                let n = (rng.below(1500) + 1).min(rest.len());
                 buf.extend_from_slice(&rest[..n]);
                 rest = &rest[n..];
                 while let Some(frame) = deframer.decode(&buf).unwrap() {

@@ -75,13 +75,10 @@ fn all_matches(hay: &[u8], find: impl Fn(&[u8]) -> Option<usize>) -> Vec<usize> 
 /// A 1 MiB buffer where each byte is VT, FS or CR with probability `1/density` (else
 /// printable text), from a fast PRNG seeded by proptest.
 fn biased_megabyte(seed: u64, density: u32) -> Vec<u8> {
-    let mut x = seed | 1;
+    let mut rng = mllp::fuzzing::XorShift::new(seed);
     (0..1 << 20)
         .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let r = (x >> 32) as u32;
+            let r = (rng.next_u64() >> 32) as u32;
             if r.is_multiple_of(density) {
                 [0x0B, 0x1C, b'\r'][(r / density % 3) as usize]
             } else {
