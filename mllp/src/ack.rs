@@ -377,16 +377,36 @@ pub fn write_ack(msh: &Msh<'_>, code: AckCode, params: &AckParams<'_>, out: &mut
     out.push(b'\r');
 
     if let Some(error) = params.error {
-        write_err(msh, &d, error, out);
+        let modern = msh.version().is_none_or(|v| v >= ERR_V25);
+        write_err(modern, &d, error, out);
         out.push(b'\r');
     }
 }
 
-fn write_err(msh: &Msh<'_>, d: &Delimiters, error: ErrorDetail<'_>, out: &mut Vec<u8>) {
+/// Appends an AR for a message whose header cannot be read, which therefore cannot be
+/// answered from its own MSH: default delimiters `|^~\&`, version 2.5, empty application and
+/// facility fields, MSA-2 empty (there is no control id to echo), `params.text` in MSA-3 and
+/// `error` in ERR. `params.error` is ignored in favour of `error`.
+pub fn write_headerless_reject(params: &AckParams<'_>, error: ErrorDetail<'_>, out: &mut Vec<u8>) {
+    let d = Delimiters::DEFAULT;
+    out.extend_from_slice(b"MSH|^~\\&|||||");
+    push_text(out, params.timestamp, &d);
+    out.extend_from_slice(b"||ACK|");
+    push_text(out, params.control_id, &d);
+    out.extend_from_slice(b"|P|2.5\rMSA|AR|");
+    if let Some(text) = params.text {
+        out.push(b'|');
+        push_text(out, text, &d);
+    }
+    out.push(b'\r');
+    write_err(true, &d, error, out);
+    out.push(b'\r');
+}
+
+fn write_err(modern: bool, d: &Delimiters, error: ErrorDetail<'_>, out: &mut Vec<u8>) {
     let fs = d.field;
     out.extend_from_slice(b"ERR");
     out.push(fs);
-    let modern = msh.version().is_none_or(|v| v >= ERR_V25);
     if modern {
         // ERR-1 and ERR-2 empty, ERR-3 code^text^HL70357, ERR-4 severity E, ERR-7 text.
         out.push(fs);

@@ -342,6 +342,30 @@ fn parse_ack_errors() {
 }
 
 #[test]
+fn headerless_reject_parses_with_empty_msa2() {
+    let p = AckParams {
+        text: Some(b"no MSH|segment"),
+        ..params()
+    };
+    let err = ErrorDetail {
+        code: ErrorCode::SegmentSequence,
+        diagnostic: b"frame does not start with MSH",
+    };
+    let mut out = Vec::new();
+    write_headerless_reject(&p, err, &mut out);
+    assert_eq!(
+        out,
+        b"MSH|^~\\&|||||20261122103001||ACK|ACK00001|P|2.5\rMSA|AR||no MSH\\F\\segment\r\
+ERR|||100^Segment sequence error^HL70357|E|||frame does not start with MSH\r"
+    );
+    let parsed = parse_ack(&out).unwrap();
+    assert_eq!(
+        (parsed.code, parsed.acknowledged_id),
+        (AckCode::AR, &b""[..])
+    );
+}
+
+#[test]
 fn codes_round_trip() {
     for code in AckCode::ALL {
         assert_eq!(AckCode::parse(code.as_str().as_bytes()), Some(code));

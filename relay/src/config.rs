@@ -1,0 +1,193 @@
+//! The relay's validated configuration: what the workers run with.
+//!
+//! Every value here has already been checked; building one is the job of the command line
+//! (see `main.rs`) and, later, of the TOML loader. Defaults are constants with the reason for
+//! their value.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mllp::ack::AckPolicy;
+use mllp::frame::FramingConfig;
+
+/// Default ACK timeout for a downstream: long enough for a busy EHR to commit a message,
+/// short enough that the sender (whose own timeout is typically 10–30 s) hears our AE first.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default connect timeout for a downstream: a LAN peer answers in milliseconds; five seconds
+/// covers a busy one without stalling the sender for long.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default retries after a failed delivery attempt (so three attempts in all). Each attempt
+/// that fails closes its connection, so a late ACK can never be taken for the next message's.
+pub const DEFAULT_RETRIES: u32 = 2;
+
+/// First backoff between attempts; doubled each retry, with full jitter, up to the cap.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(200);
+
+/// Largest backoff between attempts.
+pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// Default idle timeout of an inbound connection: ten minutes, as interface engines expect
+/// long-lived, mostly idle links (and the GCP/AWS NATs drop idle flows after ~10 min anyway).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Default limit from a frame's start byte to its end: a whole message must arrive within a
+/// minute. An idle timeout alone lets a slow sender hold a connection forever, one byte at a
+/// time (slowloris).
+pub const DEFAULT_FRAME_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Default TLS handshake timeout: a handshake is a few round trips; ten seconds is generous.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long writing an ACK to a sender (or a message to a downstream) may take before the
+/// peer is deemed stuck and the connection closed.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default cap on inbound connections per worker; beyond it new connections are accepted and
+/// closed at once (with a log line and a counter), so the listen queue never fills silently.
+pub const DEFAULT_MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
+
+/// How long SIGTERM waits for in-flight messages before the process exits anyway.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What the sender hears when the downstream fails after every retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDownstreamFailure {
+    /// A generated AE (original mode) or CE (enhanced mode) with ERR 207 naming the failure.
+    Nak,
+    /// No answer: the connection is closed, and the sender resends on a new one.
+    Close,
+}
+
+/// Who answers the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// The downstream's own ACK, byte for byte; a generated AE/CE (or a close) only when the
+    /// downstream cannot be reached or does not answer properly.
+    Passthrough,
+}
+
+/// Which monoio driver the workers run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring when the kernel offers it, else epoll (logged once).
+    #[default]
+    Auto,
+    /// io_uring only; starting fails without it.
+    IoUring,
+    /// epoll only (for old kernels, or where io_uring is disabled by policy).
+    Epoll,
+}
+
+/// A listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Address to bind; port 0 picks a free port (printed at start).
+    pub addr: SocketAddr,
+    /// TLS termination, if any.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where refused TLS clients are counted (the verifier counts most reasons itself; the
+    /// session adds those rustls decides before the verifier runs).
+    pub tls_rejections: Arc<crate::tls::TlsRejections>,
+    /// Framing, size limit and tolerances.
+    pub framing: FramingConfig,
+    /// Who answers the sender.
+    pub ack_mode: AckMode,
+    /// When ACKs are sent (relay-generated ones; passthrough ACKs are the downstream's).
+    pub ack_policy: AckPolicy,
+    /// What the sender hears when the downstream fails.
+    pub on_downstream_failure: OnDownstreamFailure,
+    /// Idle timeout between messages.
+    pub idle_timeout: Duration,
+    /// Limit from a frame's start byte to its end.
+    pub frame_deadline: Duration,
+    /// TLS handshake timeout.
+    pub handshake_timeout: Duration,
+    /// Limit for writing one ACK.
+    pub write_timeout: Duration,
+    /// Inbound connections per worker before new ones are refused.
+    pub max_connections_per_worker: usize,
+}
+
+/// A downstream link.
+#[derive(Debug, Clone)]
+pub struct DownstreamConfig {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// TLS towards it, with the name to present (SNI) and verify.
+    pub tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// ACK timeout.
+    pub ack_timeout: Duration,
+    /// Retries after the first failed attempt.
+    pub retries: u32,
+    /// First backoff.
+    pub backoff_base: Duration,
+    /// Largest backoff.
+    pub backoff_cap: Duration,
+    /// Framing of the link (the downstream's ACKs are deframed with it; its tolerances apply
+    /// to what the downstream sends).
+    pub framing: FramingConfig,
+}
+
+/// The whole relay.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listeners (one for now).
+    pub listener: ListenerConfig,
+    /// The downstream every message goes to (routing rules come later).
+    pub downstream: DownstreamConfig,
+    /// Worker threads, one runtime each, pinned to cores in order.
+    pub workers: usize,
+    /// Whether to pin worker `i` to CPU `i % cores`.
+    pub pin_workers: bool,
+    /// The I/O driver.
+    pub driver: Driver,
+    /// How long shutdown waits for in-flight messages.
+    pub shutdown_grace: Duration,
+}
+
+impl DownstreamConfig {
+    /// A plain downstream at `addr` with default timeouts and retries.
+    pub fn plain(name: &str, addr: SocketAddr) -> Self {
+        Self {
+            name: name.to_string(),
+            addr,
+            tls: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            ack_timeout: DEFAULT_ACK_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            backoff_base: DEFAULT_BACKOFF_BASE,
+            backoff_cap: DEFAULT_BACKOFF_CAP,
+            framing: FramingConfig::MLLP,
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// A plain passthrough listener at `addr` with default limits.
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            tls: None,
+            tls_rejections: Arc::default(),
+            framing: FramingConfig::MLLP,
+            ack_mode: AckMode::Passthrough,
+            ack_policy: AckPolicy::Negotiated,
+            on_downstream_failure: OnDownstreamFailure::Nak,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            frame_deadline: DEFAULT_FRAME_DEADLINE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_connections_per_worker: DEFAULT_MAX_CONNECTIONS_PER_WORKER,
+        }
+    }
+}

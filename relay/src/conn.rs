@@ -1,0 +1,405 @@
+//! One TCP connection, plain or TLS, with deadline-bound reads and writes that are safe under
+//! io_uring.
+//!
+//! TLS is driven here directly over rustls's sans-IO [`rustls::Connection`] rather than through
+//! an adapter crate, for two reasons:
+//! - **Cancellation.** A dropped io_uring read may still complete in the kernel and its bytes
+//!   are lost. Every read here is a `cancelable_read` raced against its deadline; on timeout
+//!   the read is cancelled *and awaited*, so no byte is ever silently dropped. (A timed-out
+//!   connection is closed by the caller anyway, but the rule holds for every read.)
+//! - **Buffers.** Ciphertext goes through two small buffers owned here, plaintext straight into
+//!   the caller's frame buffer, so a connection's memory is what we decide it is.
+//!
+//! What this module does not do: framing, HL7, retries. Those live in the session and
+//! downstream modules.
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
+use monoio::net::TcpStream;
+
+/// Bytes of ciphertext read from the socket at a time. One TLS record is at most ~16.6 KiB;
+/// reading up to that much keeps a full record to one syscall without idle connections
+/// holding much.
+const TLS_READ_CHUNK: usize = 17 * 1024;
+
+/// A canceller that more than one owner may fire (a read's own deadline, the worker's
+/// shutdown). monoio's `Canceller` is consumed by `cancel`, hence the slot: whoever fires
+/// first takes it.
+pub(crate) type SharedCanceller = Rc<RefCell<Option<Canceller>>>;
+
+/// A fresh [`SharedCanceller`].
+pub(crate) fn shared_canceller() -> SharedCanceller {
+    Rc::new(RefCell::new(Some(Canceller::new())))
+}
+
+/// Cancels the operations of `canceller`, if nobody has yet.
+pub(crate) fn fire(canceller: &SharedCanceller) {
+    if let Some(c) = canceller.borrow_mut().take() {
+        let _ = c.cancel();
+    }
+}
+
+/// How the bytes of a connection are carried.
+enum Transport {
+    Plain,
+    Tls {
+        session: Box<rustls::Connection>,
+        /// Ciphertext received but not yet fed to rustls.
+        incoming: Vec<u8>,
+        /// Ciphertext produced by rustls, written to the socket before the next read.
+        outgoing: Vec<u8>,
+    },
+}
+
+/// A connection with deadline-bound I/O; see the module docs.
+pub(crate) struct Conn {
+    tcp: TcpStream,
+    transport: Transport,
+    peer: SocketAddr,
+}
+
+/// Why a read or write did not complete.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    /// The deadline passed first.
+    #[error("timed out")]
+    TimedOut,
+    /// The peer closed the connection (at a TLS level with close_notify, or at TCP level).
+    #[error("connection closed by peer")]
+    Closed,
+    /// The read was cancelled from outside (shutdown).
+    #[error("cancelled")]
+    Cancelled,
+    /// A socket error.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The TLS layer refused the peer (bad certificate, protocol violation, plaintext on a
+    /// TLS port); rustls has queued the alert, which was sent before returning.
+    #[error("TLS: {0}")]
+    Tls(rustls::Error),
+}
+
+impl Conn {
+    /// A plain connection.
+    pub(crate) fn plain(tcp: TcpStream, peer: SocketAddr) -> Self {
+        Self {
+            tcp,
+            transport: Transport::Plain,
+            peer,
+        }
+    }
+
+    /// A TLS connection whose handshake has not run yet; [`handshake`](Self::handshake) runs
+    /// it.
+    pub(crate) fn tls(tcp: TcpStream, peer: SocketAddr, session: rustls::Connection) -> Self {
+        let transport = Transport::Tls {
+            session: Box::new(session),
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+        };
+        Self {
+            tcp,
+            transport,
+            peer,
+        }
+    }
+
+    /// The underlying socket (for non-blocking probes; all I/O goes through this type).
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// The remote address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Whether the connection is TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self.transport, Transport::Tls { .. })
+    }
+
+    /// Runs the TLS handshake to completion (no-op for plain connections). A refused peer
+    /// gets its alert before this returns the error.
+    pub(crate) async fn handshake(&mut self, deadline: Instant) -> Result<(), ConnError> {
+        loop {
+            let Transport::Tls { session, .. } = &self.transport else {
+                return Ok(());
+            };
+            if !session.is_handshaking() {
+                return self.flush_tls(deadline).await;
+            }
+            self.flush_tls(deadline).await?;
+            self.pump_ciphertext(deadline, None).await?;
+        }
+    }
+
+    /// Appends plaintext to `buf`, waiting until at least one byte arrives or `deadline`
+    /// passes. `buf` is taken and given back (io_uring owns it while the kernel reads);
+    /// `want` is how much spare room to read into.
+    pub(crate) async fn read_into(
+        &mut self,
+        mut buf: Vec<u8>,
+        want: usize,
+        deadline: Instant,
+        canceller: Option<&SharedCanceller>,
+    ) -> (Result<usize, ConnError>, Vec<u8>) {
+        if matches!(self.transport, Transport::Plain) {
+            buf.reserve(want);
+            let start = buf.len();
+            let end = buf.capacity();
+            let (result, slice) = read_deadline(
+                &mut self.tcp,
+                buf.slice_mut(start..end),
+                deadline,
+                canceller,
+            )
+            .await;
+            let buf = slice.into_inner();
+            return match result {
+                Ok(0) => (Err(ConnError::Closed), buf),
+                Ok(n) => (Ok(n), buf),
+                Err(e) => (Err(e), buf),
+            };
+        }
+        loop {
+            let Transport::Tls { session, .. } = &mut self.transport else {
+                unreachable!("checked above");
+            };
+            let before = buf.len();
+            match session.reader().read_to_end(&mut buf) {
+                // A clean TLS close (close_notify) after everything was read.
+                Ok(_) if buf.len() == before => return (Err(ConnError::Closed), buf),
+                Ok(_) => return (Ok(buf.len() - before), buf),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if buf.len() > before {
+                        return (Ok(buf.len() - before), buf);
+                    }
+                }
+                Err(e) => return (Err(ConnError::Io(e)), buf),
+            }
+            if let Err(e) = self.flush_tls(deadline).await {
+                return (Err(e), buf);
+            }
+            if let Err(e) = self.pump_ciphertext(deadline, canceller).await {
+                return (Err(e), buf);
+            }
+        }
+    }
+
+    /// Writes all of `parts`, in order, before `deadline`.
+    pub(crate) async fn write_all(
+        &mut self,
+        parts: &[&[u8]],
+        deadline: Instant,
+    ) -> Result<(), ConnError> {
+        match &mut self.transport {
+            Transport::Plain => {
+                let total: usize = parts.iter().map(|p| p.len()).sum();
+                let mut joined = Vec::with_capacity(total);
+                for part in parts {
+                    joined.extend_from_slice(part);
+                }
+                write_deadline(&mut self.tcp, joined, deadline).await
+            }
+            Transport::Tls { session, .. } => {
+                for part in parts {
+                    session.writer().write_all(part)?;
+                }
+                self.flush_tls(deadline).await
+            }
+        }
+    }
+
+    /// Sends a TLS close_notify (if TLS) and shuts the socket's write side, best effort.
+    pub(crate) async fn close(mut self) {
+        if let Transport::Tls { session, .. } = &mut self.transport {
+            session.send_close_notify();
+            let deadline = Instant::now() + Duration::from_millis(200);
+            let _ = self.flush_tls(deadline).await;
+        }
+        let _ = monoio::io::AsyncWriteRent::shutdown(&mut self.tcp).await;
+    }
+
+    /// Writes every byte rustls has queued (handshake messages, records, alerts).
+    async fn flush_tls(&mut self, deadline: Instant) -> Result<(), ConnError> {
+        let Transport::Tls {
+            session, outgoing, ..
+        } = &mut self.transport
+        else {
+            return Ok(());
+        };
+        while session.wants_write() {
+            session.write_tls(outgoing)?;
+        }
+        if outgoing.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(outgoing);
+        let result = write_deadline_returning(&mut self.tcp, data, deadline).await;
+        let (result, mut data) = result;
+        data.clear();
+        if let Transport::Tls { outgoing, .. } = &mut self.transport {
+            *outgoing = data;
+        }
+        result
+    }
+
+    /// Reads ciphertext from the socket and feeds it to rustls; on a TLS error, sends the
+    /// alert rustls queued and returns the error.
+    async fn pump_ciphertext(
+        &mut self,
+        deadline: Instant,
+        canceller: Option<&SharedCanceller>,
+    ) -> Result<(), ConnError> {
+        let Transport::Tls { incoming, .. } = &mut self.transport else {
+            return Ok(());
+        };
+        let mut buf = std::mem::take(incoming);
+        buf.clear();
+        buf.reserve(TLS_READ_CHUNK);
+        let end = buf.capacity();
+        let (result, slice) =
+            read_deadline(&mut self.tcp, buf.slice_mut(0..end), deadline, canceller).await;
+        let buf = slice.into_inner();
+        let Transport::Tls {
+            session, incoming, ..
+        } = &mut self.transport
+        else {
+            unreachable!("transport does not change");
+        };
+        let n = match result {
+            Ok(0) => {
+                *incoming = buf;
+                return Err(ConnError::Closed);
+            }
+            Ok(n) => n,
+            Err(e) => {
+                *incoming = buf;
+                return Err(e);
+            }
+        };
+        let mut fed = &buf[..n];
+        let mut outcome = Ok(());
+        while !fed.is_empty() {
+            if let Err(e) = session.read_tls(&mut fed) {
+                outcome = Err(ConnError::Io(e));
+                break;
+            }
+            if let Err(e) = session.process_new_packets() {
+                outcome = Err(ConnError::Tls(e));
+                break;
+            }
+        }
+        *incoming = buf;
+        if let Err(error) = outcome {
+            // Tell the peer why (the alert), then report.
+            let _ = self.flush_tls(deadline).await;
+            return Err(error);
+        }
+        Ok(())
+    }
+}
+
+impl From<rustls::Error> for ConnError {
+    fn from(e: rustls::Error) -> Self {
+        Self::Tls(e)
+    }
+}
+
+/// Reads into `buf`, giving up at `deadline` (or when `canceller` fires): the read is
+/// cancelled and awaited, so the buffer always comes back and no completed read is lost.
+async fn read_deadline<B: IoBufMut>(
+    tcp: &mut TcpStream,
+    buf: B,
+    deadline: Instant,
+    canceller: Option<&SharedCanceller>,
+) -> (Result<usize, ConnError>, B) {
+    let own = canceller.cloned().unwrap_or_else(shared_canceller);
+    let Some(handle) = own.borrow().as_ref().map(Canceller::handle) else {
+        // Fired before the read began (shutdown raced us): nothing was read.
+        return (Err(ConnError::Cancelled), buf);
+    };
+    let read = tcp.cancelable_read(buf, handle);
+    let mut read = std::pin::pin!(read);
+    let timer = monoio::time::sleep_until(deadline.into());
+    let mut timer = std::pin::pin!(timer);
+    monoio::select! {
+        (result, buf) = &mut read => (map_read(result), buf),
+        () = &mut timer => {
+            fire(&own);
+            let (result, buf) = read.await;
+            // The read may have completed before the cancel took effect: keep its bytes.
+            match result {
+                Ok(n) if n > 0 => (Ok(n), buf),
+                _ => (Err(ConnError::TimedOut), buf),
+            }
+        }
+    }
+}
+
+fn map_read(result: io::Result<usize>) -> Result<usize, ConnError> {
+    match result {
+        Ok(n) => Ok(n),
+        Err(e) if e.raw_os_error() == Some(libc_ecanceled()) => Err(ConnError::Cancelled),
+        Err(e) => Err(ConnError::Io(e)),
+    }
+}
+
+/// `ECANCELED` on Linux: what a cancelled io_uring operation completes with.
+const fn libc_ecanceled() -> i32 {
+    125
+}
+
+/// Writes all of `data` before `deadline`.
+async fn write_deadline(
+    tcp: &mut TcpStream,
+    data: Vec<u8>,
+    deadline: Instant,
+) -> Result<(), ConnError> {
+    write_deadline_returning(tcp, data, deadline).await.0
+}
+
+/// Writes all of `data` before `deadline` and gives the buffer back for reuse.
+async fn write_deadline_returning(
+    tcp: &mut TcpStream,
+    mut data: Vec<u8>,
+    deadline: Instant,
+) -> (Result<(), ConnError>, Vec<u8>) {
+    let mut written = 0;
+    while written < data.len() {
+        let canceller = Canceller::new();
+        let end = data.len();
+        let write = tcp.cancelable_write(
+            monoio::buf::IoBuf::slice(data, written..end),
+            canceller.handle(),
+        );
+        let mut write = std::pin::pin!(write);
+        let timer = monoio::time::sleep_until(deadline.into());
+        let mut timer = std::pin::pin!(timer);
+        let (result, slice) = monoio::select! {
+            r = &mut write => r,
+            () = &mut timer => {
+                let _ = canceller.cancel();
+                let (result, slice) = write.await;
+                match result {
+                    Ok(n) if n > 0 => (Ok(n), slice),
+                    _ => return (Err(ConnError::TimedOut), slice.into_inner()),
+                }
+            }
+        };
+        data = slice.into_inner();
+        match result {
+            Ok(0) => return (Err(ConnError::Closed), data),
+            Ok(n) => written += n,
+            Err(e) => return (Err(ConnError::Io(e)), data),
+        }
+    }
+    (Ok(()), data)
+}

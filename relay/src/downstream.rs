@@ -1,0 +1,294 @@
+//! Delivery to a downstream: a per-worker pool of connections, one message in flight on each,
+//! the ACK checked against the message's control id, bounded retries with backoff.
+//!
+//! The rules that keep ACKs honest:
+//! - A connection carries one message at a time and is reused only after a clean exchange
+//!   (one ACK, nothing after it). Any failure — timeout, close, unreadable ACK, MSA-2 that
+//!   is not the message's MSH-10 — closes that connection, so a late ACK can never be read as
+//!   the answer to a later message (the duplicate-flood failure of engines that keep the
+//!   connection and match the next ACK that arrives).
+//! - Before a pooled connection is reused it is checked for a close (or stray bytes) that
+//!   arrived while it sat idle; such a connection is discarded without sending on it. Some
+//!   servers close after every message; they simply get a new connection each time.
+//! - The downstream's own verdict (AA, AE, AR, CA, CE, CR) is an answer, not a failure: it is
+//!   passed to the sender as it is.
+
+use std::cell::RefCell;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use mllp::ack::parse_ack;
+use mllp::frame::Deframer;
+use monoio::net::TcpStream;
+use tracing::{debug, warn};
+
+use crate::config::DownstreamConfig;
+use crate::conn::{Conn, ConnError};
+use crate::metrics::{DownstreamFailureKind, Stats};
+
+/// Initial read buffer of a downstream connection: ACKs are small.
+const ACK_BUFFER: usize = 1024;
+
+/// An open connection to the downstream with its own deframer.
+struct Link {
+    conn: Conn,
+    deframer: Deframer,
+    buf: Vec<u8>,
+}
+
+/// Why one delivery attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    #[error("cannot connect to {addr}: {error}")]
+    Connect {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("connect to {addr} timed out after {after:?}")]
+    ConnectTimeout { addr: SocketAddr, after: Duration },
+    #[error("TLS handshake with {addr} failed: {error}")]
+    Handshake { addr: SocketAddr, error: ConnError },
+    #[error("sending to {addr} failed: {error}")]
+    Send { addr: SocketAddr, error: ConnError },
+    #[error("no ACK from {addr} within {after:?}")]
+    AckTimeout { addr: SocketAddr, after: Duration },
+    #[error("{addr} closed the connection before acknowledging")]
+    Closed { addr: SocketAddr },
+    #[error("reading the ACK from {addr} failed: {error}")]
+    Receive { addr: SocketAddr, error: ConnError },
+    #[error("{addr} sent a broken frame: {error}")]
+    Framing {
+        addr: SocketAddr,
+        error: mllp::FrameError,
+    },
+    #[error("{addr} answered with something that is not an ACK: {error}")]
+    NotAnAck {
+        addr: SocketAddr,
+        error: mllp::AckError,
+    },
+    #[error("{addr} acknowledged control id {got:?} instead of {expected:?}")]
+    WrongControlId {
+        addr: SocketAddr,
+        got: String,
+        expected: String,
+    },
+}
+
+impl Failure {
+    fn kind(&self) -> DownstreamFailureKind {
+        match self {
+            Self::Connect { .. } => DownstreamFailureKind::Connect,
+            Self::ConnectTimeout { .. } => DownstreamFailureKind::ConnectTimeout,
+            Self::Handshake { .. } => DownstreamFailureKind::Handshake,
+            Self::Send { .. } => DownstreamFailureKind::Send,
+            Self::AckTimeout { .. } => DownstreamFailureKind::AckTimeout,
+            Self::Closed { .. } => DownstreamFailureKind::Closed,
+            Self::Receive { .. } => DownstreamFailureKind::Receive,
+            Self::Framing { .. } => DownstreamFailureKind::Framing,
+            Self::NotAnAck { .. } => DownstreamFailureKind::NotAnAck,
+            Self::WrongControlId { .. } => DownstreamFailureKind::WrongControlId,
+        }
+    }
+}
+
+/// One downstream, as seen from one worker.
+pub(crate) struct Downstream {
+    config: DownstreamConfig,
+    idle: RefCell<Vec<Link>>,
+}
+
+impl Downstream {
+    pub(crate) fn new(config: DownstreamConfig) -> Self {
+        Self {
+            config,
+            idle: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Delivers one message (the payload of a frame) and, when `expect_ack`, waits for the
+    /// ACK whose MSA-2 is `control_id`; its payload is appended to `ack`. Retries as
+    /// configured. Returns the last failure when every attempt failed.
+    pub(crate) async fn deliver(
+        &self,
+        payload: &[u8],
+        control_id: &[u8],
+        expect_ack: bool,
+        ack: &mut Vec<u8>,
+        stats: &Stats,
+    ) -> Result<(), Failure> {
+        let mut attempt = 0;
+        loop {
+            match self.attempt(payload, control_id, expect_ack, ack).await {
+                Ok(()) => return Ok(()),
+                Err(failure) => {
+                    stats.downstream_failure(failure.kind());
+                    if attempt >= self.config.retries {
+                        return Err(failure);
+                    }
+                    let pause = self.backoff(attempt);
+                    warn!(
+                        downstream = %self.config.name,
+                        attempt = attempt + 1,
+                        error = %failure,
+                        retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                        "delivery attempt failed"
+                    );
+                    monoio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Full-jitter exponential backoff: a random pause up to `base * 2^attempt`, capped, so
+    /// that many senders retrying at once do not hit a recovering receiver together.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .config
+            .backoff_base
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.config.backoff_cap);
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX).max(1);
+        Duration::from_nanos(random % nanos)
+    }
+
+    async fn attempt(
+        &self,
+        payload: &[u8],
+        control_id: &[u8],
+        expect_ack: bool,
+        ack: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        let addr = self.config.addr;
+        let mut link = match self.pooled() {
+            Some(link) => link,
+            None => self.connect().await?,
+        };
+        let framing = self.config.framing;
+        let write_deadline = Instant::now() + self.config.ack_timeout;
+        let parts: [&[u8]; 3] = [&[framing.start()], payload, framing.end()];
+        if let Err(error) = link.conn.write_all(&parts, write_deadline).await {
+            return Err(Failure::Send { addr, error });
+        }
+        if !expect_ack {
+            self.idle.borrow_mut().push(link);
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.config.ack_timeout;
+        loop {
+            match link.deframer.decode(&link.buf) {
+                Ok(Some(frame)) => {
+                    let bytes = frame.payload(&link.buf);
+                    let parsed =
+                        parse_ack(bytes).map_err(|error| Failure::NotAnAck { addr, error })?;
+                    if parsed.acknowledged_id != control_id {
+                        return Err(Failure::WrongControlId {
+                            addr,
+                            got: String::from_utf8_lossy(parsed.acknowledged_id).into_owned(),
+                            expected: String::from_utf8_lossy(control_id).into_owned(),
+                        });
+                    }
+                    ack.extend_from_slice(bytes);
+                    // Anything after the ACK's trailer is unexplained: do not reuse the link.
+                    let trailing = link.buf.len() > link.deframer.discardable();
+                    while link.deframer.poll_event().is_some() {}
+                    if !trailing {
+                        link.buf.clear();
+                        link.deframer = Deframer::new(framing);
+                        self.idle.borrow_mut().push(link);
+                    } else {
+                        debug!(downstream = %self.config.name, "bytes after the ACK: connection not reused");
+                    }
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(error) => return Err(Failure::Framing { addr, error }),
+            }
+            while link.deframer.poll_event().is_some() {}
+            link.deframer.reserve_for_read(&mut link.buf, ACK_BUFFER);
+            let buf = std::mem::take(&mut link.buf);
+            let (result, buf) = link.conn.read_into(buf, ACK_BUFFER, deadline, None).await;
+            link.buf = buf;
+            match result {
+                Ok(_) => {}
+                Err(ConnError::TimedOut) => {
+                    return Err(Failure::AckTimeout {
+                        addr,
+                        after: self.config.ack_timeout,
+                    });
+                }
+                Err(ConnError::Closed) => return Err(Failure::Closed { addr }),
+                Err(error) => return Err(Failure::Receive { addr, error }),
+            }
+        }
+    }
+
+    /// An idle pooled connection that is still open and quiet, if any.
+    fn pooled(&self) -> Option<Link> {
+        let mut idle = self.idle.borrow_mut();
+        while let Some(link) = idle.pop() {
+            if is_quiet(&link.conn) {
+                return Some(link);
+            }
+            debug!(downstream = %self.config.name, "pooled connection closed or noisy while idle: discarded");
+        }
+        None
+    }
+
+    async fn connect(&self) -> Result<Link, Failure> {
+        let addr = self.config.addr;
+        let after = self.config.connect_timeout;
+        let connect = TcpStream::connect_addr(addr);
+        let tcp = match monoio::time::timeout(after, connect).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(error)) => return Err(Failure::Connect { addr, error }),
+            Err(_) => return Err(Failure::ConnectTimeout { addr, after }),
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut conn =
+            match &self.config.tls {
+                None => Conn::plain(tcp, addr),
+                Some((tls, name)) => {
+                    let session = rustls::ClientConnection::new(tls.clone(), name.clone())
+                        .map_err(|e| Failure::Handshake {
+                            addr,
+                            error: ConnError::Tls(e),
+                        })?;
+                    Conn::tls(tcp, addr, session.into())
+                }
+            };
+        conn.handshake(Instant::now() + after)
+            .await
+            .map_err(|error| Failure::Handshake { addr, error })?;
+        Ok(Link {
+            conn,
+            deframer: Deframer::new(self.config.framing),
+            buf: Vec::with_capacity(ACK_BUFFER),
+        })
+    }
+}
+
+/// Whether an idle connection is still open with nothing unread: a non-blocking peek sees
+/// "would block". End of stream (the peer closed) or unread bytes (a late or unsolicited
+/// message) both mean the connection must not carry the next message.
+fn is_quiet(conn: &Conn) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    let mut probe = [0u8; 1];
+    matches!(
+        recv(
+            conn.tcp().as_raw_fd(),
+            &mut probe,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+        ),
+        Err(nix::errno::Errno::EAGAIN)
+    )
+}

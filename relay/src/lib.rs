@@ -1,0 +1,40 @@
+//! `mllp-relay`: an HL7 v2 MLLP relay, thread-per-core on io_uring, that terminates TLS in
+//! front of a plain-MLLP engine and hands every sender an honest ACK.
+//!
+//! ```text
+//!  sender ──TLS/TCP──► worker (one per core, SO_REUSEPORT listener)
+//!                        │  session: handshake → read → mllp::Deframer → mllp::hl7::Msh
+//!                        │           ──► downstream pool (per worker) ──TCP/TLS──► receiver
+//!                        │                      ◄── ACK, MSA-2 checked against MSH-10
+//!  sender ◄──────────────┘  the receiver's ACK byte for byte, or a generated AE/CE with
+//!                           ERR 207 when the receiver failed (or a close, as configured)
+//! ```
+//!
+//! Never an AA (or CA) the receiver did not give: in `passthrough` mode the only positive ACK
+//! a sender ever sees is the receiver's own.
+//!
+//! # Layout
+//! - [`config`]: the validated configuration and its defaults (with the reason for each).
+//! - [`worker`]: threads, runtimes, listeners, accept loop, shutdown; [`start`] runs a relay.
+//! - `session`: one inbound connection, message by message.
+//! - `downstream`: the per-worker connection pool, delivery, ACK checks, retries.
+//! - `conn`: plain/TLS connections with cancel-safe deadline I/O over rustls's sans-IO core.
+//! - [`tls`]: certificate loading and client-certificate verification (CA and/or SHA-256
+//!   thumbprints).
+//! - [`metrics`]: the counters the workers keep.
+//!
+//! # Not here (yet)
+//! TOML configuration, routing rules, the `single` link policy, `local` ACK mode, the
+//! Prometheus endpoint, certificate reload on SIGHUP: they arrive in the next steps of the
+//! relay issue.
+
+pub mod config;
+mod conn;
+mod downstream;
+pub mod metrics;
+mod session;
+mod time;
+pub mod tls;
+pub mod worker;
+
+pub use worker::{RelayHandle, start};

@@ -1,0 +1,289 @@
+//! One inbound connection: handshake, read, deframe, answer each message, in order.
+//!
+//! HL7 original mode is stop-and-wait, and so is a session: a message is delivered and
+//! answered before the next one in the buffer is looked at, which keeps per-connection order.
+//! Everything that can go wrong with a sender ends this connection only, after a log line and
+//! a counter; a panic inside the session is caught by the worker (see `worker.rs`).
+
+use std::rc::Rc;
+use std::time::{Instant, SystemTime};
+
+use mllp::ack::{self, AckDecision, AckParams, AckPolicy, ErrorCode, ErrorDetail, Outcome};
+use mllp::frame::Deframer;
+use mllp::hl7::Msh;
+use tracing::{debug, info, warn};
+
+use crate::config::OnDownstreamFailure;
+use crate::conn::{Conn, ConnError, shared_canceller};
+use crate::metrics::Stats;
+use crate::time::hl7_timestamp;
+use crate::worker::WorkerContext;
+
+/// Read size for a sender's connection: a few TCP segments. The buffer grows for bigger
+/// frames (up to the frame limit) and is reused for the connection's life.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What to do with the sender after one message.
+enum Reply {
+    /// Send these bytes (an ACK payload), framed.
+    Send,
+    /// Nothing is due (MSH-15/16 or the ACK policy said so).
+    Nothing,
+    /// Close the connection without answering.
+    Close,
+}
+
+/// Runs a session to its end; never panics on input, never returns an error (it logs).
+pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
+    let listener = &ctx.config.listener;
+    let stats = &ctx.stats;
+    let peer = conn.peer();
+    if conn.is_tls() {
+        if let Err(error) = conn
+            .handshake(Instant::now() + listener.handshake_timeout)
+            .await
+        {
+            Stats::bump(&stats.tls_handshake_failures);
+            if let ConnError::Tls(tls_error) = &error {
+                // Reasons rustls decides before our verifier runs (no certificate at all).
+                listener.tls_rejections.note_handshake_error(tls_error);
+            }
+            warn!(%peer, %error, "TLS handshake failed; connection closed");
+            return;
+        }
+        debug!(%peer, "TLS handshake complete");
+    }
+
+    let mut session = Session {
+        ctx: &ctx,
+        deframer: Deframer::new(listener.framing),
+        ack: Vec::new(),
+        reply: Vec::new(),
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    // When the frame being received began (for the whole-frame deadline).
+    let mut frame_started: Option<(u64, Instant)> = None;
+    loop {
+        // Answer every complete message already buffered, in order.
+        loop {
+            let frame = match session.deframer.decode(&buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    Stats::bump(&stats.framing_errors);
+                    warn!(%peer, %error, "framing error; connection closed");
+                    conn.close().await;
+                    return;
+                }
+            };
+            session.log_events(peer);
+            let payload = frame.payload(&buf);
+            match session.handle(payload).await {
+                Reply::Send => {
+                    let framing = listener.framing;
+                    let parts: [&[u8]; 3] = [&[framing.start()], &session.reply, framing.end()];
+                    let deadline = Instant::now() + listener.write_timeout;
+                    if let Err(error) = conn.write_all(&parts, deadline).await {
+                        warn!(%peer, %error, "writing the ACK failed; connection closed");
+                        return;
+                    }
+                }
+                Reply::Nothing => {}
+                Reply::Close => {
+                    conn.close().await;
+                    return;
+                }
+            }
+        }
+        session.log_events(peer);
+
+        let now = Instant::now();
+        let in_frame = session.deframer.frame_in_progress();
+        frame_started = match (in_frame, frame_started) {
+            (None, _) => None,
+            (Some(offset), Some((started, at))) if started == offset => Some((started, at)),
+            (Some(offset), _) => Some((offset, now)),
+        };
+        if ctx.shutting_down() && in_frame.is_none() {
+            debug!(%peer, "shutting down: connection closed between messages");
+            conn.close().await;
+            return;
+        }
+        let idle_deadline = now + listener.idle_timeout;
+        let deadline = match frame_started {
+            Some((_, at)) => idle_deadline.min(at + listener.frame_deadline),
+            None => idle_deadline,
+        };
+
+        session.deframer.reserve_for_read(&mut buf, READ_CHUNK);
+        // Between messages the read can be cancelled by shutdown; inside a frame it cannot.
+        let canceller = in_frame.is_none().then(shared_canceller);
+        let registration = canceller.as_ref().map(|c| ctx.register_idle(c));
+        let (result, returned) = conn
+            .read_into(buf, READ_CHUNK, deadline, canceller.as_ref())
+            .await;
+        buf = returned;
+        if let Some(id) = registration {
+            ctx.unregister_idle(id);
+        }
+        match result {
+            Ok(n) => Stats::add(&stats.bytes_in, n),
+            Err(ConnError::Closed) => {
+                if let Err(error) = session.deframer.finish() {
+                    Stats::bump(&stats.framing_errors);
+                    warn!(%peer, %error, "sender closed the connection mid-frame");
+                } else {
+                    debug!(%peer, "sender closed the connection");
+                }
+                return;
+            }
+            Err(ConnError::TimedOut) => {
+                if frame_started
+                    .is_some_and(|(_, at)| Instant::now() >= at + listener.frame_deadline)
+                {
+                    Stats::bump(&stats.frame_deadline_expired);
+                    warn!(%peer, deadline = ?listener.frame_deadline, "frame not completed within the frame deadline; connection closed");
+                } else {
+                    Stats::bump(&stats.idle_timeouts);
+                    info!(%peer, idle = ?listener.idle_timeout, "idle timeout; connection closed");
+                }
+                conn.close().await;
+                return;
+            }
+            Err(ConnError::Cancelled) => {
+                debug!(%peer, "shutting down: idle connection closed");
+                conn.close().await;
+                return;
+            }
+            Err(error) => {
+                warn!(%peer, %error, "read failed; connection closed");
+                return;
+            }
+        }
+    }
+}
+
+/// The per-connection state that outlives one message.
+struct Session<'c> {
+    ctx: &'c WorkerContext,
+    deframer: Deframer,
+    /// The downstream's ACK payload for the current message.
+    ack: Vec<u8>,
+    /// The payload to send back to the sender.
+    reply: Vec<u8>,
+}
+
+impl Session<'_> {
+    /// Delivers one message and prepares the sender's answer in `self.reply`.
+    async fn handle(&mut self, payload: &[u8]) -> Reply {
+        let stats = &self.ctx.stats;
+        let listener = &self.ctx.config.listener;
+        Stats::bump(&stats.messages_in);
+        self.reply.clear();
+        self.ack.clear();
+        let timestamp = hl7_timestamp(SystemTime::now());
+        let control_id = self.ctx.next_control_id();
+
+        let msh = match Msh::parse(payload) {
+            Ok(msh) => msh,
+            Err(error) => {
+                Stats::bump(&stats.rejects_bad_header);
+                warn!(%error, "message without a readable MSH: rejected with AR, not forwarded");
+                let text = format!("message rejected: {error}");
+                let params = AckParams::new(&timestamp, control_id.as_bytes());
+                let params = AckParams {
+                    text: Some(text.as_bytes()),
+                    ..params
+                };
+                let detail = ErrorDetail {
+                    code: header_error_code(error),
+                    diagnostic: text.as_bytes(),
+                };
+                ack::write_headerless_reject(&params, detail, &mut self.reply);
+                return Reply::Send;
+            }
+        };
+        debug!(
+            msh9 = %String::from_utf8_lossy(msh.raw_field(9)),
+            msh10 = %String::from_utf8_lossy(msh.control_id()),
+            "message received"
+        );
+        // In enhanced mode a sender may ask for no accept ACK on success (NE, ER): the
+        // downstream will not send one, so waiting for it would only time out.
+        let expect_ack = matches!(
+            ack::decide(&msh, Outcome::Accepted, AckPolicy::Negotiated),
+            AckDecision::Send(_)
+        );
+        let downstream = &self.ctx.downstream;
+        match downstream
+            .deliver(payload, msh.control_id(), expect_ack, &mut self.ack, stats)
+            .await
+        {
+            Ok(()) => {
+                Stats::bump(&stats.messages_delivered);
+                if !expect_ack {
+                    return Reply::Nothing;
+                }
+                Stats::bump(&stats.acks_passed_through);
+                std::mem::swap(&mut self.reply, &mut self.ack);
+                Reply::Send
+            }
+            Err(failure) => {
+                warn!(
+                    downstream = %downstream.name(),
+                    msh9 = %String::from_utf8_lossy(msh.raw_field(9)),
+                    msh10 = %String::from_utf8_lossy(msh.control_id()),
+                    error = %failure,
+                    "delivery failed after every retry"
+                );
+                match listener.on_downstream_failure {
+                    OnDownstreamFailure::Close => {
+                        Stats::bump(&stats.closes_downstream_failed);
+                        Reply::Close
+                    }
+                    OnDownstreamFailure::Nak => {
+                        let text = format!("not delivered: {failure}");
+                        let params = AckParams {
+                            text: Some(text.as_bytes()),
+                            error: Some(ErrorDetail {
+                                code: ErrorCode::ApplicationInternal,
+                                diagnostic: text.as_bytes(),
+                            }),
+                            ..AckParams::new(&timestamp, control_id.as_bytes())
+                        };
+                        let decision = ack::build_ack(
+                            &msh,
+                            Outcome::Error,
+                            listener.ack_policy,
+                            &params,
+                            &mut self.reply,
+                        );
+                        match decision {
+                            AckDecision::Send(_) => {
+                                Stats::bump(&stats.naks_downstream_failed);
+                                Reply::Send
+                            }
+                            AckDecision::NotDue => Reply::Nothing,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Logs and counts the framing tolerances used since the last call.
+    fn log_events(&mut self, peer: std::net::SocketAddr) {
+        while let Some(event) = self.deframer.poll_event() {
+            Stats::bump(&self.ctx.stats.framing_events);
+            debug!(%peer, code = event.code.as_str(), offset = event.offset, len = event.len, "framing tolerance used");
+        }
+    }
+}
+
+/// The table 0357 code for a header that cannot be read.
+fn header_error_code(error: mllp::Hl7Error) -> ErrorCode {
+    match error {
+        mllp::Hl7Error::MissingHeader => ErrorCode::SegmentSequence,
+        _ => ErrorCode::DataType,
+    }
+}

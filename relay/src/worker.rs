@@ -1,0 +1,331 @@
+//! Worker threads: one monoio runtime per thread (io_uring, or epoll where io_uring is not
+//! available), each pinned to a core and accepting on its own `SO_REUSEPORT` listener, so the
+//! kernel spreads connections and a connection lives and dies on one core.
+//!
+//! Shutdown: the handle sets a flag; each worker notices it within a fifth of a second, stops
+//! accepting, cancels the reads of connections that are idle between messages, and waits for
+//! sessions in the middle of a message to finish it, up to the grace period.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use monoio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Driver};
+use crate::conn::{Conn, SharedCanceller, fire};
+use crate::downstream::Downstream;
+use crate::metrics::Stats;
+use crate::session;
+
+/// How often an accepting worker looks at the shutdown flag. Shutdown is rare; a fifth of a
+/// second is prompt for an operator and costs five wake-ups a second per worker.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
+
+/// Listen backlog: room for a burst of reconnecting senders after a network blip.
+const BACKLOG: i32 = 1024;
+
+/// A running relay.
+#[derive(Debug)]
+pub struct RelayHandle {
+    listen_addr: SocketAddr,
+    shutdown: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    stats: Arc<Stats>,
+}
+
+impl RelayHandle {
+    /// The address the listener is bound to (the real port when 0 was asked for).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    /// The relay's counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// A flag that, once set, starts a graceful shutdown (for signal handlers).
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        self.shutdown.clone()
+    }
+
+    /// Starts a graceful shutdown and waits for the workers to finish.
+    pub fn shutdown(self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.join();
+    }
+
+    /// Waits for the workers to finish (after the shutdown flag is set).
+    pub fn join(self) {
+        for thread in self.threads {
+            if thread.join().is_err() {
+                error!("a worker thread panicked");
+            }
+        }
+    }
+}
+
+/// What one worker's tasks share: configuration, counters, the downstream pool, and the
+/// shutdown state. Lives on one thread (`Rc`), so nothing here needs a lock.
+pub(crate) struct WorkerContext {
+    pub(crate) config: Arc<Config>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) downstream: Downstream,
+    id: usize,
+    shutdown: Arc<AtomicBool>,
+    /// Cancellers of sessions idle between messages, cancelled at shutdown.
+    idle: RefCell<HashMap<u64, SharedCanceller>>,
+    next_idle: Cell<u64>,
+    /// Open sessions on this worker.
+    active: Cell<usize>,
+    /// Counter for generated control ids.
+    generated: Cell<u64>,
+}
+
+impl WorkerContext {
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// Registers an idle session's read so shutdown can cancel it.
+    pub(crate) fn register_idle(&self, canceller: &SharedCanceller) -> u64 {
+        let id = self.next_idle.get();
+        self.next_idle.set(id + 1);
+        self.idle.borrow_mut().insert(id, canceller.clone());
+        id
+    }
+
+    pub(crate) fn unregister_idle(&self, id: u64) {
+        self.idle.borrow_mut().remove(&id);
+    }
+
+    /// A control id for a relay-generated ACK, unique within this process run:
+    /// `R<worker>-<counter>`.
+    pub(crate) fn next_control_id(&self) -> String {
+        let n = self.generated.get() + 1;
+        self.generated.set(n);
+        format!("R{}-{n}", self.id)
+    }
+}
+
+/// Binds the listeners and starts the workers.
+///
+/// # Errors
+/// When the listen address cannot be bound or a worker thread cannot start.
+pub fn start(config: Config) -> io::Result<RelayHandle> {
+    let workers = config.workers.max(1);
+    let first = bind_reuseport(config.listener.addr)?;
+    let listen_addr = first
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("listener has no IP address"))?;
+    let mut sockets = vec![first];
+    for _ in 1..workers {
+        sockets.push(bind_reuseport(listen_addr)?);
+    }
+    let config = Arc::new(config);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(Stats::default());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let driver = match config.driver {
+        Driver::Auto if !monoio::utils::detect_uring() => {
+            info!("io_uring is not available here: workers use the epoll driver");
+            Driver::Epoll
+        }
+        Driver::IoUring if !monoio::utils::detect_uring() => {
+            return Err(io::Error::other(
+                "io_uring was asked for but this kernel does not offer it",
+            ));
+        }
+        other => other,
+    };
+    let mut threads = Vec::with_capacity(workers);
+    for (id, socket) in sockets.into_iter().enumerate() {
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        let stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("mllp-relay-w{id}"))
+            .spawn(move || {
+                if config.pin_workers
+                    && let Err(e) = monoio::utils::bind_to_cpu_set(Some(id % cores))
+                {
+                    warn!(worker = id, error = %e, "could not pin the worker to a core");
+                }
+                let context = Rc::new(WorkerContext {
+                    downstream: Downstream::new(config.downstream.clone()),
+                    config,
+                    stats,
+                    id,
+                    shutdown,
+                    idle: RefCell::new(HashMap::new()),
+                    next_idle: Cell::new(0),
+                    active: Cell::new(0),
+                    generated: Cell::new(0),
+                });
+                let run = || accept_loop(socket, context);
+                let built = match driver {
+                    Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                        .enable_timer()
+                        .build()
+                        .map(|mut runtime| runtime.block_on(run())),
+                    Driver::Auto | Driver::IoUring => {
+                        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                            .enable_timer()
+                            .build()
+                            .map(|mut runtime| runtime.block_on(run()))
+                    }
+                };
+                if let Err(e) = built {
+                    error!(worker = id, error = %e, "cannot build the runtime");
+                }
+            })?;
+        threads.push(thread);
+    }
+    Ok(RelayHandle {
+        listen_addr,
+        shutdown,
+        threads,
+        stats,
+    })
+}
+
+/// A listening socket with `SO_REUSEPORT`, so every worker can bind the same address.
+fn bind_reuseport(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket)
+}
+
+async fn accept_loop(socket: Socket, ctx: Rc<WorkerContext>) {
+    let listener = match TcpListener::from_std(socket.into()) {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!(error = %e, "cannot register the listener with the runtime");
+            return;
+        }
+    };
+    while !ctx.shutting_down() {
+        let canceller = monoio::io::Canceller::new();
+        let accept = listener.cancelable_accept(canceller.handle());
+        let mut accept = std::pin::pin!(accept);
+        let tick = monoio::time::sleep(SHUTDOWN_POLL);
+        let mut tick = std::pin::pin!(tick);
+        let accepted = monoio::select! {
+            result = &mut accept => Some(result),
+            () = &mut tick => {
+                let _ = canceller.cancel();
+                // A connection accepted just before the cancel is still ours to serve.
+                match accept.await {
+                    Ok(pair) => Some(Ok(pair)),
+                    Err(_) => None,
+                }
+            }
+        };
+        match accepted {
+            Some(Ok((tcp, peer))) => admit(tcp, peer, &ctx),
+            Some(Err(e)) => {
+                warn!(error = %e, "accept failed");
+                // Out of file descriptors and the like: do not spin.
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None => {}
+        }
+    }
+    drop(listener);
+    drain(&ctx).await;
+}
+
+/// Starts a session for an accepted connection, or refuses it when the worker is full.
+fn admit(tcp: TcpStream, peer: SocketAddr, ctx: &Rc<WorkerContext>) {
+    let listener = &ctx.config.listener;
+    if ctx.active.get() >= listener.max_connections_per_worker {
+        Stats::bump(&ctx.stats.connections_refused);
+        warn!(%peer, limit = listener.max_connections_per_worker, "connection limit reached: connection refused");
+        drop(tcp);
+        return;
+    }
+    let _ = tcp.set_nodelay(true);
+    Stats::bump(&ctx.stats.connections_accepted);
+    let conn = match &listener.tls {
+        None => Conn::plain(tcp, peer),
+        Some(tls) => match rustls::ServerConnection::new(tls.clone()) {
+            Ok(session) => Conn::tls(tcp, peer, session.into()),
+            Err(e) => {
+                error!(%peer, error = %e, "cannot start a TLS session");
+                return;
+            }
+        },
+    };
+    ctx.active.set(ctx.active.get() + 1);
+    ctx.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+    let task_ctx = ctx.clone();
+    monoio::spawn(async move {
+        let outcome = CatchUnwind(std::pin::pin!(session::run(conn, task_ctx.clone()))).await;
+        if outcome.is_err() {
+            Stats::bump(&task_ctx.stats.session_panics);
+            error!(%peer, "a session panicked; only its connection was lost");
+        }
+        task_ctx.active.set(task_ctx.active.get() - 1);
+        task_ctx
+            .stats
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// After accepting stops: cancel idle reads, then wait for sessions mid-message.
+async fn drain(ctx: &Rc<WorkerContext>) {
+    let deadline = Instant::now() + ctx.config.shutdown_grace;
+    loop {
+        let idle: Vec<SharedCanceller> = ctx.idle.borrow_mut().drain().map(|(_, c)| c).collect();
+        for canceller in &idle {
+            fire(canceller);
+        }
+        if ctx.active.get() == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            warn!(
+                open = ctx.active.get(),
+                "shutdown grace period over: closing with messages in flight"
+            );
+            return;
+        }
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls a future inside `catch_unwind`, so a panic in one session ends that session only.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Pin::new(&mut *inner).poll(cx)
+        })) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
+}

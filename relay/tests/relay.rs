@@ -1,0 +1,711 @@
+//! The relay over real sockets on 127.0.0.1 (ephemeral ports, bounded waits): a relay
+//! started in-process, a mock receiver that misbehaves on request, and a plain client.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mllp::ack::{AckCode, AckParams, parse_ack, write_ack};
+use mllp::frame::{Deframer, FramingConfig};
+use mllp::hl7::Msh;
+use relay::config::{Config, DownstreamConfig, Driver, ListenerConfig, OnDownstreamFailure};
+use relay::metrics::{DownstreamFailureKind, Stats};
+
+/// Upper bound on any wait in these tests; a healthy run needs milliseconds.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn message(control_id: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20261122103000||ORU^R01^ORU_R01|{control_id}|P|2.5.1\r\
+PID|1||12345^^^HOSP^MR||DOE^JANE\rOBX|1|NM|GLU^Glucose||5.4|mmol/L\r"
+    )
+    .into_bytes()
+}
+
+fn enhanced_message(control_id: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20261122103000||ORU^R01|{control_id}|P|2.5|||AL|NE\rPID|1\r"
+    )
+    .into_bytes()
+}
+
+/// How the mock receiver answers.
+#[derive(Clone, Copy, Debug)]
+enum Behaviour {
+    /// AA with MSA-3 `sink`.
+    Ack,
+    /// This code instead of AA.
+    Code(AckCode),
+    /// An ACK for another control id.
+    WrongControlId,
+    /// Never answers.
+    Silent,
+    /// Answers, then closes the connection.
+    CloseAfterEach,
+    /// Answers without the final CR of the last segment, in three separate writes.
+    SloppyPieces,
+    /// Waits, then answers.
+    Delay(Duration),
+}
+
+struct Receiver {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    fn start(behaviour: Behaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (r, c) = (received.clone(), connections.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                thread::spawn(move || serve(stream, behaviour, &r));
+            }
+        });
+        Self {
+            addr,
+            received,
+            connections,
+        }
+    }
+
+    fn received(&self) -> Vec<Vec<u8>> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// The ACK the mock sends for `message` with `code`.
+fn mock_ack(message: &[u8], code: AckCode, control_id_override: Option<&[u8]>) -> Vec<u8> {
+    let msh = Msh::parse(message).unwrap();
+    let mut out = Vec::new();
+    let params = AckParams {
+        text: Some(b"sink"),
+        ..AckParams::new(b"20261122103001", b"SINK1")
+    };
+    write_ack(&msh, code, &params, &mut out);
+    if let Some(other) = control_id_override {
+        let text = String::from_utf8(out).unwrap();
+        let original = String::from_utf8_lossy(msh.control_id()).into_owned();
+        let other = String::from_utf8_lossy(other).into_owned();
+        out = text
+            .replace(
+                &format!("MSA|{}|{original}", code.as_str()),
+                &format!("MSA|{}|{other}", code.as_str()),
+            )
+            .into_bytes();
+    }
+    out
+}
+
+fn serve(mut stream: TcpStream, behaviour: Behaviour, received: &Mutex<Vec<Vec<u8>>>) {
+    stream.set_nodelay(true).unwrap();
+    let mut deframer = Deframer::new(FramingConfig::MLLP);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Ok(Some(frame)) = deframer.decode(&buf) {
+            let payload = frame.payload(&buf).to_vec();
+            received.lock().unwrap().push(payload.clone());
+            let reply = match behaviour {
+                Behaviour::Silent => continue,
+                Behaviour::Ack | Behaviour::CloseAfterEach | Behaviour::SloppyPieces => {
+                    mock_ack(&payload, AckCode::AA, None)
+                }
+                Behaviour::Delay(pause) => {
+                    thread::sleep(pause);
+                    mock_ack(&payload, AckCode::AA, None)
+                }
+                Behaviour::Code(code) => mock_ack(&payload, code, None),
+                Behaviour::WrongControlId => mock_ack(&payload, AckCode::AA, Some(b"SOMEONE-ELSE")),
+            };
+            if let Behaviour::SloppyPieces = behaviour {
+                let body = reply.strip_suffix(b"\r").unwrap_or(&reply);
+                for piece in [&b"\x0b"[..], body, b"\x1c\r"] {
+                    stream.write_all(piece).unwrap();
+                    stream.flush().unwrap();
+                    // Not synchronisation: only to make the pieces separate TCP segments.
+                    thread::sleep(Duration::from_millis(5));
+                }
+            } else {
+                let mut framed = Vec::new();
+                FramingConfig::MLLP.encode(&reply, &mut framed).unwrap();
+                if stream.write_all(&framed).is_err() {
+                    return;
+                }
+            }
+            if let Behaviour::CloseAfterEach = behaviour {
+                return;
+            }
+        }
+        deframer.compact(&mut buf);
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A free port with nothing listening on it.
+fn dead_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn config(downstream: SocketAddr) -> Config {
+    let mut listener = ListenerConfig::plain("127.0.0.1:0".parse().unwrap());
+    listener.write_timeout = PATIENCE;
+    let mut downstream = DownstreamConfig::plain("mock", downstream);
+    downstream.ack_timeout = Duration::from_secs(3);
+    downstream.retries = 1;
+    downstream.backoff_base = Duration::from_millis(10);
+    Config {
+        listener,
+        downstream,
+        workers: 2,
+        pin_workers: false,
+        shutdown_grace: PATIENCE,
+        driver: Driver::Auto,
+    }
+}
+
+/// Anything a sender can talk through: a TCP stream or a TLS stream over one.
+trait Io: Read + Write + Send {}
+impl<T: Read + Write + Send> Io for T {}
+
+/// A sender connection, plain or TLS.
+struct Client {
+    tcp: TcpStream,
+    io: Box<dyn Io>,
+    deframer: Deframer,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Self {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let io = Box::new(tcp.try_clone().unwrap());
+        Self {
+            tcp,
+            io,
+            deframer: Deframer::new(FramingConfig::MLLP),
+            buf: Vec::new(),
+        }
+    }
+
+    fn connect_tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Self {
+        let mut client = Self::connect(addr);
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let session = rustls::ClientConnection::new(config, name).unwrap();
+        client.io = Box::new(rustls::StreamOwned::new(
+            session,
+            client.tcp.try_clone().unwrap(),
+        ));
+        client
+    }
+
+    fn send(&mut self, payload: &[u8]) {
+        let mut framed = Vec::new();
+        FramingConfig::MLLP.encode(payload, &mut framed).unwrap();
+        self.io.write_all(&framed).unwrap();
+        self.io.flush().unwrap();
+    }
+
+    /// The next ACK payload, or None when the relay closed (or refused) the connection.
+    fn receive(&mut self) -> Option<Vec<u8>> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(frame) = self.deframer.decode(&self.buf).unwrap() {
+                let payload = frame.payload(&self.buf).to_vec();
+                self.deframer.compact(&mut self.buf);
+                return Some(payload);
+            }
+            match self.io.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("no answer from the relay within {PATIENCE:?}")
+                }
+                // Reset, TLS alert, broken pipe: the relay refused or closed the connection.
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn round_trip(&mut self, payload: &[u8]) -> Vec<u8> {
+        self.send(payload);
+        self.receive().expect("an ACK")
+    }
+}
+
+fn code_and_id(ack: &[u8]) -> (AckCode, String) {
+    let parsed = parse_ack(ack).unwrap();
+    (
+        parsed.code,
+        String::from_utf8_lossy(parsed.acknowledged_id).into_owned(),
+    )
+}
+
+#[test]
+fn passthrough_returns_the_receivers_ack_byte_for_byte() {
+    let receiver = Receiver::start(Behaviour::Ack);
+    let relay = relay::start(config(receiver.addr)).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let msg = message("MSG-1");
+    let ack = client.round_trip(&msg);
+    assert_eq!(
+        ack,
+        mock_ack(&msg, AckCode::AA, None),
+        "the receiver's ACK, unchanged"
+    );
+    assert_eq!(receiver.received(), [msg], "the message, unchanged");
+    relay.shutdown();
+}
+
+/// The epoll fallback carries the same traffic (io_uring is what `Auto` picks on this kernel).
+#[test]
+fn epoll_driver_relays_and_drains_too() {
+    let receiver = Receiver::start(Behaviour::Ack);
+    let mut cfg = config(receiver.addr);
+    cfg.driver = Driver::Epoll;
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    for i in 0..20 {
+        assert_eq!(
+            code_and_id(&client.round_trip(&message(&format!("EPOLL-{i}")))).0,
+            AckCode::AA
+        );
+    }
+    let mut idle = Client::connect(relay.listen_addr());
+    relay.shutdown();
+    assert_eq!(
+        idle.receive(),
+        None,
+        "idle connections are closed at shutdown"
+    );
+}
+
+#[test]
+fn messages_keep_their_order_on_a_connection() {
+    let receiver = Receiver::start(Behaviour::Ack);
+    let relay = relay::start(config(receiver.addr)).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let sent: Vec<Vec<u8>> = (0..50).map(|i| message(&format!("ORDER-{i}"))).collect();
+    for (i, msg) in sent.iter().enumerate() {
+        assert_eq!(
+            code_and_id(&client.round_trip(msg)),
+            (AckCode::AA, format!("ORDER-{i}"))
+        );
+    }
+    assert_eq!(receiver.received(), sent);
+    // Pipelined: all sent before any ACK is read; answered in order.
+    for msg in &sent {
+        client.send(msg);
+    }
+    for i in 0..sent.len() {
+        assert_eq!(
+            code_and_id(&client.receive().unwrap()).1,
+            format!("ORDER-{i}")
+        );
+    }
+    relay.shutdown();
+}
+
+#[test]
+fn unreachable_receiver_gives_ae_with_err_207() {
+    let relay = relay::start(config(dead_port())).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let ack = client.round_trip(&message("DOWN-1"));
+    assert_eq!(code_and_id(&ack), (AckCode::AE, "DOWN-1".to_string()));
+    let text = String::from_utf8_lossy(&ack);
+    assert!(
+        text.contains("ERR|||207^Application internal error^HL70357|E"),
+        "{text}"
+    );
+    assert!(text.contains("cannot connect"), "{text}");
+    // Enhanced mode: CE, not AE.
+    let ack = client.round_trip(&enhanced_message("DOWN-2"));
+    assert_eq!(code_and_id(&ack), (AckCode::CE, "DOWN-2".to_string()));
+    let stats = relay.stats().clone();
+    assert_eq!(Stats::get(&stats.naks_downstream_failed), 2);
+    assert_eq!(
+        stats.downstream_failures(DownstreamFailureKind::Connect),
+        4,
+        "two attempts per message"
+    );
+    relay.shutdown();
+}
+
+#[test]
+fn receivers_negative_acks_pass_through() {
+    for code in [AckCode::AE, AckCode::AR] {
+        let receiver = Receiver::start(Behaviour::Code(code));
+        let relay = relay::start(config(receiver.addr)).unwrap();
+        let mut client = Client::connect(relay.listen_addr());
+        let msg = message("NEG-1");
+        assert_eq!(client.round_trip(&msg), mock_ack(&msg, code, None));
+        assert_eq!(
+            receiver.received().len(),
+            1,
+            "an answer is not a failure: no retry"
+        );
+        relay.shutdown();
+    }
+}
+
+#[test]
+fn an_ack_for_another_message_is_not_an_ack() {
+    let receiver = Receiver::start(Behaviour::WrongControlId);
+    let relay = relay::start(config(receiver.addr)).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let ack = client.round_trip(&message("MINE-1"));
+    assert_eq!(code_and_id(&ack), (AckCode::AE, "MINE-1".to_string()));
+    assert!(String::from_utf8_lossy(&ack).contains("SOMEONE-ELSE"));
+    let stats = relay.stats().clone();
+    assert_eq!(
+        stats.downstream_failures(DownstreamFailureKind::WrongControlId),
+        2
+    );
+    // Each bad exchange closed its connection: two attempts, two connections.
+    assert_eq!(receiver.connections.load(Ordering::SeqCst), 2);
+    relay.shutdown();
+}
+
+#[test]
+fn silent_receiver_times_out() {
+    let receiver = Receiver::start(Behaviour::Silent);
+    let mut cfg = config(receiver.addr);
+    cfg.downstream.ack_timeout = Duration::from_millis(300);
+    cfg.downstream.retries = 0;
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let started = Instant::now();
+    let ack = client.round_trip(&message("SLOW-1"));
+    assert_eq!(code_and_id(&ack), (AckCode::AE, "SLOW-1".to_string()));
+    assert!(String::from_utf8_lossy(&ack).contains("no ACK"));
+    assert!(started.elapsed() < PATIENCE);
+    assert_eq!(
+        relay
+            .stats()
+            .downstream_failures(DownstreamFailureKind::AckTimeout),
+        1
+    );
+    relay.shutdown();
+}
+
+#[test]
+fn receiver_that_closes_after_each_message() {
+    let receiver = Receiver::start(Behaviour::CloseAfterEach);
+    let relay = relay::start(config(receiver.addr)).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    for i in 0..5 {
+        let ack = client.round_trip(&message(&format!("ONE-{i}")));
+        assert_eq!(code_and_id(&ack), (AckCode::AA, format!("ONE-{i}")));
+    }
+    assert_eq!(receiver.received().len(), 5, "each message delivered once");
+    assert_eq!(receiver.connections.load(Ordering::SeqCst), 5);
+    relay.shutdown();
+}
+
+#[test]
+fn acks_in_pieces_and_without_final_cr_are_accepted() {
+    let receiver = Receiver::start(Behaviour::SloppyPieces);
+    let relay = relay::start(config(receiver.addr)).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    for i in 0..3 {
+        let ack = client.round_trip(&message(&format!("PIECE-{i}")));
+        assert_eq!(code_and_id(&ack), (AckCode::AA, format!("PIECE-{i}")));
+    }
+    assert_eq!(
+        receiver.connections.load(Ordering::SeqCst),
+        1,
+        "the connection was reused"
+    );
+    relay.shutdown();
+}
+
+#[test]
+fn frame_without_msh_gets_ar_and_is_not_forwarded() {
+    let receiver = Receiver::start(Behaviour::Ack);
+    let relay = relay::start(config(receiver.addr)).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let ack = client.round_trip(b"PID|1||12345\r");
+    assert_eq!(code_and_id(&ack), (AckCode::AR, String::new()));
+    assert!(String::from_utf8_lossy(&ack).contains("ERR|||100^"));
+    // The connection stays usable.
+    assert_eq!(
+        code_and_id(&client.round_trip(&message("AFTER-1"))).0,
+        AckCode::AA
+    );
+    assert_eq!(receiver.received(), [message("AFTER-1")]);
+    assert_eq!(Stats::get(&relay.stats().rejects_bad_header), 1);
+    relay.shutdown();
+}
+
+#[test]
+fn framing_garbage_closes_only_that_connection() {
+    let receiver = Receiver::start(Behaviour::Ack);
+    let relay = relay::start(config(receiver.addr)).unwrap();
+    let mut good = Client::connect(relay.listen_addr());
+    let mut bad = Client::connect(relay.listen_addr());
+    bad.io.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(bad.receive(), None, "closed");
+    assert_eq!(
+        code_and_id(&good.round_trip(&message("GOOD-1"))).0,
+        AckCode::AA
+    );
+    assert_eq!(Stats::get(&relay.stats().framing_errors), 1);
+    relay.shutdown();
+}
+
+#[test]
+fn a_frame_written_one_byte_at_a_time() {
+    let receiver = Receiver::start(Behaviour::Ack);
+    let relay = relay::start(config(receiver.addr)).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let msg = message("TRICKLE-1");
+    let mut framed = Vec::new();
+    FramingConfig::MLLP.encode(&msg, &mut framed).unwrap();
+    for byte in &framed {
+        client.io.write_all(std::slice::from_ref(byte)).unwrap();
+    }
+    assert_eq!(
+        code_and_id(&client.receive().unwrap()),
+        (AckCode::AA, "TRICKLE-1".to_string())
+    );
+    assert_eq!(receiver.received(), [msg]);
+    relay.shutdown();
+}
+
+#[test]
+fn on_failure_close_closes_instead_of_naking() {
+    let mut cfg = config(dead_port());
+    cfg.listener.on_downstream_failure = OnDownstreamFailure::Close;
+    cfg.downstream.retries = 0;
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    client.send(&message("CLOSE-1"));
+    assert_eq!(client.receive(), None);
+    assert_eq!(Stats::get(&relay.stats().closes_downstream_failed), 1);
+    relay.shutdown();
+}
+
+#[test]
+fn oversize_frame_closes_the_connection() {
+    let receiver = Receiver::start(Behaviour::Ack);
+    let mut cfg = config(receiver.addr);
+    cfg.listener.framing = FramingConfig::MLLP.with_max_frame_len(1000).unwrap();
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let mut big = message("BIG-1");
+    big.extend(std::iter::repeat_n(b'x', 5000));
+    client.send(&big);
+    assert_eq!(client.receive(), None);
+    assert!(receiver.received().is_empty());
+    relay.shutdown();
+}
+
+#[test]
+fn slow_frame_hits_the_frame_deadline() {
+    let receiver = Receiver::start(Behaviour::Ack);
+    let mut cfg = config(receiver.addr);
+    cfg.listener.frame_deadline = Duration::from_millis(300);
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    client.io.write_all(b"\x0bMSH|^~\\&|").unwrap();
+    let started = Instant::now();
+    // Keep trickling: an idle timeout alone would never fire.
+    let mut closed = false;
+    while started.elapsed() < PATIENCE {
+        if client.io.write_all(b"x").is_err() {
+            closed = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+        let mut probe = [0u8; 1];
+        client.tcp.set_nonblocking(true).unwrap();
+        let read = client.tcp.read(&mut probe);
+        client.tcp.set_nonblocking(false).unwrap();
+        if matches!(read, Ok(0)) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the relay closed the connection");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(Stats::get(&relay.stats().frame_deadline_expired), 1);
+    relay.shutdown();
+}
+
+#[test]
+fn shutdown_finishes_the_message_in_flight() {
+    let receiver = Receiver::start(Behaviour::Delay(Duration::from_millis(300)));
+    let relay = relay::start(config(receiver.addr)).unwrap();
+    let addr = relay.listen_addr();
+    let client = thread::spawn(move || {
+        let mut client = Client::connect(addr);
+        let ack = client.round_trip(&message("DRAIN-1"));
+        (code_and_id(&ack), client.receive())
+    });
+    // Wait (bounded) until the receiver holds the message, then shut down mid-flight.
+    let started = Instant::now();
+    while receiver.received().is_empty() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "message never reached the receiver"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    let idle = Client::connect(addr);
+    relay.shutdown();
+    let ((ack, id), after) = client.join().unwrap();
+    assert_eq!(
+        (ack, id.as_str()),
+        (AckCode::AA, "DRAIN-1"),
+        "the in-flight message got its ACK"
+    );
+    assert_eq!(after, None, "then the connection was closed");
+    drop(idle);
+}
+
+// --- TLS and mutual TLS, end to end --------------------------------------------------------
+
+#[path = "support/pki.rs"]
+mod pki;
+
+use relay::tls::{RejectReason, ServerTlsSettings, Thumbprint, TlsRejections};
+
+/// A relay config terminating TLS with the test PKI's server certificate.
+fn tls_config(
+    pki: &pki::Pki,
+    downstream: SocketAddr,
+    client_ca: Option<&pki::Cert>,
+    thumbprints: &[Thumbprint],
+) -> (Config, Arc<TlsRejections>) {
+    let rejections = Arc::new(TlsRejections::new());
+    let settings = ServerTlsSettings {
+        cert_chain: pki.server.cert_path.clone(),
+        key: pki.server.key_path.clone(),
+        client_ca: client_ca.map(|c| c.cert_path.clone()),
+        client_thumbprints: thumbprints.to_vec(),
+    };
+    let mut cfg = config(downstream);
+    cfg.listener.tls = Some(relay::tls::server_config(&settings, rejections.clone()).unwrap());
+    cfg.listener.tls_rejections = rejections.clone();
+    (cfg, rejections)
+}
+
+const TLS_BOTH: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+#[test]
+fn tls_listener_relays_byte_for_byte() {
+    let pki = pki::Pki::new("e2e-tls");
+    let receiver = Receiver::start(Behaviour::Ack);
+    let (cfg, _) = tls_config(&pki, receiver.addr, None, &[]);
+    let relay = relay::start(cfg).unwrap();
+    for versions in [TLS_BOTH, &[&rustls::version::TLS12][..]] {
+        let mut client = Client::connect_tls(relay.listen_addr(), pki.client(versions, None));
+        let msg = message("TLS-1");
+        assert_eq!(client.round_trip(&msg), mock_ack(&msg, AckCode::AA, None));
+    }
+    assert_eq!(receiver.received(), [message("TLS-1"), message("TLS-1")]);
+    relay.shutdown();
+}
+
+#[test]
+fn mtls_refuses_bad_clients_before_reading_a_byte() {
+    let pki = pki::Pki::new("e2e-mtls-refuse");
+    let receiver = Receiver::start(Behaviour::Ack);
+    let (cfg, rejections) = tls_config(&pki, receiver.addr, Some(&pki.ca), &[]);
+    let relay = relay::start(cfg).unwrap();
+    let cases = [
+        (
+            Some(pki.client_other_ca.certified_key()),
+            RejectReason::UnknownCa,
+        ),
+        (
+            Some(pki.client_expired.certified_key()),
+            RejectReason::Expired,
+        ),
+        (
+            Some(pki.client_self.certified_key()),
+            RejectReason::UnknownCa,
+        ),
+        (None, RejectReason::NoCertificate),
+    ];
+    for (cert, reason) in cases {
+        let before = rejections.get(reason);
+        let mut client = Client::connect_tls(relay.listen_addr(), pki.client(TLS_BOTH, cert));
+        // With TLS 1.3 the client may believe it is connected and send at once.
+        let mut framed = Vec::new();
+        FramingConfig::MLLP
+            .encode(&message("EVIL-1"), &mut framed)
+            .unwrap();
+        let _ = client
+            .io
+            .write_all(&framed)
+            .and_then(|()| client.io.flush());
+        assert_eq!(client.receive(), None, "{reason:?}: refused");
+        assert_eq!(rejections.get(reason), before + 1, "{reason:?} counted");
+    }
+    assert!(
+        receiver.received().is_empty(),
+        "not one byte of a refused client was forwarded"
+    );
+    relay.shutdown();
+}
+
+#[test]
+fn mtls_accepts_ca_issued_and_thumbprint_listed_clients() {
+    let pki = pki::Pki::new("e2e-mtls-accept");
+    let receiver = Receiver::start(Behaviour::Ack);
+    let listed = [pki.client_self.thumbprint()];
+    let (cfg, _) = tls_config(&pki, receiver.addr, Some(&pki.ca), &listed);
+    let relay = relay::start(cfg).unwrap();
+    for (i, cert) in [pki.client.certified_key(), pki.client_self.certified_key()]
+        .into_iter()
+        .enumerate()
+    {
+        let mut client = Client::connect_tls(relay.listen_addr(), pki.client(TLS_BOTH, Some(cert)));
+        let ack = client.round_trip(&message(&format!("MTLS-{i}")));
+        assert_eq!(code_and_id(&ack), (AckCode::AA, format!("MTLS-{i}")));
+    }
+    relay.shutdown();
+}
+
+#[test]
+fn plaintext_on_a_tls_port_is_refused() {
+    let pki = pki::Pki::new("e2e-plain-on-tls");
+    let receiver = Receiver::start(Behaviour::Ack);
+    let (cfg, _) = tls_config(&pki, receiver.addr, None, &[]);
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    client.send(&message("PLAIN-1"));
+    // The relay answers with a TLS alert (not an MLLP frame) and closes.
+    let mut reply = Vec::new();
+    let _ = client.tcp.read_to_end(&mut reply);
+    assert!(!reply.contains(&0x0B), "no MLLP frame came back");
+    assert!(receiver.received().is_empty());
+    assert_eq!(Stats::get(&relay.stats().tls_handshake_failures), 1);
+    relay.shutdown();
+}
