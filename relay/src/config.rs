@@ -151,6 +151,8 @@ pub struct Config {
     pub pin_workers: bool,
     /// The I/O driver.
     pub driver: Driver,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
     /// How long shutdown waits for in-flight messages.
     pub shutdown_grace: Duration,
 }

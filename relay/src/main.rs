@@ -264,6 +264,7 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
         downstream,
         workers,
         pin_workers: !cli.no_pin,
+        metrics_addr: None,
         driver: match cli.driver {
             DriverArg::Auto => Driver::Auto,
             DriverArg::IoUring => Driver::IoUring,

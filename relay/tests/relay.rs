@@ -177,6 +177,7 @@ fn config(downstream: SocketAddr) -> Config {
         pin_workers: false,
         shutdown_grace: PATIENCE,
         driver: Driver::Auto,
+        metrics_addr: None,
     }
 }
 
