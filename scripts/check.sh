@@ -11,6 +11,12 @@ quick=false
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Third-party HL7 peers for relay/tests/interop.rs, when scripts/interop-setup.sh installed them
+# (CI does; without them those tests say so and pass).
+if [[ -z "${MLLP_INTEROP_PYTHON:-}" && -x target/interop-venv/bin/python ]]; then
+    export MLLP_INTEROP_PYTHON="$PWD/target/interop-venv/bin/python"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

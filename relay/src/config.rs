@@ -1,7 +1,7 @@
 //! The relay's validated configuration: what the workers run with.
 //!
 //! Every value here has already been checked; building one is the job of the command line
-//! (see `main.rs`) and, later, of the TOML loader. Defaults are constants with the reason for
+//! (`main.rs`) and of the TOML loader ([`crate::config_file`]). Defaults are constants with the reason for
 //! their value.
 
 use std::net::SocketAddr;

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use mllp::ack::parse_ack;
+use mllp::ack::{AckCode, parse_ack};
 use mllp::frame::Deframer;
 use monoio::net::TcpStream;
 use tracing::{debug, warn};
@@ -93,6 +93,13 @@ impl Failure {
     }
 }
 
+/// When the last attempt of a delivery wrote the message and read its ACK.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) written: Option<Instant>,
+    pub(crate) acked: Option<Instant>,
+}
+
 /// One downstream, as seen from one worker.
 pub(crate) struct Downstream {
     config: DownstreamConfig,
@@ -112,8 +119,8 @@ impl Downstream {
     }
 
     /// Delivers one message (the payload of a frame) and, when `expect_ack`, waits for the
-    /// ACK whose MSA-2 is `control_id`; its payload is appended to `ack`. Retries as
-    /// configured. Returns the last failure when every attempt failed.
+    /// ACK whose MSA-2 is `control_id`; its payload is appended to `ack` and its code returned.
+    /// Retries as configured. Returns the last failure when every attempt failed.
     pub(crate) async fn deliver(
         &self,
         payload: &[u8],
@@ -121,11 +128,16 @@ impl Downstream {
         expect_ack: bool,
         ack: &mut Vec<u8>,
         stats: &Stats,
-    ) -> Result<(), Failure> {
+        timing: &mut Timing,
+    ) -> Result<Option<AckCode>, Failure> {
         let mut attempt = 0;
         loop {
-            match self.attempt(payload, control_id, expect_ack, ack).await {
-                Ok(()) => return Ok(()),
+            *timing = Timing::default();
+            match self
+                .attempt(payload, control_id, expect_ack, ack, timing)
+                .await
+            {
+                Ok(code) => return Ok(code),
                 Err(failure) => {
                     stats.downstream_failure(failure.kind());
                     if attempt >= self.config.retries {
@@ -167,7 +179,8 @@ impl Downstream {
         control_id: &[u8],
         expect_ack: bool,
         ack: &mut Vec<u8>,
-    ) -> Result<(), Failure> {
+        timing: &mut Timing,
+    ) -> Result<Option<AckCode>, Failure> {
         let addr = self.config.addr;
         let mut link = match self.pooled() {
             Some(link) => link,
@@ -179,9 +192,10 @@ impl Downstream {
         if let Err(error) = link.conn.write_all(&parts, write_deadline).await {
             return Err(Failure::Send { addr, error });
         }
+        timing.written = Some(Instant::now());
         if !expect_ack {
             self.idle.borrow_mut().push(link);
-            return Ok(());
+            return Ok(None);
         }
         let deadline = Instant::now() + self.config.ack_timeout;
         loop {
@@ -197,7 +211,9 @@ impl Downstream {
                             expected: String::from_utf8_lossy(control_id).into_owned(),
                         });
                     }
+                    let code = parsed.code;
                     ack.extend_from_slice(bytes);
+                    timing.acked = Some(Instant::now());
                     // Anything after the ACK's trailer is unexplained: do not reuse the link.
                     let trailing = link.buf.len() > link.deframer.discardable();
                     while link.deframer.poll_event().is_some() {}
@@ -208,7 +224,7 @@ impl Downstream {
                     } else {
                         debug!(downstream = %self.config.name, "bytes after the ACK: connection not reused");
                     }
-                    return Ok(());
+                    return Ok(Some(code));
                 }
                 Ok(None) => {}
                 Err(error) => return Err(Failure::Framing { addr, error }),

@@ -15,6 +15,8 @@
 //!
 //! # Layout
 //! - [`config`]: the validated configuration and its defaults (with the reason for each).
+//! - [`config_file`]: the TOML file (`--config`, `check-config`) turned into a [`config::Config`],
+//!   with errors that name the key.
 //! - [`worker`]: threads, runtimes, listeners, accept loop, shutdown; [`start`] runs a relay.
 //! - `session`: one inbound connection, message by message.
 //! - `downstream`: the per-worker connection pool, delivery, ACK checks, retries.
@@ -24,11 +26,11 @@
 //! - [`metrics`]: the counters the workers keep.
 //!
 //! # Not here (yet)
-//! TOML configuration, routing rules, the `single` link policy, `local` ACK mode, the
-//! Prometheus endpoint, certificate reload on SIGHUP: they arrive in the next steps of the
-//! relay issue.
+//! Routing rules, the `single` link policy, `local` ACK mode, certificate reload on SIGHUP and
+//! the source-IP allowlist: they arrive in the next steps of the relay issue.
 
 pub mod config;
+pub mod config_file;
 mod conn;
 mod downstream;
 pub mod metrics;

@@ -1,17 +1,21 @@
-//! `mllp-relay`: the command line. Parses flags into a validated [`relay::config::Config`],
-//! starts the workers, and waits for SIGTERM/SIGINT to drain and exit.
+//! `mllp-relay`: the command line. Builds a validated [`relay::config::Config`] from flags or
+//! from a TOML file ([`relay::config_file`]), starts the workers, and waits for SIGTERM/SIGINT
+//! to drain and exit. `mllp-relay check-config FILE` validates a file and exits.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use mllp::frame::{FramingConfig, Tolerances};
 use relay::config::{
     self, AckMode, Config, DownstreamConfig, Driver, ListenerConfig, OnDownstreamFailure,
 };
+use relay::config_file::{self, Overrides, parse_duration};
 use relay::tls::{self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections};
 
 #[global_allocator]
@@ -25,44 +29,75 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Example: terminate TLS on 2575 in front of a plain engine on 6661:
 ///
 ///   mllp-relay --listen 0.0.0.0:2575 --tls-cert server.pem --tls-key server.key --forward 10.0.0.5:6661
+///
+/// The same from a config file (commented examples: relay/examples/*.toml), checked first:
+///
+///   mllp-relay check-config relay.toml
+///   mllp-relay --config relay.toml
+///
+/// With --config, these flags override the file: --listen, --forward, --workers, --metrics,
+/// --driver, --no-pin (and --log applies as usual). Any other relay flag is refused: set it
+/// in the file instead. An invalid file, or a refused flag, exits with status 2.
 #[derive(Debug, Parser)]
-#[command(name = "mllp-relay", version, verbatim_doc_comment)]
+#[command(
+    name = "mllp-relay",
+    version,
+    verbatim_doc_comment,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Read the configuration from this TOML file; relative paths in it are resolved against
+    /// the file's directory. --listen, --forward, --workers, --metrics, --driver and --no-pin
+    /// override the file's values; other relay flags are refused with it. Default: none (the
+    /// flags below describe the relay).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
     /// Address to accept senders on, e.g. 0.0.0.0:2575; port 0 picks a free port (printed).
-    #[arg(long, value_name = "ADDR")]
-    listen: SocketAddr,
+    /// Required unless --config is given (then it overrides listener.listen).
+    #[arg(long, value_name = "ADDR", required_unless_present = "config")]
+    listen: Option<SocketAddr>,
 
-    /// The downstream MLLP receiver, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
-    forward: String,
+    /// The downstream MLLP receiver, HOST:PORT (resolved at start). Required unless --config
+    /// is given (then it overrides downstream.address).
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "config")]
+    forward: Option<String>,
 
-    /// Terminate TLS with this certificate chain (PEM, leaf first).
+    /// Terminate TLS with this certificate chain (PEM, leaf first). Default: plain TCP.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
 
-    /// The private key of --tls-cert (PEM).
+    /// The private key of --tls-cert (PEM). Required with --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
     /// Require client certificates issued by this CA bundle (PEM). Combine with
-    /// --client-thumbprint: a certificate passes if either accepts it.
+    /// --client-thumbprint: a certificate passes if either accepts it. Default: client
+    /// certificates are not asked for (unless --client-thumbprint is given).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
 
     /// Require a client certificate with this SHA-256 thumbprint (hex, colons optional;
-    /// repeatable). Self-signed client certificates are allowed this way.
+    /// repeatable). Self-signed client certificates are allowed this way. Default: none.
     #[arg(long = "client-thumbprint", value_name = "HEX", requires = "tls_cert")]
     client_thumbprints: Vec<Thumbprint>,
 
-    /// Connect to the downstream over TLS.
+    /// Connect to the downstream over TLS (needs --forward-ca and/or --forward-thumbprint).
+    /// Default: plain TCP.
     #[arg(long)]
     forward_tls: bool,
 
-    /// CA bundle (PEM) that must have issued the downstream's certificate.
+    /// CA bundle (PEM) that must have issued the downstream's certificate (name checked).
+    /// Default: none.
     #[arg(long, value_name = "FILE", requires = "forward_tls")]
     forward_ca: Option<PathBuf>,
 
-    /// SHA-256 thumbprint the downstream's certificate must have (repeatable).
+    /// SHA-256 thumbprint the downstream's certificate must have (repeatable; name not
+    /// checked). Default: none.
     #[arg(
         long = "forward-thumbprint",
         value_name = "HEX",
@@ -88,11 +123,16 @@ struct Cli {
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
 
+    /// Serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9464.
+    /// Default: no metrics endpoint.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
     /// I/O driver: auto (io_uring, else epoll), io-uring, or epoll.
     #[arg(long, value_enum, default_value = "auto")]
     driver: DriverArg,
 
-    /// Do not pin worker threads to CPUs.
+    /// Do not pin worker threads to CPUs. Default: worker i is pinned to CPU i.
     #[arg(long)]
     no_pin: bool,
 
@@ -122,6 +162,7 @@ struct Cli {
 
     /// Accept a known sender sloppiness (repeatable): fs_without_cr, lf_after_fs,
     /// whitespace_between_frames, junk_before_start. Each use is logged and counted.
+    /// Default: none (strict MLLP).
     #[arg(long = "tolerate", value_name = "NAME")]
     tolerate: Vec<String>,
 
@@ -129,6 +170,66 @@ struct Cli {
     #[arg(long, value_name = "FILTER", default_value = "info")]
     log: String,
 }
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a TOML config file, print what would run, and exit (0: valid, 2: invalid).
+    ///
+    /// The file is loaded as --config would load it: certificates and keys read, addresses
+    /// resolved. When it is valid, a summary (listener, TLS and client authentication,
+    /// downstream, timeouts, workers) goes to stdout and the exit code is 0; otherwise every
+    /// error found goes to stderr, each naming its key, and the exit code is 2.
+    CheckConfig {
+        /// The config file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// Flags that a config file replaces: with --config they are refused, naming the key to set.
+const FILE_ONLY_FLAGS: &[(&str, &str, &str)] = &[
+    ("tls_cert", "--tls-cert", "listener.tls.cert"),
+    ("tls_key", "--tls-key", "listener.tls.key"),
+    ("client_ca", "--client-ca", "listener.tls.client_ca"),
+    (
+        "client_thumbprints",
+        "--client-thumbprint",
+        "listener.tls.client_thumbprints",
+    ),
+    ("forward_tls", "--forward-tls", "[downstream.tls]"),
+    ("forward_ca", "--forward-ca", "downstream.tls.ca"),
+    (
+        "forward_thumbprints",
+        "--forward-thumbprint",
+        "downstream.tls.thumbprints",
+    ),
+    ("forward_sni", "--forward-sni", "downstream.tls.sni"),
+    ("ack_mode", "--ack-mode", "listener.ack_mode"),
+    (
+        "on_downstream_failure",
+        "--on-downstream-failure",
+        "listener.on_downstream_failure",
+    ),
+    ("ack_timeout", "--ack-timeout", "downstream.ack_timeout"),
+    ("retries", "--retries", "downstream.retries"),
+    (
+        "connect_timeout",
+        "--connect-timeout",
+        "downstream.connect_timeout",
+    ),
+    ("idle_timeout", "--idle-timeout", "listener.idle_timeout"),
+    (
+        "frame_deadline",
+        "--frame-deadline",
+        "listener.frame_deadline",
+    ),
+    (
+        "max_frame_size",
+        "--max-frame-size",
+        "listener.max_frame_size",
+    ),
+    ("tolerate", "--tolerate", "listener.tolerate"),
+];
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum AckModeArg {
@@ -146,6 +247,16 @@ enum DriverArg {
     Epoll,
 }
 
+impl From<DriverArg> for Driver {
+    fn from(arg: DriverArg) -> Self {
+        match arg {
+            DriverArg::Auto => Self::Auto,
+            DriverArg::IoUring => Self::IoUring,
+            DriverArg::Epoll => Self::Epoll,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum FailureArg {
     /// A generated AE (original mode) or CE (enhanced mode) with ERR 207.
@@ -155,7 +266,12 @@ enum FailureArg {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        check_config(file);
+    }
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
         .context("invalid --log filter")?;
@@ -164,7 +280,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    let config = build_config(&cli)?;
+    let config = match &cli.config {
+        Some(path) => config_from_file(path, &cli, &matches)?,
+        None => build_config(&cli)?,
+    };
     let kind = |tls: bool| if tls { "TLS" } else { "plain" };
     let inbound = kind(config.listener.tls.is_some());
     let outbound = format!(
@@ -189,7 +308,70 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `check-config FILE`: the summary and exit 0, or every error and exit 2.
+fn check_config(file: &Path) -> ! {
+    match config_file::load_config(file) {
+        Ok(loaded) => {
+            println!("{}: OK", file.display());
+            println!("{}", loaded.settings);
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// `--config FILE`, with the flags that may override it; any other relay flag is refused
+/// (a usage error, exit 2) so a value is never silently taken from one place over the other.
+/// An invalid file is reported as `check-config` reports it, with exit status 2.
+fn config_from_file(path: &Path, cli: &Cli, matches: &ArgMatches) -> anyhow::Result<Config> {
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let refused: Vec<String> = FILE_ONLY_FLAGS
+        .iter()
+        .filter(|(id, _, _)| given(id))
+        .map(|(_, flag, key)| format!("{flag} (set {key} in the file)"))
+        .collect();
+    if !refused.is_empty() {
+        Cli::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "with --config {}, only --listen, --forward, --workers, --metrics, \
+                     --driver, --no-pin and --log may be given; refused: {}",
+                    path.display(),
+                    refused.join(", ")
+                ),
+            )
+            .exit();
+    }
+    let overrides = Overrides {
+        listen: cli.listen,
+        forward: cli.forward.clone(),
+        workers: cli.workers,
+        metrics: cli.metrics,
+        driver: given("driver").then_some(cli.driver.into()),
+        pin_workers: cli.no_pin.then_some(false),
+    };
+    match config_file::load_config_with(path, &overrides) {
+        Ok(loaded) => {
+            tracing::info!(file = %loaded.settings.source.display(), "configuration loaded");
+            Ok(loaded.config)
+        }
+        Err(e) => {
+            // The same report and exit status as `check-config`.
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn build_config(cli: &Cli) -> anyhow::Result<Config> {
+    // clap requires both without --config; this only guards against a change to that.
+    let (Some(listen), Some(forward)) = (cli.listen, cli.forward.as_deref()) else {
+        bail!("--listen and --forward are required without --config");
+    };
     let mut tolerances = Tolerances::STRICT;
     for name in &cli.tolerate {
         if !tolerances.enable(name) {
@@ -218,16 +400,13 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
         _ => None,
     };
 
-    let forward_addr = resolve(&cli.forward)?;
+    let forward_addr = resolve(forward)?;
     let mut downstream = DownstreamConfig::plain("downstream", forward_addr);
     downstream.ack_timeout = cli.ack_timeout;
     downstream.connect_timeout = cli.connect_timeout;
     downstream.retries = cli.retries;
     if cli.forward_tls {
-        let host = cli
-            .forward
-            .rsplit_once(':')
-            .map_or(cli.forward.as_str(), |(host, _)| host);
+        let host = forward.rsplit_once(':').map_or(forward, |(host, _)| host);
         let name = cli
             .forward_sni
             .clone()
@@ -240,7 +419,7 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
         downstream.tls = Some((client, tls::server_name(&name)?));
     }
 
-    let mut listener = ListenerConfig::plain(cli.listen);
+    let mut listener = ListenerConfig::plain(listen);
     listener.tls = server_tls;
     listener.tls_rejections = rejections;
     listener.framing = framing;
@@ -264,12 +443,8 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
         downstream,
         workers,
         pin_workers: !cli.no_pin,
-        metrics_addr: None,
-        driver: match cli.driver {
-            DriverArg::Auto => Driver::Auto,
-            DriverArg::IoUring => Driver::IoUring,
-            DriverArg::Epoll => Driver::Epoll,
-        },
+        metrics_addr: cli.metrics,
+        driver: cli.driver.into(),
         shutdown_grace: config::DEFAULT_SHUTDOWN_GRACE,
     })
 }
@@ -281,28 +456,4 @@ fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--forward {target}: not a HOST:PORT that resolves"))?
         .next()
         .with_context(|| format!("--forward {target}: the name resolves to no address"))
-}
-
-/// Parses `500ms`, `10s`, `2min`, `1h`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s, 2min"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "min" | "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?} (use ms, s, min or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }

@@ -1,11 +1,22 @@
-//! Counters shared by the workers and read by whoever reports them (tests now; the Prometheus
-//! endpoint next).
+//! Counters and latency histograms shared by the workers, and their Prometheus text exposition
+//! (served by [`serve`] at `GET /metrics`).
 //!
 //! Plain relaxed atomics in one shared struct: each increment is an uncontended
 //! read-modify-write on a counter that the message's own worker mostly owns, far below the cost
 //! of the message's syscalls. Per-worker sharding comes if a profile ever shows contention.
+//!
+//! Nothing here holds message content: counters, codes and durations only.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use mllp::ack::AckCode;
+
+use crate::tls::{RejectReason, TlsRejections};
 
 /// Why a downstream delivery attempt failed; a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +114,20 @@ pub struct Stats {
     pub frame_deadline_expired: AtomicU64,
     /// Session tasks that panicked (contained: only their connection was lost).
     pub session_panics: AtomicU64,
+    /// Payload bytes written to the downstream.
+    pub bytes_forwarded: AtomicU64,
+    /// ACK payload bytes written to senders.
+    pub bytes_out: AtomicU64,
+    /// Frame complete → message written to the downstream.
+    pub latency_forward: Histogram,
+    /// Message written → the downstream's ACK read.
+    pub latency_ack_wait: Histogram,
+    /// Frame complete → answer written to the sender (the relay's whole share of the round trip,
+    /// receiver included).
+    pub latency_total: Histogram,
     downstream_failures: [AtomicU64; DownstreamFailureKind::ALL.len()],
+    acks_from_downstream: [AtomicU64; AckCode::ALL.len()],
+    acks_generated: [AtomicU64; AckCode::ALL.len()],
 }
 
 impl Stats {
@@ -131,4 +155,312 @@ impl Stats {
     pub fn downstream_failures(&self, kind: DownstreamFailureKind) -> u64 {
         Self::get(&self.downstream_failures[kind.index()])
     }
+
+    /// Counts an ACK with `code`, as the downstream wrote it or as the relay generated it.
+    pub fn ack(&self, code: AckCode, generated: bool) {
+        let counters = if generated {
+            &self.acks_generated
+        } else {
+            &self.acks_from_downstream
+        };
+        Self::bump(&counters[code_index(code)]);
+    }
+
+    /// ACKs with `code` seen from the downstream (`generated == false`) or made by the relay.
+    pub fn acks(&self, code: AckCode, generated: bool) -> u64 {
+        let counters = if generated {
+            &self.acks_generated
+        } else {
+            &self.acks_from_downstream
+        };
+        Self::get(&counters[code_index(code)])
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every counter and histogram.
+    pub fn render(&self, rejections: &TlsRejections) -> String {
+        let mut out = String::with_capacity(8 << 10);
+        let counters: [(&str, &str, &AtomicU64); 19] = [
+            (
+                "connections_accepted_total",
+                "Inbound connections accepted.",
+                &self.connections_accepted,
+            ),
+            (
+                "connections_refused_total",
+                "Inbound connections refused at the per-worker limit.",
+                &self.connections_refused,
+            ),
+            (
+                "tls_handshake_failures_total",
+                "Inbound TLS handshakes that failed.",
+                &self.tls_handshake_failures,
+            ),
+            (
+                "messages_in_total",
+                "Frames received from senders.",
+                &self.messages_in,
+            ),
+            (
+                "bytes_in_total",
+                "Bytes received from senders.",
+                &self.bytes_in,
+            ),
+            (
+                "messages_delivered_total",
+                "Messages the downstream acknowledged (any code).",
+                &self.messages_delivered,
+            ),
+            (
+                "bytes_forwarded_total",
+                "Payload bytes written to the downstream.",
+                &self.bytes_forwarded,
+            ),
+            (
+                "bytes_out_total",
+                "ACK payload bytes written to senders.",
+                &self.bytes_out,
+            ),
+            (
+                "acks_passed_through_total",
+                "Downstream ACKs passed to senders unchanged.",
+                &self.acks_passed_through,
+            ),
+            (
+                "naks_downstream_failed_total",
+                "AE/CE generated because the downstream failed.",
+                &self.naks_downstream_failed,
+            ),
+            (
+                "closes_downstream_failed_total",
+                "Connections closed instead of a NAK after a downstream failure.",
+                &self.closes_downstream_failed,
+            ),
+            (
+                "rejects_bad_header_total",
+                "AR sent for frames without a readable MSH.",
+                &self.rejects_bad_header,
+            ),
+            (
+                "framing_errors_total",
+                "Connections closed for an MLLP framing error.",
+                &self.framing_errors,
+            ),
+            (
+                "framing_tolerances_total",
+                "Tolerated framing deviations.",
+                &self.framing_events,
+            ),
+            (
+                "idle_timeouts_total",
+                "Connections closed by the idle timeout.",
+                &self.idle_timeouts,
+            ),
+            (
+                "frame_deadline_expired_total",
+                "Connections closed because a frame did not complete in time.",
+                &self.frame_deadline_expired,
+            ),
+            (
+                "session_panics_total",
+                "Sessions that panicked (only their connection was lost).",
+                &self.session_panics,
+            ),
+            (
+                "connections_open",
+                "Inbound connections open now.",
+                &self.connections_open,
+            ),
+            ("relay_info", "Always 1; carries the version.", &ONE),
+        ];
+        for (name, help, value) in counters {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(
+                out,
+                "# HELP mllp_relay_{name} {help}\n# TYPE mllp_relay_{name} {kind}"
+            );
+            if name == "relay_info" {
+                let _ = writeln!(
+                    out,
+                    "mllp_relay_{name}{{version=\"{}\"}} 1",
+                    env!("CARGO_PKG_VERSION")
+                );
+            } else {
+                let _ = writeln!(out, "mllp_relay_{name} {}", Self::get(value));
+            }
+        }
+        out.push_str("# HELP mllp_relay_acks_total ACKs sent to senders, by code and origin (downstream or relay).\n");
+        out.push_str("# TYPE mllp_relay_acks_total counter\n");
+        for code in AckCode::ALL {
+            for (origin, generated) in [("downstream", false), ("relay", true)] {
+                let _ = writeln!(
+                    out,
+                    "mllp_relay_acks_total{{code=\"{code}\",origin=\"{origin}\"}} {}",
+                    self.acks(code, generated)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP mllp_relay_downstream_failures_total Failed delivery attempts, by kind.\n",
+        );
+        out.push_str("# TYPE mllp_relay_downstream_failures_total counter\n");
+        for kind in DownstreamFailureKind::ALL {
+            let _ = writeln!(
+                out,
+                "mllp_relay_downstream_failures_total{{kind=\"{}\"}} {}",
+                kind.label(),
+                self.downstream_failures(kind)
+            );
+        }
+        out.push_str(
+            "# HELP mllp_relay_tls_rejections_total Client certificates refused, by reason.\n",
+        );
+        out.push_str("# TYPE mllp_relay_tls_rejections_total counter\n");
+        for reason in RejectReason::ALL {
+            let _ = writeln!(
+                out,
+                "mllp_relay_tls_rejections_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                rejections.get(reason)
+            );
+        }
+        for (name, help, histogram) in [
+            (
+                "forward_seconds",
+                "Frame complete to message written to the downstream.",
+                &self.latency_forward,
+            ),
+            (
+                "ack_wait_seconds",
+                "Message written to the downstream's ACK read.",
+                &self.latency_ack_wait,
+            ),
+            (
+                "total_seconds",
+                "Frame complete to answer written to the sender.",
+                &self.latency_total,
+            ),
+        ] {
+            histogram.render(&format!("mllp_relay_{name}"), help, &mut out);
+        }
+        out
+    }
+}
+
+/// A constant 1 for info-style gauges.
+static ONE: AtomicU64 = AtomicU64::new(1);
+
+const fn code_index(code: AckCode) -> usize {
+    match code {
+        AckCode::AA => 0,
+        AckCode::AE => 1,
+        AckCode::AR => 2,
+        AckCode::CA => 3,
+        AckCode::CE => 4,
+        AckCode::CR => 5,
+    }
+}
+
+/// Upper bounds of the latency buckets, in microseconds: 50 µs (a relay hop on loopback) to
+/// 10 s (the default ACK timeout), roughly three per decade.
+const BUCKETS_US: [u64; 16] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 10_000_000,
+];
+
+/// A Prometheus histogram with fixed buckets, updated with relaxed atomics.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn record(&self, value: Duration) {
+        let us = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
+        if let Some(i) = BUCKETS_US.iter().position(|&bound| us <= bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Observations recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS_US.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Largest HTTP request read from a scraper: a GET line and headers fit easily.
+const REQUEST_LIMIT: usize = 8 << 10;
+
+/// Serves `GET /metrics` on `listener` from a plain thread until `stop` is set. One request per
+/// connection, answered and closed: Prometheus scrapes are rare and tiny, so this needs no
+/// runtime of its own.
+pub fn serve(
+    listener: TcpListener,
+    stats: Arc<Stats>,
+    rejections: Arc<TlsRejections>,
+    stop: Arc<AtomicBool>,
+) {
+    let _ = listener.set_nonblocking(true);
+    while !stop.load(Ordering::Relaxed) {
+        let (mut stream, _) = match listener.accept() {
+            Ok(pair) => pair,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+        let mut request = Vec::with_capacity(512);
+        let mut chunk = [0u8; 512];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < REQUEST_LIMIT {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let (status, body) =
+            if request.starts_with(b"GET /metrics ") || request.starts_with(b"GET /metrics?") {
+                ("200 OK", stats.render(&rejections))
+            } else {
+                ("404 Not Found", "try GET /metrics\n".to_string())
+            };
+        let header = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream
+            .write_all(header.as_bytes())
+            .and_then(|()| stream.write_all(body.as_bytes()));
+    }
+}
+
+/// Binds the metrics address (so a bad address fails at start, not later).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
 }

@@ -8,13 +8,16 @@
 use std::rc::Rc;
 use std::time::{Instant, SystemTime};
 
-use mllp::ack::{self, AckDecision, AckParams, AckPolicy, ErrorCode, ErrorDetail, Outcome};
+use mllp::ack::{
+    self, AckCode, AckDecision, AckParams, AckPolicy, ErrorCode, ErrorDetail, Outcome,
+};
 use mllp::frame::Deframer;
 use mllp::hl7::Msh;
 use tracing::{debug, info, warn};
 
 use crate::config::OnDownstreamFailure;
 use crate::conn::{Conn, ConnError, shared_canceller};
+use crate::downstream::Timing;
 use crate::metrics::Stats;
 use crate::time::hl7_timestamp;
 use crate::worker::WorkerContext;
@@ -59,6 +62,7 @@ pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
         deframer: Deframer::new(listener.framing),
         ack: Vec::new(),
         reply: Vec::new(),
+        timing: Timing::default(),
     };
     let mut buf: Vec<u8> = Vec::new();
     // When the frame being received began (for the whole-frame deadline).
@@ -78,6 +82,7 @@ pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
             };
             session.log_events(peer);
             let payload = frame.payload(&buf);
+            let started = Instant::now();
             match session.handle(payload).await {
                 Reply::Send => {
                     let framing = listener.framing;
@@ -86,6 +91,18 @@ pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
                     if let Err(error) = conn.write_all(&parts, deadline).await {
                         warn!(%peer, %error, "writing the ACK failed; connection closed");
                         return;
+                    }
+                    Stats::add(&stats.bytes_out, session.reply.len());
+                    stats.latency_total.record(started.elapsed());
+                    if let Some(timing) = session.timing.written {
+                        stats
+                            .latency_forward
+                            .record(timing.saturating_duration_since(started));
+                        if let Some(acked) = session.timing.acked {
+                            stats
+                                .latency_ack_wait
+                                .record(acked.saturating_duration_since(timing));
+                        }
                     }
                 }
                 Reply::Nothing => {}
@@ -171,6 +188,8 @@ struct Session<'c> {
     ack: Vec<u8>,
     /// The payload to send back to the sender.
     reply: Vec<u8>,
+    /// When the current message was written downstream and acknowledged.
+    timing: Timing,
 }
 
 impl Session<'_> {
@@ -181,6 +200,7 @@ impl Session<'_> {
         Stats::bump(&stats.messages_in);
         self.reply.clear();
         self.ack.clear();
+        self.timing = Timing::default();
         let timestamp = hl7_timestamp(SystemTime::now());
         let control_id = self.ctx.next_control_id();
 
@@ -200,6 +220,7 @@ impl Session<'_> {
                     diagnostic: text.as_bytes(),
                 };
                 ack::write_headerless_reject(&params, detail, &mut self.reply);
+                stats.ack(AckCode::AR, true);
                 return Reply::Send;
             }
         };
@@ -216,15 +237,24 @@ impl Session<'_> {
         );
         let downstream = &self.ctx.downstream;
         match downstream
-            .deliver(payload, msh.control_id(), expect_ack, &mut self.ack, stats)
+            .deliver(
+                payload,
+                msh.control_id(),
+                expect_ack,
+                &mut self.ack,
+                stats,
+                &mut self.timing,
+            )
             .await
         {
-            Ok(()) => {
+            Ok(code) => {
                 Stats::bump(&stats.messages_delivered);
-                if !expect_ack {
+                Stats::add(&stats.bytes_forwarded, payload.len());
+                let Some(code) = code else {
                     return Reply::Nothing;
-                }
+                };
                 Stats::bump(&stats.acks_passed_through);
+                stats.ack(code, false);
                 std::mem::swap(&mut self.reply, &mut self.ack);
                 Reply::Send
             }
@@ -259,8 +289,9 @@ impl Session<'_> {
                             &mut self.reply,
                         );
                         match decision {
-                            AckDecision::Send(_) => {
+                            AckDecision::Send(code) => {
                                 Stats::bump(&stats.naks_downstream_failed);
+                                stats.ack(code, true);
                                 Reply::Send
                             }
                             AckDecision::NotDue => Reply::Nothing,

@@ -40,6 +40,7 @@ const BACKLOG: i32 = 1024;
 #[derive(Debug)]
 pub struct RelayHandle {
     listen_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     stats: Arc<Stats>,
@@ -49,6 +50,11 @@ impl RelayHandle {
     /// The address the listener is bound to (the real port when 0 was asked for).
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
+    }
+
+    /// The address of the Prometheus endpoint, if one was asked for.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The relay's counters.
@@ -138,6 +144,23 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
     let config = Arc::new(config);
     let shutdown = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
+    let mut threads = Vec::with_capacity(workers + 1);
+    let mut metrics_addr = None;
+    if let Some(addr) = config.metrics_addr {
+        let listener = crate::metrics::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("metrics address {addr}: {e}")))?;
+        metrics_addr = Some(listener.local_addr()?);
+        let (stats, rejections, stop) = (
+            stats.clone(),
+            config.listener.tls_rejections.clone(),
+            shutdown.clone(),
+        );
+        threads.push(
+            std::thread::Builder::new()
+                .name("mllp-relay-metrics".into())
+                .spawn(move || crate::metrics::serve(listener, stats, rejections, stop))?,
+        );
+    }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let driver = match config.driver {
         Driver::Auto if !monoio::utils::detect_uring() => {
@@ -151,7 +174,6 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         }
         other => other,
     };
-    let mut threads = Vec::with_capacity(workers);
     for (id, socket) in sockets.into_iter().enumerate() {
         let config = config.clone();
         let shutdown = shutdown.clone();
@@ -196,6 +218,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
     }
     Ok(RelayHandle {
         listen_addr,
+        metrics_addr,
         shutdown,
         threads,
         stats,

@@ -710,3 +710,80 @@ fn plaintext_on_a_tls_port_is_refused() {
     assert_eq!(Stats::get(&relay.stats().tls_handshake_failures), 1);
     relay.shutdown();
 }
+
+// --- Prometheus endpoint ---------------------------------------------------------------------
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn metrics_endpoint_counts_messages_codes_and_latency() {
+    let receiver = Receiver::start(Behaviour::Code(AckCode::AE));
+    let mut cfg = config(receiver.addr);
+    cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    for i in 0..3 {
+        client.round_trip(&message(&format!("M-{i}")));
+    }
+    client.round_trip(b"not hl7");
+    let metrics = relay.metrics_addr().expect("metrics bound");
+    let body = http_get(metrics, "/metrics");
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    for line in [
+        "mllp_relay_messages_in_total 4",
+        "mllp_relay_messages_delivered_total 3",
+        "mllp_relay_acks_total{code=\"AE\",origin=\"downstream\"} 3",
+        "mllp_relay_acks_total{code=\"AR\",origin=\"relay\"} 1",
+        "mllp_relay_rejects_bad_header_total 1",
+        "mllp_relay_total_seconds_count 4",
+        "mllp_relay_ack_wait_seconds_count 3",
+        "mllp_relay_tls_rejections_total{reason=\"unknown_ca\"} 0",
+        "mllp_relay_connections_open 1",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in\n{body}"
+        );
+    }
+    assert!(
+        !body.contains("DOE^JANE") && !body.contains("M-1"),
+        "no message content in metrics"
+    );
+    assert!(http_get(metrics, "/").starts_with("HTTP/1.1 404"));
+    relay.shutdown();
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused_and_counted() {
+    let receiver = Receiver::start(Behaviour::Ack);
+    let mut cfg = config(receiver.addr);
+    cfg.workers = 1;
+    cfg.listener.max_connections_per_worker = 1;
+    let relay = relay::start(cfg).unwrap();
+    let mut first = Client::connect(relay.listen_addr());
+    assert_eq!(
+        code_and_id(&first.round_trip(&message("FIRST-1"))).0,
+        AckCode::AA
+    );
+    let mut second = Client::connect(relay.listen_addr());
+    second.send(&message("SECOND-1"));
+    assert_eq!(
+        second.receive(),
+        None,
+        "the excess connection is closed at once"
+    );
+    assert_eq!(Stats::get(&relay.stats().connections_refused), 1);
+    assert_eq!(
+        code_and_id(&first.round_trip(&message("FIRST-2"))).0,
+        AckCode::AA,
+        "the first is unaffected"
+    );
+    relay.shutdown();
+}

@@ -1,0 +1,1498 @@
+//! TOML configuration files: `mllp-relay --config relay.toml` runs one,
+//! `mllp-relay check-config relay.toml` validates one and prints what would run.
+//!
+//! # Three steps
+//! 1. **Raw** ([`RawConfig`]): serde reads the file. Every table denies unknown keys, so a
+//!    misspelt key is an error naming it (with toml's line, column and snippet), never a
+//!    silently ignored setting. Only types are checked here, and the first error stops.
+//! 2. **Validated** ([`Settings`], from [`RawConfig::validate`]): every value is checked and
+//!    *every* problem is collected, each named by its key path (`listener.tls.key`,
+//!    `downstream.ack_timeout`, `listener.tolerate[1]`). Relative file paths are resolved
+//!    against the config file's directory, the downstream address is resolved, and (unless
+//!    asked not to, see [`Files`]) certificate and key files are checked to be readable.
+//! 3. **Built** ([`Config`], via `TryFrom<&Settings>`): certificates and keys are loaded into
+//!    rustls configurations; a file that is not what its key says (not PEM, key not matching
+//!    the certificate, …) is reported under that key.
+//!
+//! [`load_config`] does all three; [`load_config_unchecked`] stops after step 2 without
+//! touching certificate files (for documentation examples and dry runs elsewhere).
+//!
+//! # Schema
+//! Every key but `listener.listen`, `downstream.name` and `downstream.address` is optional;
+//! defaults are the constants of [`crate::config`].
+//!
+//! ```toml
+//! workers = 2                  # worker threads; default: one per CPU (1..=1024)
+//! pin_workers = true           # pin worker i to CPU i; default: true
+//! driver = "auto"              # auto | io-uring | epoll; default: auto
+//! shutdown_grace = "30s"       # how long SIGTERM waits for in-flight messages
+//! metrics = "127.0.0.1:9464"   # serve Prometheus metrics here; default: nowhere
+//!
+//! [[listener]]                 # exactly one in this version
+//! name = "lab-results"         # for logs; letters, digits, '-', '_', '.'; default: "listener"
+//! listen = "0.0.0.0:2575"      # IP:PORT (required); port 0 picks a free port
+//! ack_mode = "passthrough"     # the receiver's own ACK (the only mode so far; `local` is planned)
+//! on_downstream_failure = "nak"   # nak (generated AE/CE with ERR 207) | close
+//! ack_policy = "negotiated"    # negotiated | always | never | errors-only
+//! max_frame_size = 16777216    # bytes, or a string such as "512KiB", "16MiB" (at most 1GiB)
+//! tolerate = ["fs_without_cr"] # fs_without_cr | lf_after_fs | whitespace_between_frames
+//!                              # | junk_before_start; default: none (strict MLLP)
+//! idle_timeout = "10min"
+//! frame_deadline = "60s"
+//! handshake_timeout = "10s"
+//! write_timeout = "30s"
+//! max_connections_per_worker = 10000
+//!
+//! [listener.tls]               # optional: without it the listener speaks plain TCP
+//! cert = "server.pem"          # certificate chain, leaf first (required in this table)
+//! key = "server.key"           # its private key (required in this table)
+//! client_ca = "clients-ca.pem" # optional: accept client certificates issued by this CA ...
+//! client_thumbprints = ["AB:CD:…"]  # ... or with one of these SHA-256 thumbprints
+//!
+//! [[downstream]]               # exactly one in this version (routing comes later)
+//! name = "ehr"                 # required; same characters as listener.name
+//! address = "10.0.0.5:6661"    # HOST:PORT, resolved when the file is loaded (required)
+//! connect_timeout = "5s"
+//! ack_timeout = "10s"
+//! retries = 2                  # after the first attempt (0..=100)
+//! backoff_base = "200ms"       # doubled each retry, with jitter ...
+//! backoff_cap = "5s"           # ... up to this (at least backoff_base)
+//!
+//! [downstream.tls]             # optional: without it the downstream link is plain TCP
+//! ca = "ehr-ca.pem"            # trust certificates issued by this CA (name checked) ...
+//! thumbprints = ["…"]          # ... or exactly these (name not checked); at least one of the two
+//! sni = "ehr.example.org"      # default: the host part of downstream.address
+//! client_cert = "relay.pem"    # optional, with client_key: mutual TLS towards the downstream
+//! client_key = "relay.key"
+//! ```
+//!
+//! Durations are strings with a unit: `"500ms"`, `"10s"`, `"2min"`, `"1h"` (see
+//! [`parse_duration`]); timeouts must be greater than zero. Sizes are integers (bytes) or
+//! strings with a `KiB`, `MiB` or `GiB` suffix (see [`parse_size`]). Thumbprints are 64 hex
+//! digits, optionally separated by `:` or spaces (as `openssl x509 -fingerprint -sha256`
+//! prints them).
+//!
+//! **Relative paths** (`cert`, `key`, `client_ca`, `ca`, `client_cert`, `client_key`) are
+//! resolved against the directory of the config file, not the working directory, so a file
+//! and its certificates can move together.
+//!
+//! Command-line overrides (`--listen`, `--forward`, `--workers`, `--metrics`, `--driver`,
+//! `--no-pin`) arrive as [`Overrides`]; a problem with an overridden value is named by its flag.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mllp::ack::AckPolicy;
+use mllp::frame::{DEFAULT_MAX_FRAME_LEN, EventCode, FramingConfig, Tolerances};
+use rustls_pki_types::ServerName;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+use crate::config::{
+    self, AckMode, Config, DownstreamConfig, Driver, ListenerConfig, OnDownstreamFailure,
+};
+use crate::tls::{
+    self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections, TlsSetupError,
+};
+
+/// Largest `max_frame_size` a file may set: far above any real HL7 v2 message (big ones with
+/// embedded PDFs are tens of MiB), low enough that a typo cannot let one sender claim gigabytes.
+pub const MAX_FRAME_SIZE_LIMIT: usize = 1 << 30;
+
+/// Most worker threads a file may ask for: more than any machine's cores, so a larger number
+/// is a typo, not a plan.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Most retries a file may ask for: each retry delays the sender's answer by up to an ACK
+/// timeout plus a backoff, and senders give up after a few tens of seconds anyway.
+pub const MAX_RETRIES: u32 = 100;
+
+/// Most inbound connections per worker a file may allow: each costs buffers and a file
+/// descriptor; a million per worker is beyond any hospital's sender count.
+pub const MAX_CONNECTIONS_PER_WORKER_LIMIT: usize = 1_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// Durations and sizes
+// ---------------------------------------------------------------------------------------------
+
+/// Why a string is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a duration: {reason} (units: ms, s, min, h; e.g. 500ms, 10s, 2min)")]
+pub struct DurationError {
+    text: String,
+    reason: String,
+}
+
+/// Parses `500ms`, `10s`, `2min` (or `2m`), `1h`, or a bare number of seconds; decimals are
+/// allowed (`1.5s`), a space before the unit too.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let text = text.trim();
+    let error = |reason: String| DurationError {
+        text: text.to_owned(),
+        reason,
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err(error("it does not start with a number".to_owned()));
+    }
+    let value: f64 = number
+        .parse()
+        .map_err(|_| error(format!("{number:?} is not a number")))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "min" | "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(error(format!("unknown unit {other:?}"))),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| error(e.to_string()))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it, in the largest exact unit:
+/// `10min`, `1h`, `1500ms`; sub-millisecond durations in Rust's debug form (`1.5µs`).
+pub fn format_duration(duration: Duration) -> String {
+    if !duration.subsec_nanos().is_multiple_of(1_000_000) {
+        return format!("{duration:?}");
+    }
+    let ms = duration.as_millis();
+    match ms {
+        0 => "0s".to_owned(),
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}min", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// Why a string is not a size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a size: {reason} (write bytes, e.g. 1048576, or 512KiB, 16MiB)")]
+pub struct SizeError {
+    text: String,
+    reason: String,
+}
+
+/// Parses a size: a number of bytes (`1048576`, `1048576B`) or a whole number of `KiB`,
+/// `MiB` or `GiB`. Decimal units (`KB`, `MB`) are refused rather than guessed.
+pub fn parse_size(text: &str) -> Result<usize, SizeError> {
+    let text = text.trim();
+    let error = |reason: &str| SizeError {
+        text: text.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "k" | "K" | "kB" | "KB" | "M" | "MB" | "G" | "GB" => {
+            return Err(error("use KiB, MiB or GiB (powers of 1024)"));
+        }
+        _ => return Err(error("unknown unit (use KiB, MiB or GiB)")),
+    };
+    if number.is_empty() {
+        return Err(error("it does not start with a whole number"));
+    }
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| error("too large"))
+}
+
+/// Formats a byte count in the largest exact binary unit (`16MiB`, `1000` bytes as `1000B`).
+fn format_size(bytes: usize) -> String {
+    match bytes {
+        0 => "0B".to_owned(),
+        _ if bytes.is_multiple_of(1 << 30) => format!("{}GiB", bytes >> 30),
+        _ if bytes.is_multiple_of(1 << 20) => format!("{}MiB", bytes >> 20),
+        _ if bytes.is_multiple_of(1 << 10) => format!("{}KiB", bytes >> 10),
+        _ => format!("{bytes}B"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw layer (serde)
+// ---------------------------------------------------------------------------------------------
+
+/// The file as written: types checked, values not yet. Field names are the TOML keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Worker threads.
+    pub workers: Option<i64>,
+    /// Whether to pin workers to CPUs.
+    pub pin_workers: Option<bool>,
+    /// `auto`, `io-uring` or `epoll`.
+    pub driver: Option<String>,
+    /// Shutdown grace period.
+    pub shutdown_grace: Option<RawDuration>,
+    /// Metrics endpoint address.
+    pub metrics: Option<String>,
+    /// `[[listener]]` tables.
+    #[serde(default, deserialize_with = "array_of_tables")]
+    pub listener: Vec<RawListener>,
+    /// `[[downstream]]` tables.
+    #[serde(default, deserialize_with = "array_of_tables")]
+    pub downstream: Vec<RawDownstream>,
+}
+
+/// One `[[listener]]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// A name for logs.
+    pub name: Option<String>,
+    /// `IP:PORT` to bind.
+    pub listen: Option<String>,
+    /// Who answers the sender.
+    pub ack_mode: Option<String>,
+    /// `nak` or `close`.
+    pub on_downstream_failure: Option<String>,
+    /// `negotiated`, `always`, `never` or `errors-only`.
+    pub ack_policy: Option<String>,
+    /// Largest frame accepted.
+    pub max_frame_size: Option<RawSize>,
+    /// Tolerance names.
+    #[serde(default)]
+    pub tolerate: Vec<String>,
+    /// Idle timeout.
+    pub idle_timeout: Option<RawDuration>,
+    /// Frame deadline.
+    pub frame_deadline: Option<RawDuration>,
+    /// TLS handshake timeout.
+    pub handshake_timeout: Option<RawDuration>,
+    /// ACK write timeout.
+    pub write_timeout: Option<RawDuration>,
+    /// Connection cap per worker.
+    pub max_connections_per_worker: Option<i64>,
+    /// `[listener.tls]`.
+    pub tls: Option<RawListenerTls>,
+}
+
+/// A `[listener.tls]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    /// Certificate chain file.
+    pub cert: Option<PathBuf>,
+    /// Private key file.
+    pub key: Option<PathBuf>,
+    /// Client CA bundle file.
+    pub client_ca: Option<PathBuf>,
+    /// Accepted client certificate thumbprints.
+    #[serde(default)]
+    pub client_thumbprints: Vec<String>,
+}
+
+/// One `[[downstream]]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDownstream {
+    /// A name for logs and metrics.
+    pub name: Option<String>,
+    /// `HOST:PORT`.
+    pub address: Option<String>,
+    /// Connect timeout.
+    pub connect_timeout: Option<RawDuration>,
+    /// ACK timeout.
+    pub ack_timeout: Option<RawDuration>,
+    /// Retries after the first attempt.
+    pub retries: Option<i64>,
+    /// First backoff.
+    pub backoff_base: Option<RawDuration>,
+    /// Largest backoff.
+    pub backoff_cap: Option<RawDuration>,
+    /// `[downstream.tls]`.
+    pub tls: Option<RawDownstreamTls>,
+}
+
+/// A `[downstream.tls]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDownstreamTls {
+    /// CA bundle file.
+    pub ca: Option<PathBuf>,
+    /// Pinned server certificate thumbprints.
+    #[serde(default)]
+    pub thumbprints: Vec<String>,
+    /// Server name to send and verify.
+    pub sni: Option<String>,
+    /// Client certificate chain file.
+    pub client_cert: Option<PathBuf>,
+    /// Its private key file.
+    pub client_key: Option<PathBuf>,
+}
+
+/// A duration as written (a string, parsed during validation so the error can name its key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawDuration(pub String);
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl Visitor<'_> for Text {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration as a string with a unit, e.g. \"500ms\", \"10s\", \"2min\"")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration(text.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
+/// A size as written: an integer number of bytes or a string with a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawSize {
+    /// `max_frame_size = 1048576`
+    Bytes(i64),
+    /// `max_frame_size = "1MiB"`
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Size;
+        impl Visitor<'_> for Size {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size in bytes (an integer) or a string such as \"16MiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, bytes: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(bytes))
+            }
+            fn visit_u64<E: de::Error>(self, bytes: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(i64::try_from(bytes).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(text.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Size)
+    }
+}
+
+/// `[[name]]` tables, with a hint when a single `[name]` table was written instead.
+fn array_of_tables<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Tables<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Tables<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(
+                "an array of tables: write the header with double brackets, \
+                 [[listener]] or [[downstream]]",
+            )
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut tables = Vec::new();
+            while let Some(table) = seq.next_element()? {
+                tables.push(table);
+            }
+            Ok(tables)
+        }
+    }
+    deserializer.deserialize_seq(Tables(PhantomData))
+}
+
+impl RawConfig {
+    /// Parses TOML text (types only; see [`validate`](Self::validate) for values).
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// One invalid value, named by its key path (`listener.tls.key`, `listener.tolerate[1]`) or,
+/// for a value given on the command line, by its flag (`--forward`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct Problem {
+    /// Where the value is: a key path or a flag.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(key: impl Into<String>, message: impl fmt::Display) -> Self {
+        Self {
+            key: key.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A config file that cannot be used. Every message starts with the file's path.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {cause}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        cause: std::io::Error,
+    },
+    /// Not TOML, a value of the wrong type, or an unknown key (toml's message names it, with
+    /// line and column).
+    #[error("{}: {cause}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's error.
+        cause: Box<toml::de::Error>,
+    },
+    /// Values that are invalid: all of them, each named by its key.
+    #[error("{}", list_problems(.path, .problems))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigFileError {
+    /// The invalid values (empty for read and parse errors).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Self::Invalid { problems, .. } => problems,
+            Self::Read { .. } | Self::Parse { .. } => &[],
+        }
+    }
+}
+
+fn list_problems(path: &Path, problems: &[Problem]) -> String {
+    match problems {
+        [one] => format!("{}: {one}", path.display()),
+        _ => {
+            let mut out = format!("{}: {} errors:", path.display(), problems.len());
+            for problem in problems {
+                out.push_str("\n  ");
+                out.push_str(&problem.to_string());
+            }
+            out
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated layer
+// ---------------------------------------------------------------------------------------------
+
+/// Whether validation checks that certificate and key files can be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
+    /// Check every file (what `check-config` and `--config` do).
+    Check,
+    /// Resolve paths but do not touch the files (the result cannot be built into a
+    /// [`Config`] unless the files exist after all).
+    Skip,
+}
+
+/// Values given on the command line that replace the file's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--listen`: replaces `listener.listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--forward`: replaces `downstream.address` (and so the default `downstream.tls.sni`).
+    pub forward: Option<String>,
+    /// `--workers`: replaces `workers`.
+    pub workers: Option<usize>,
+    /// `--metrics`: replaces `metrics`.
+    pub metrics: Option<SocketAddr>,
+    /// `--driver`: replaces `driver`.
+    pub driver: Option<Driver>,
+    /// `--no-pin` (as `Some(false)`): replaces `pin_workers`.
+    pub pin_workers: Option<bool>,
+}
+
+/// A validated configuration whose certificate files have not been loaded yet: everything a
+/// [`Config`] holds, with TLS as settings (paths and thumbprints) instead of rustls
+/// configurations. Its `Display` is the summary `check-config` prints.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config file (absolute).
+    pub source: PathBuf,
+    /// The listener.
+    pub listener: ListenerSettings,
+    /// The downstream.
+    pub downstream: DownstreamSettings,
+    /// Worker threads.
+    pub workers: usize,
+    /// Whether workers are pinned to CPUs.
+    pub pin_workers: bool,
+    /// The I/O driver.
+    pub driver: Driver,
+    /// Where metrics are served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+    /// How long shutdown waits for in-flight messages.
+    pub shutdown_grace: Duration,
+}
+
+/// A validated listener.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    /// Its name (`listener.name`), for logs.
+    pub name: String,
+    /// Everything but TLS (`config.tls` is `None` here).
+    pub config: ListenerConfig,
+    /// TLS termination, if any.
+    pub tls: Option<ServerTlsSettings>,
+}
+
+/// A validated downstream.
+#[derive(Debug, Clone)]
+pub struct DownstreamSettings {
+    /// The address as written (`HOST:PORT`); `config.addr` is what it resolved to.
+    pub address: String,
+    /// Everything but TLS (`config.tls` is `None` here).
+    pub config: DownstreamConfig,
+    /// TLS towards it, if any.
+    pub tls: Option<DownstreamTlsSettings>,
+}
+
+/// Validated TLS towards a downstream.
+#[derive(Debug, Clone)]
+pub struct DownstreamTlsSettings {
+    /// CA, pins and client certificate.
+    pub client: ClientTlsSettings,
+    /// The name sent (SNI) and verified, as configured or derived from the address.
+    pub sni: String,
+    /// `sni`, parsed.
+    pub server_name: ServerName<'static>,
+}
+
+/// Collects problems while validating.
+struct Checker<'a> {
+    base: &'a Path,
+    files: Files,
+    problems: Vec<Problem>,
+}
+
+/// Stands in for an invalid address so validation can go on and report the rest.
+const NO_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+impl Checker<'_> {
+    fn fail(&mut self, key: impl Into<String>, message: impl fmt::Display) {
+        self.problems.push(Problem::new(key, message));
+    }
+
+    /// A duration; zero is refused unless `zero_ok`.
+    fn duration(
+        &mut self,
+        key: &str,
+        raw: Option<&RawDuration>,
+        default: Duration,
+        zero_ok: bool,
+    ) -> Duration {
+        let Some(RawDuration(text)) = raw else {
+            return default;
+        };
+        match parse_duration(text) {
+            Ok(d) if d.is_zero() && !zero_ok => {
+                self.fail(key, format!("{text:?}: must be greater than zero"));
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.fail(key, e);
+                default
+            }
+        }
+    }
+
+    /// One of a fixed set of names.
+    fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        raw: Option<&str>,
+        known: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some(text) = raw else {
+            return default;
+        };
+        if let Some(&(_, value)) = known.iter().find(|(name, _)| *name == text) {
+            return value;
+        }
+        let names: Vec<&str> = known.iter().map(|(name, _)| *name).collect();
+        self.fail(
+            key,
+            format!("unknown value {text:?} (known: {})", names.join(", ")),
+        );
+        default
+    }
+
+    /// An integer within `min..=max`.
+    fn integer<T>(&mut self, key: &str, raw: Option<i64>, min: T, max: T, default: T) -> T
+    where
+        T: TryFrom<i64> + PartialOrd + fmt::Display + Copy,
+    {
+        let Some(raw) = raw else {
+            return default;
+        };
+        match T::try_from(raw) {
+            Ok(value) if value >= min && value <= max => value,
+            _ => {
+                self.fail(key, format!("must be between {min} and {max}, not {raw}"));
+                default
+            }
+        }
+    }
+
+    /// A name for logs and metric labels.
+    fn name(&mut self, key: &str, raw: Option<&str>, default: Option<&str>) -> String {
+        let Some(name) = raw.or(default) else {
+            self.fail(key, "missing: give it a name, e.g. \"ehr\"");
+            return String::new();
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            self.fail(
+                key,
+                format!(
+                    "{name:?}: use 1 to 64 letters, digits, '-', '_' or '.' \
+                     (it appears in logs and metric labels)"
+                ),
+            );
+        }
+        name.to_owned()
+    }
+
+    /// A file path, resolved against the config file's directory and (with [`Files::Check`])
+    /// opened once to prove it is readable.
+    fn file(&mut self, key: &str, raw: &Path) -> PathBuf {
+        if raw.as_os_str().is_empty() {
+            self.fail(key, "empty path");
+            return PathBuf::new();
+        }
+        let path = self.base.join(raw);
+        if self.files == Files::Check
+            && let Err(e) = std::fs::File::open(&path)
+        {
+            self.fail(key, format!("cannot read {}: {e}", path.display()));
+        }
+        path
+    }
+
+    fn required_file(&mut self, key: &str, raw: Option<&Path>, what: &str) -> PathBuf {
+        match raw {
+            Some(raw) => self.file(key, raw),
+            None => {
+                self.fail(key, format!("missing: the {what}"));
+                PathBuf::new()
+            }
+        }
+    }
+
+    fn thumbprints(&mut self, key: &str, raw: &[String]) -> Vec<Thumbprint> {
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, text) in raw.iter().enumerate() {
+            match text.parse::<Thumbprint>() {
+                Ok(t) => out.push(t),
+                Err(e) => self.fail(format!("{key}[{i}]"), e),
+            }
+        }
+        out
+    }
+
+    fn listener(&mut self, raw: &RawListener, overrides: &Overrides) -> ListenerSettings {
+        let name = self.name("listener.name", raw.name.as_deref(), Some("listener"));
+        let addr = match (overrides.listen, raw.listen.as_deref()) {
+            (Some(addr), _) => addr,
+            (None, Some(text)) => text.trim().parse().unwrap_or_else(|_| {
+                self.fail(
+                    "listener.listen",
+                    format!("{text:?} is not an IP:PORT to listen on, e.g. \"0.0.0.0:2575\""),
+                );
+                NO_ADDR
+            }),
+            (None, None) => {
+                self.fail(
+                    "listener.listen",
+                    "missing: the IP:PORT to accept senders on, e.g. \"0.0.0.0:2575\"",
+                );
+                NO_ADDR
+            }
+        };
+        let mut config = ListenerConfig::plain(addr);
+
+        config.ack_mode = match raw.ack_mode.as_deref() {
+            None | Some("passthrough") => AckMode::Passthrough,
+            Some("local") => {
+                self.fail(
+                    "listener.ack_mode",
+                    "\"local\" is not available yet (it is planned: the relay will ACK senders \
+                     itself once a message is safely queued); use \"passthrough\"",
+                );
+                AckMode::Passthrough
+            }
+            Some(other) => {
+                self.fail(
+                    "listener.ack_mode",
+                    format!("unknown value {other:?} (known: passthrough; planned: local)"),
+                );
+                AckMode::Passthrough
+            }
+        };
+        config.on_downstream_failure = self.choice(
+            "listener.on_downstream_failure",
+            raw.on_downstream_failure.as_deref(),
+            &[
+                ("nak", OnDownstreamFailure::Nak),
+                ("close", OnDownstreamFailure::Close),
+            ],
+            OnDownstreamFailure::Nak,
+        );
+        config.ack_policy = self.choice(
+            "listener.ack_policy",
+            raw.ack_policy.as_deref(),
+            &[
+                ("negotiated", AckPolicy::Negotiated),
+                ("always", AckPolicy::Always),
+                ("never", AckPolicy::Never),
+                ("errors-only", AckPolicy::ErrorsOnly),
+            ],
+            AckPolicy::Negotiated,
+        );
+
+        let key = "listener.max_frame_size";
+        let max_frame_size = match &raw.max_frame_size {
+            None => DEFAULT_MAX_FRAME_LEN,
+            Some(size) => {
+                let parsed = match size {
+                    RawSize::Bytes(n) => {
+                        usize::try_from(*n).map_err(|_| format!("{n} is not a size in bytes"))
+                    }
+                    RawSize::Text(text) => parse_size(text).map_err(|e| e.to_string()),
+                };
+                match parsed {
+                    Ok(n) if (1..=MAX_FRAME_SIZE_LIMIT).contains(&n) => n,
+                    Ok(n) => {
+                        self.fail(
+                            key,
+                            format!(
+                                "{n} bytes: must be between 1 byte and {}",
+                                format_size(MAX_FRAME_SIZE_LIMIT)
+                            ),
+                        );
+                        DEFAULT_MAX_FRAME_LEN
+                    }
+                    Err(message) => {
+                        self.fail(key, message);
+                        DEFAULT_MAX_FRAME_LEN
+                    }
+                }
+            }
+        };
+        let mut tolerances = Tolerances::STRICT;
+        for (i, name) in raw.tolerate.iter().enumerate() {
+            if !tolerances.enable(name) {
+                let known: Vec<&str> = EventCode::ALL.iter().map(|c| c.config_name()).collect();
+                self.fail(
+                    format!("listener.tolerate[{i}]"),
+                    format!("unknown tolerance {name:?} (known: {})", known.join(", ")),
+                );
+            }
+        }
+        config.framing = match FramingConfig::MLLP.with_max_frame_len(max_frame_size) {
+            Ok(framing) => framing.with_tolerances(tolerances),
+            Err(e) => {
+                self.fail(key, e);
+                FramingConfig::MLLP
+            }
+        };
+
+        config.idle_timeout = self.duration(
+            "listener.idle_timeout",
+            raw.idle_timeout.as_ref(),
+            config::DEFAULT_IDLE_TIMEOUT,
+            false,
+        );
+        config.frame_deadline = self.duration(
+            "listener.frame_deadline",
+            raw.frame_deadline.as_ref(),
+            config::DEFAULT_FRAME_DEADLINE,
+            false,
+        );
+        config.handshake_timeout = self.duration(
+            "listener.handshake_timeout",
+            raw.handshake_timeout.as_ref(),
+            config::DEFAULT_HANDSHAKE_TIMEOUT,
+            false,
+        );
+        config.write_timeout = self.duration(
+            "listener.write_timeout",
+            raw.write_timeout.as_ref(),
+            config::DEFAULT_WRITE_TIMEOUT,
+            false,
+        );
+        config.max_connections_per_worker = self.integer(
+            "listener.max_connections_per_worker",
+            raw.max_connections_per_worker,
+            1,
+            MAX_CONNECTIONS_PER_WORKER_LIMIT,
+            config::DEFAULT_MAX_CONNECTIONS_PER_WORKER,
+        );
+
+        let tls = raw.tls.as_ref().map(|tls| ServerTlsSettings {
+            cert_chain: self.required_file(
+                "listener.tls.cert",
+                tls.cert.as_deref(),
+                "certificate chain (PEM, server certificate first)",
+            ),
+            key: self.required_file(
+                "listener.tls.key",
+                tls.key.as_deref(),
+                "private key of listener.tls.cert (PEM)",
+            ),
+            client_ca: tls
+                .client_ca
+                .as_deref()
+                .map(|path| self.file("listener.tls.client_ca", path)),
+            client_thumbprints: self
+                .thumbprints("listener.tls.client_thumbprints", &tls.client_thumbprints),
+        });
+        ListenerSettings { name, config, tls }
+    }
+
+    fn downstream(&mut self, raw: &RawDownstream, overrides: &Overrides) -> DownstreamSettings {
+        let name = self.name("downstream.name", raw.name.as_deref(), None);
+        let (address_key, address) = match (&overrides.forward, &raw.address) {
+            (Some(forward), _) => ("--forward", Some(forward.trim().to_owned())),
+            (None, address) => (
+                "downstream.address",
+                address.as_ref().map(|a| a.trim().to_owned()),
+            ),
+        };
+        let addr = match &address {
+            Some(address) => self.resolve(address_key, address),
+            None => {
+                self.fail(
+                    address_key,
+                    "missing: the receiver's HOST:PORT, e.g. \"10.0.0.5:6661\"",
+                );
+                NO_ADDR
+            }
+        };
+        let address = address.unwrap_or_default();
+        let mut config = DownstreamConfig::plain(&name, addr);
+        config.connect_timeout = self.duration(
+            "downstream.connect_timeout",
+            raw.connect_timeout.as_ref(),
+            config::DEFAULT_CONNECT_TIMEOUT,
+            false,
+        );
+        config.ack_timeout = self.duration(
+            "downstream.ack_timeout",
+            raw.ack_timeout.as_ref(),
+            config::DEFAULT_ACK_TIMEOUT,
+            false,
+        );
+        config.retries = self.integer(
+            "downstream.retries",
+            raw.retries,
+            0,
+            MAX_RETRIES,
+            config::DEFAULT_RETRIES,
+        );
+        config.backoff_base = self.duration(
+            "downstream.backoff_base",
+            raw.backoff_base.as_ref(),
+            config::DEFAULT_BACKOFF_BASE,
+            true,
+        );
+        config.backoff_cap = self.duration(
+            "downstream.backoff_cap",
+            raw.backoff_cap.as_ref(),
+            config::DEFAULT_BACKOFF_CAP,
+            true,
+        );
+        if config.backoff_cap < config.backoff_base {
+            self.fail(
+                "downstream.backoff_cap",
+                format!(
+                    "{} is shorter than downstream.backoff_base ({})",
+                    format_duration(config.backoff_cap),
+                    format_duration(config.backoff_base)
+                ),
+            );
+        }
+
+        let tls = raw
+            .tls
+            .as_ref()
+            .map(|tls| self.downstream_tls(tls, address_key, &address));
+        DownstreamSettings {
+            address,
+            config,
+            tls,
+        }
+    }
+
+    fn resolve(&mut self, key: &str, address: &str) -> SocketAddr {
+        let resolved = address.to_socket_addrs().map(|mut addrs| addrs.next());
+        match resolved {
+            Ok(Some(addr)) if addr.port() == 0 => {
+                self.fail(key, format!("{address:?}: port 0 cannot be connected to"));
+                NO_ADDR
+            }
+            Ok(Some(addr)) => addr,
+            Ok(None) => {
+                self.fail(key, format!("{address:?} resolves to no address"));
+                NO_ADDR
+            }
+            Err(e) => {
+                self.fail(
+                    key,
+                    format!("{address:?} is not a HOST:PORT that resolves: {e}"),
+                );
+                NO_ADDR
+            }
+        }
+    }
+
+    fn downstream_tls(
+        &mut self,
+        raw: &RawDownstreamTls,
+        address_key: &str,
+        address: &str,
+    ) -> DownstreamTlsSettings {
+        let ca = raw
+            .ca
+            .as_deref()
+            .map(|path| self.file("downstream.tls.ca", path));
+        let pinned = self.thumbprints("downstream.tls.thumbprints", &raw.thumbprints);
+        if ca.is_none() && raw.thumbprints.is_empty() {
+            self.fail(
+                "downstream.tls",
+                "set ca, thumbprints or both: the relay never trusts a downstream \
+                 certificate without one of them",
+            );
+        }
+        let client_cert = match (&raw.client_cert, &raw.client_key) {
+            (Some(cert), Some(key)) => Some((
+                self.file("downstream.tls.client_cert", cert),
+                self.file("downstream.tls.client_key", key),
+            )),
+            (Some(_), None) => {
+                self.fail(
+                    "downstream.tls.client_key",
+                    "missing: client_cert is set, so its private key is needed too",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.fail(
+                    "downstream.tls.client_cert",
+                    "missing: client_key is set, so its certificate chain is needed too",
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        let (sni_key, sni) = match &raw.sni {
+            Some(sni) => ("downstream.tls.sni".to_owned(), sni.trim().to_owned()),
+            None => (
+                format!("downstream.tls.sni (default: the host of {address_key})"),
+                address
+                    .rsplit_once(':')
+                    .map_or(address, |(host, _)| host)
+                    .to_owned(),
+            ),
+        };
+        let server_name = match tls::server_name(&sni) {
+            Ok(name) => name,
+            Err(e) => {
+                self.fail(sni_key, e);
+                ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into())
+            }
+        };
+        DownstreamTlsSettings {
+            client: ClientTlsSettings {
+                ca,
+                pinned,
+                client_cert,
+            },
+            sni: sni.trim_matches(['[', ']']).to_owned(),
+            server_name,
+        }
+    }
+}
+
+impl RawConfig {
+    /// Checks every value. `base_dir` is where relative file paths start (the config file's
+    /// directory); `source` is only recorded in the result.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its key.
+    pub fn validate(
+        &self,
+        source: &Path,
+        base_dir: &Path,
+        overrides: &Overrides,
+        files: Files,
+    ) -> Result<Settings, Vec<Problem>> {
+        let mut check = Checker {
+            base: base_dir,
+            files,
+            problems: Vec::new(),
+        };
+
+        let workers = match overrides.workers {
+            Some(0) => {
+                check.fail("--workers", "must be at least 1");
+                1
+            }
+            Some(n) => n,
+            None => check.integer("workers", self.workers, 1, MAX_WORKERS, 0),
+        };
+        let workers = match workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let pin_workers = overrides.pin_workers.or(self.pin_workers).unwrap_or(true);
+        let driver = match overrides.driver {
+            Some(driver) => driver,
+            None => check.choice(
+                "driver",
+                self.driver.as_deref(),
+                &[
+                    ("auto", Driver::Auto),
+                    ("io-uring", Driver::IoUring),
+                    ("epoll", Driver::Epoll),
+                ],
+                Driver::Auto,
+            ),
+        };
+        let shutdown_grace = check.duration(
+            "shutdown_grace",
+            self.shutdown_grace.as_ref(),
+            config::DEFAULT_SHUTDOWN_GRACE,
+            true,
+        );
+        let metrics_addr = match (overrides.metrics, self.metrics.as_deref()) {
+            (Some(addr), _) => Some(addr),
+            (None, Some(text)) => match text.trim().parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    check.fail(
+                        "metrics",
+                        format!("{text:?} is not an IP:PORT, e.g. \"127.0.0.1:9464\""),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+
+        let default_listener = RawListener::default();
+        let listener = match self.listener.as_slice() {
+            [] => {
+                check.fail(
+                    "listener",
+                    "missing: add a [[listener]] table with at least listen = \"IP:PORT\"",
+                );
+                &default_listener
+            }
+            [one] => one,
+            [first, ..] => {
+                check.fail(
+                    "listener",
+                    format!(
+                        "only one [[listener]] is supported in this version (found {})",
+                        self.listener.len()
+                    ),
+                );
+                first
+            }
+        };
+        let mark = check.problems.len();
+        let listener = check.listener(listener, overrides);
+        if self.listener.is_empty() {
+            // The missing table is reported; the keys it lacks would only be noise.
+            check.problems.truncate(mark);
+        }
+
+        let default_downstream = RawDownstream::default();
+        let downstream = match self.downstream.as_slice() {
+            [] => {
+                check.fail(
+                    "downstream",
+                    "missing: add a [[downstream]] table with name and address",
+                );
+                &default_downstream
+            }
+            [one] => one,
+            [first, ..] => {
+                check.fail(
+                    "downstream",
+                    format!(
+                        "only one [[downstream]] is supported in this version, routing to \
+                         several comes later (found {})",
+                        self.downstream.len()
+                    ),
+                );
+                first
+            }
+        };
+        let mark = check.problems.len();
+        let downstream = check.downstream(downstream, overrides);
+        if self.downstream.is_empty() {
+            check.problems.truncate(mark);
+        }
+
+        if !check.problems.is_empty() {
+            return Err(check.problems);
+        }
+        Ok(Settings {
+            source: source.to_owned(),
+            listener,
+            downstream,
+            workers,
+            pin_workers,
+            driver,
+            metrics_addr,
+            shutdown_grace,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Built layer
+// ---------------------------------------------------------------------------------------------
+
+/// The key a server-side TLS setup error belongs to.
+fn listener_tls_key(error: &TlsSetupError) -> &'static str {
+    match error {
+        TlsSetupError::Read { what, .. } | TlsSetupError::Pem { what, .. } => match *what {
+            "private key" => "listener.tls.key",
+            "client CA" => "listener.tls.client_ca",
+            _ => "listener.tls.cert",
+        },
+        TlsSetupError::NoCertificate { .. } | TlsSetupError::BadCertificate { .. } => {
+            "listener.tls.cert"
+        }
+        TlsSetupError::NoPrivateKey { .. }
+        | TlsSetupError::UnusableKey { .. }
+        | TlsSetupError::KeyMismatch { .. } => "listener.tls.key",
+        TlsSetupError::NoCaCertificate { .. }
+        | TlsSetupError::BadCaCertificate { .. }
+        | TlsSetupError::Verifier { .. } => "listener.tls.client_ca",
+        _ => "listener.tls",
+    }
+}
+
+/// The key a client-side TLS setup error belongs to.
+fn downstream_tls_key(error: &TlsSetupError) -> &'static str {
+    match error {
+        TlsSetupError::Read { what, .. } | TlsSetupError::Pem { what, .. } => match *what {
+            "private key" => "downstream.tls.client_key",
+            "certificate" => "downstream.tls.client_cert",
+            _ => "downstream.tls.ca",
+        },
+        TlsSetupError::NoCertificate { .. } | TlsSetupError::BadCertificate { .. } => {
+            "downstream.tls.client_cert"
+        }
+        TlsSetupError::NoPrivateKey { .. }
+        | TlsSetupError::UnusableKey { .. }
+        | TlsSetupError::KeyMismatch { .. } => "downstream.tls.client_key",
+        TlsSetupError::NoCaCertificate { .. }
+        | TlsSetupError::BadCaCertificate { .. }
+        | TlsSetupError::Verifier { .. } => "downstream.tls.ca",
+        TlsSetupError::ServerName { .. } => "downstream.tls.sni",
+        _ => "downstream.tls",
+    }
+}
+
+impl TryFrom<&Settings> for Config {
+    type Error = ConfigFileError;
+
+    /// Loads the certificates and keys (both sides, so every TLS problem is reported at once).
+    fn try_from(settings: &Settings) -> Result<Self, ConfigFileError> {
+        let mut problems = Vec::new();
+
+        let mut listener = settings.listener.config.clone();
+        let rejections = Arc::new(TlsRejections::new());
+        if let Some(tls) = &settings.listener.tls {
+            match tls::server_config(tls, Arc::clone(&rejections)) {
+                Ok(server) => listener.tls = Some(server),
+                Err(e) => problems.push(Problem::new(listener_tls_key(&e), e)),
+            }
+        }
+        listener.tls_rejections = rejections;
+
+        let mut downstream = settings.downstream.config.clone();
+        if let Some(tls) = &settings.downstream.tls {
+            match tls::client_config(&tls.client) {
+                Ok(client) => downstream.tls = Some((client, tls.server_name.clone())),
+                Err(e) => problems.push(Problem::new(downstream_tls_key(&e), e)),
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigFileError::Invalid {
+                path: settings.source.clone(),
+                problems,
+            });
+        }
+        Ok(Self {
+            listener,
+            downstream,
+            workers: settings.workers,
+            pin_workers: settings.pin_workers,
+            driver: settings.driver,
+            metrics_addr: settings.metrics_addr,
+            shutdown_grace: settings.shutdown_grace,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------------
+
+/// A loaded config file: the validated settings (for the summary) and the built [`Config`].
+#[derive(Debug)]
+pub struct Loaded {
+    /// What was validated; its `Display` is the summary.
+    pub settings: Settings,
+    /// What the workers run with.
+    pub config: Config,
+}
+
+/// Reads and parses a file; returns it with its absolute path.
+pub fn read_raw(path: &Path) -> Result<(RawConfig, PathBuf), ConfigFileError> {
+    let read_error = |cause| ConfigFileError::Read {
+        path: path.to_owned(),
+        cause,
+    };
+    let source = std::path::absolute(path).map_err(read_error)?;
+    let text = std::fs::read_to_string(&source).map_err(read_error)?;
+    let raw = RawConfig::from_toml(&text).map_err(|cause| ConfigFileError::Parse {
+        path: path.to_owned(),
+        cause: Box::new(cause),
+    })?;
+    Ok((raw, source))
+}
+
+fn settings(path: &Path, overrides: &Overrides, files: Files) -> Result<Settings, ConfigFileError> {
+    let (raw, source) = read_raw(path)?;
+    let base_dir = source.parent().unwrap_or(Path::new("/"));
+    raw.validate(&source, base_dir, overrides, files)
+        .map_err(|problems| ConfigFileError::Invalid {
+            path: path.to_owned(),
+            problems,
+        })
+}
+
+/// Reads, validates and builds a config file (no overrides).
+pub fn load_config(path: &Path) -> Result<Loaded, ConfigFileError> {
+    load_config_with(path, &Overrides::default())
+}
+
+/// Reads, validates and builds a config file, with command-line values replacing the file's.
+pub fn load_config_with(path: &Path, overrides: &Overrides) -> Result<Loaded, ConfigFileError> {
+    let settings = settings(path, overrides, Files::Check)?;
+    let config = Config::try_from(&settings).map_err(|e| match e {
+        ConfigFileError::Invalid { problems, .. } => ConfigFileError::Invalid {
+            path: path.to_owned(),
+            problems,
+        },
+        other => other,
+    })?;
+    Ok(Loaded { settings, config })
+}
+
+/// Reads and validates a config file without opening its certificate and key files (their
+/// paths are still resolved). The result describes the configuration but cannot run it.
+pub fn load_config_unchecked(path: &Path) -> Result<Settings, ConfigFileError> {
+    settings(path, &Overrides::default(), Files::Skip)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Summary
+// ---------------------------------------------------------------------------------------------
+
+/// Describes a rule "issued by CA OR one of the thumbprints".
+fn trust_rule(ca: Option<&Path>, thumbprints: usize, noun: &str) -> String {
+    let pins = match thumbprints {
+        0 => None,
+        1 => Some(format!("with the listed {noun} thumbprint")),
+        n => Some(format!("with one of the {n} listed {noun} thumbprints")),
+    };
+    match (ca, pins) {
+        (Some(ca), Some(pins)) => format!("issued by the CA in {} OR {pins}", ca.display()),
+        (Some(ca), None) => format!("issued by the CA in {}", ca.display()),
+        (None, Some(pins)) => pins,
+        (None, None) => "nothing (invalid)".to_owned(),
+    }
+}
+
+impl fmt::Display for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.listener;
+        let lc = &l.config;
+        writeln!(f, "listener {:?} on {}", l.name, lc.addr)?;
+        match &l.tls {
+            None => writeln!(f, "  TLS: off (plain TCP)")?,
+            Some(tls) => {
+                writeln!(
+                    f,
+                    "  TLS: on, certificate {}, key {}",
+                    tls.cert_chain.display(),
+                    tls.key.display()
+                )?;
+                if tls.client_ca.is_none() && tls.client_thumbprints.is_empty() {
+                    writeln!(f, "  client certificates: not asked for")?;
+                } else {
+                    writeln!(
+                        f,
+                        "  client certificates: required, accepted when {}",
+                        trust_rule(
+                            tls.client_ca.as_deref(),
+                            tls.client_thumbprints.len(),
+                            "client"
+                        )
+                    )?;
+                }
+            }
+        }
+        let mode = match lc.ack_mode {
+            AckMode::Passthrough => "passthrough",
+        };
+        let failure = match lc.on_downstream_failure {
+            OnDownstreamFailure::Nak => "nak",
+            OnDownstreamFailure::Close => "close",
+        };
+        let policy = match lc.ack_policy {
+            AckPolicy::Negotiated => "negotiated",
+            AckPolicy::Always => "always",
+            AckPolicy::Never => "never",
+            AckPolicy::ErrorsOnly => "errors-only",
+        };
+        writeln!(
+            f,
+            "  ack mode {mode}, ack policy {policy}, on downstream failure {failure}"
+        )?;
+        let t = lc.framing.tolerances();
+        let tolerated: Vec<&str> = [
+            (t.fs_without_cr, EventCode::FsWithoutCr),
+            (t.lf_after_fs, EventCode::LfAfterFs),
+            (
+                t.whitespace_between_frames,
+                EventCode::WhitespaceBetweenFrames,
+            ),
+            (t.junk_before_start, EventCode::JunkBeforeStart),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, code)| code.config_name())
+        .collect();
+        writeln!(
+            f,
+            "  frames: at most {}, tolerating {}",
+            format_size(lc.framing.max_frame_len()),
+            if tolerated.is_empty() {
+                "nothing (strict MLLP)".to_owned()
+            } else {
+                tolerated.join(", ")
+            }
+        )?;
+        writeln!(
+            f,
+            "  timeouts: idle {}, frame {}, handshake {}, write {}; at most {} connections per worker",
+            format_duration(lc.idle_timeout),
+            format_duration(lc.frame_deadline),
+            format_duration(lc.handshake_timeout),
+            format_duration(lc.write_timeout),
+            lc.max_connections_per_worker
+        )?;
+
+        let d = &self.downstream;
+        let dc = &d.config;
+        if d.address == dc.addr.to_string() {
+            writeln!(f, "downstream {:?} at {}", dc.name, d.address)?;
+        } else {
+            writeln!(
+                f,
+                "downstream {:?} at {} (resolved to {})",
+                dc.name, d.address, dc.addr
+            )?;
+        }
+        match &d.tls {
+            None => writeln!(f, "  TLS: off (plain TCP)")?,
+            Some(tls) => {
+                writeln!(
+                    f,
+                    "  TLS: on, server name {}, its certificate accepted when {}",
+                    tls.sni,
+                    trust_rule(tls.client.ca.as_deref(), tls.client.pinned.len(), "pinned")
+                )?;
+                match &tls.client.client_cert {
+                    Some((cert, _)) => {
+                        writeln!(f, "  client certificate: {}", cert.display())?;
+                    }
+                    None => writeln!(f, "  client certificate: none")?,
+                }
+            }
+        }
+        writeln!(
+            f,
+            "  timeouts: connect {}, ack {}; {} retries, backoff {} doubling up to {}",
+            format_duration(dc.connect_timeout),
+            format_duration(dc.ack_timeout),
+            dc.retries,
+            format_duration(dc.backoff_base),
+            format_duration(dc.backoff_cap)
+        )?;
+
+        let driver = match self.driver {
+            Driver::Auto => "auto",
+            Driver::IoUring => "io-uring",
+            Driver::Epoll => "epoll",
+        };
+        writeln!(
+            f,
+            "workers: {}{}, driver {driver}, shutdown grace {}",
+            self.workers,
+            if self.pin_workers {
+                ", pinned to CPUs"
+            } else {
+                ", not pinned"
+            },
+            format_duration(self.shutdown_grace)
+        )?;
+        match self.metrics_addr {
+            Some(addr) => write!(f, "metrics: http://{addr}/metrics"),
+            None => write!(f, "metrics: off"),
+        }
+    }
+}

@@ -1,0 +1,805 @@
+//! TOML config files: the schema, every error naming its key, the shipped examples, and the
+//! `check-config` / `--config` command line.
+
+#[path = "support/pki.rs"]
+mod pki;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use mllp::ack::AckPolicy;
+use mllp::frame::Tolerances;
+use pki::{Pki, TempDir};
+use relay::config::{self, AckMode, Driver, OnDownstreamFailure};
+use relay::config_file::{
+    ConfigFileError, Overrides, Problem, Settings, format_duration, load_config,
+    load_config_unchecked, load_config_with, parse_duration, parse_size,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mllp-relay");
+
+/// A minimal valid file: plain in, plain out.
+const MINIMAL: &str = r#"
+[[listener]]
+listen = "127.0.0.1:0"
+
+[[downstream]]
+name = "ehr"
+address = "127.0.0.1:6661"
+"#;
+
+fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    dir.write(name, text)
+}
+
+/// Loads `text` as a file in a fresh directory and returns its problems (it must be invalid).
+fn problems(text: &str) -> Vec<Problem> {
+    let dir = TempDir::new("cfg");
+    let path = write(&dir, "relay.toml", text);
+    match load_config(&path) {
+        Ok(_) => panic!("expected an invalid config:\n{text}"),
+        Err(e @ ConfigFileError::Invalid { .. }) => {
+            let shown = e.to_string();
+            assert!(shown.starts_with(&path.display().to_string()), "{shown}");
+            for problem in e.problems() {
+                assert!(shown.contains(&problem.to_string()), "{shown}");
+            }
+            e.problems().to_vec()
+        }
+        Err(e) => panic!("expected validation problems, got: {e}"),
+    }
+}
+
+/// The single problem of an invalid file, asserted to be under `key`.
+fn problem_at(text: &str, key: &str) -> String {
+    let found = problems(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].key, key, "{found:#?}");
+    found[0].message.clone()
+}
+
+/// The parse (serde) error of `text`, as shown to the operator.
+fn parse_error(text: &str) -> (PathBuf, String) {
+    let dir = TempDir::new("cfg");
+    let path = write(&dir, "relay.toml", text);
+    match load_config(&path) {
+        Err(e @ ConfigFileError::Parse { .. }) => (path, e.to_string()),
+        Err(e) => panic!("expected a parse error, got: {e}"),
+        Ok(_) => panic!("expected a parse error:\n{text}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The full schema
+// ---------------------------------------------------------------------------------------------
+
+fn full_file(pki: &Pki) -> String {
+    format!(
+        r#"
+workers = 3
+pin_workers = false
+driver = "epoll"
+shutdown_grace = "45s"
+metrics = "127.0.0.1:9464"
+
+[[listener]]
+name = "lab-results"
+listen = "127.0.0.1:0"
+ack_mode = "passthrough"
+on_downstream_failure = "close"
+ack_policy = "errors-only"
+max_frame_size = "2MiB"
+tolerate = ["fs_without_cr", "junk_before_start"]
+idle_timeout = "2min"
+frame_deadline = "30s"
+handshake_timeout = "1500ms"
+write_timeout = "20s"
+max_connections_per_worker = 500
+
+[listener.tls]
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+client_thumbprints = ["{self_signed}"]
+
+[[downstream]]
+name = "ehr"
+address = "127.0.0.1:6661"
+connect_timeout = "2s"
+ack_timeout = "7s"
+retries = 4
+backoff_base = "100ms"
+backoff_cap = "1h"
+
+[downstream.tls]
+ca = "ca.pem"
+thumbprints = ["{server}"]
+sni = "localhost"
+client_cert = "client.pem"
+client_key = "client.key"
+"#,
+        self_signed = pki.client_self.thumbprint(),
+        server = pki
+            .server
+            .thumbprint()
+            .to_string()
+            .to_lowercase()
+            .replace(':', ""),
+    )
+}
+
+#[test]
+fn a_full_file_becomes_the_expected_config() {
+    let pki = Pki::new("cfg-full");
+    let path = write(&pki.dir, "relay.toml", &full_file(&pki));
+    let loaded = load_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    let config = &loaded.config;
+
+    assert_eq!(config.workers, 3);
+    assert!(!config.pin_workers);
+    assert_eq!(config.driver, Driver::Epoll);
+    assert_eq!(config.shutdown_grace, Duration::from_secs(45));
+    assert_eq!(config.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+
+    let l = &config.listener;
+    assert_eq!(l.addr, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+    assert_eq!(l.ack_mode, AckMode::Passthrough);
+    assert_eq!(l.on_downstream_failure, OnDownstreamFailure::Close);
+    assert_eq!(l.ack_policy, AckPolicy::ErrorsOnly);
+    assert_eq!(l.framing.max_frame_len(), 2 << 20);
+    let mut tolerances = Tolerances::STRICT;
+    tolerances.fs_without_cr = true;
+    tolerances.junk_before_start = true;
+    assert_eq!(l.framing.tolerances(), tolerances);
+    assert_eq!(l.idle_timeout, Duration::from_secs(120));
+    assert_eq!(l.frame_deadline, Duration::from_secs(30));
+    assert_eq!(l.handshake_timeout, Duration::from_millis(1500));
+    assert_eq!(l.write_timeout, Duration::from_secs(20));
+    assert_eq!(l.max_connections_per_worker, 500);
+    assert!(l.tls.is_some());
+
+    let d = &config.downstream;
+    assert_eq!(d.name, "ehr");
+    assert_eq!(d.addr, "127.0.0.1:6661".parse::<SocketAddr>().unwrap());
+    assert_eq!(d.connect_timeout, Duration::from_secs(2));
+    assert_eq!(d.ack_timeout, Duration::from_secs(7));
+    assert_eq!(d.retries, 4);
+    assert_eq!(d.backoff_base, Duration::from_millis(100));
+    assert_eq!(d.backoff_cap, Duration::from_secs(3600));
+    let (_, server_name) = d.tls.as_ref().expect("downstream TLS");
+    assert_eq!(server_name.to_str(), "localhost");
+
+    // The settings keep what the summary shows: names and resolved paths.
+    let s = &loaded.settings;
+    assert_eq!(s.listener.name, "lab-results");
+    let tls = s.listener.tls.as_ref().unwrap();
+    assert_eq!(tls.cert_chain, pki.server.cert_path);
+    assert_eq!(tls.key, pki.server.key_path);
+    assert_eq!(tls.client_ca.as_deref(), Some(pki.ca.cert_path.as_path()));
+    assert_eq!(tls.client_thumbprints, [pki.client_self.thumbprint()]);
+    let dtls = s.downstream.tls.as_ref().unwrap();
+    assert_eq!(dtls.client.pinned, [pki.server.thumbprint()]);
+    assert_eq!(dtls.client.ca.as_deref(), Some(pki.ca.cert_path.as_path()));
+    assert_eq!(
+        dtls.client.client_cert,
+        Some((pki.client.cert_path.clone(), pki.client.key_path))
+    );
+    assert_eq!(s.downstream.address, "127.0.0.1:6661");
+
+    let summary = s.to_string();
+    for expected in [
+        "listener \"lab-results\" on 127.0.0.1:0",
+        "TLS: on",
+        "client certificates: required",
+        "OR with the listed client thumbprint",
+        "downstream \"ehr\" at 127.0.0.1:6661",
+        "server name localhost",
+        "ack 7s",
+        "workers: 3, not pinned",
+        "metrics: http://127.0.0.1:9464/metrics",
+    ] {
+        assert!(
+            summary.contains(expected),
+            "{expected:?} not in:\n{summary}"
+        );
+    }
+}
+
+#[test]
+fn omitted_keys_take_the_documented_defaults() {
+    let dir = TempDir::new("cfg-defaults");
+    let path = write(&dir, "relay.toml", MINIMAL);
+    let config = load_config(&path).unwrap_or_else(|e| panic!("{e}")).config;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(config.workers, cpus);
+    assert!(config.pin_workers);
+    assert_eq!(config.driver, Driver::Auto);
+    assert_eq!(config.shutdown_grace, config::DEFAULT_SHUTDOWN_GRACE);
+    assert_eq!(config.metrics_addr, None);
+    let l = &config.listener;
+    assert!(l.tls.is_none());
+    assert_eq!(l.ack_mode, AckMode::Passthrough);
+    assert_eq!(l.on_downstream_failure, OnDownstreamFailure::Nak);
+    assert_eq!(l.ack_policy, AckPolicy::Negotiated);
+    assert_eq!(l.framing, mllp::frame::FramingConfig::MLLP);
+    assert_eq!(l.idle_timeout, config::DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(l.frame_deadline, config::DEFAULT_FRAME_DEADLINE);
+    assert_eq!(l.handshake_timeout, config::DEFAULT_HANDSHAKE_TIMEOUT);
+    assert_eq!(l.write_timeout, config::DEFAULT_WRITE_TIMEOUT);
+    assert_eq!(
+        l.max_connections_per_worker,
+        config::DEFAULT_MAX_CONNECTIONS_PER_WORKER
+    );
+    let d = &config.downstream;
+    assert!(d.tls.is_none());
+    assert_eq!(d.connect_timeout, config::DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(d.ack_timeout, config::DEFAULT_ACK_TIMEOUT);
+    assert_eq!(d.retries, config::DEFAULT_RETRIES);
+    assert_eq!(d.backoff_base, config::DEFAULT_BACKOFF_BASE);
+    assert_eq!(d.backoff_cap, config::DEFAULT_BACKOFF_CAP);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shipped examples
+// ---------------------------------------------------------------------------------------------
+
+fn examples() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_validates() {
+    let files = examples();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for expected in [
+        "downstream-tls.toml",
+        "mtls-thumbprints.toml",
+        "plain.toml",
+        "tls-termination.toml",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing");
+    }
+    for file in &files {
+        let settings = load_config_unchecked(file).unwrap_or_else(|e| panic!("{e}"));
+        // Relative certificate paths point next to the example, not to the working directory.
+        if let Some(tls) = &settings.listener.tls {
+            assert!(tls.cert_chain.starts_with(file.parent().unwrap()));
+        }
+    }
+}
+
+/// Writes the test PKI's files wherever `settings` expects certificates and keys.
+fn provide_files(settings: &Settings, pki: &Pki) {
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    };
+    if let Some(tls) = &settings.listener.tls {
+        copy(&pki.server.cert_path, &tls.cert_chain);
+        copy(&pki.server.key_path, &tls.key);
+        if let Some(ca) = &tls.client_ca {
+            copy(&pki.ca.cert_path, ca);
+        }
+    }
+    if let Some(tls) = &settings.downstream.tls {
+        if let Some(ca) = &tls.client.ca {
+            copy(&pki.ca.cert_path, ca);
+        }
+        if let Some((cert, key)) = &tls.client.client_cert {
+            copy(&pki.client.cert_path, cert);
+            copy(&pki.client.key_path, key);
+        }
+    }
+}
+
+#[test]
+fn every_example_loads_once_its_certificates_exist() {
+    let pki = Pki::new("cfg-examples");
+    for file in examples() {
+        let dir = TempDir::new("cfg-example");
+        let copied = dir.0.join(file.file_name().unwrap());
+        std::fs::copy(&file, &copied).unwrap();
+        let settings = load_config_unchecked(&copied).unwrap_or_else(|e| panic!("{e}"));
+        provide_files(&settings, &pki);
+        let loaded = load_config(&copied).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            loaded.config.listener.tls.is_some(),
+            settings.listener.tls.is_some()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors name their key
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_unknown_top_level_key_is_named_with_the_file() {
+    let (path, shown) = parse_error(&format!("wrokers = 2\n{MINIMAL}"));
+    assert!(shown.starts_with(&path.display().to_string()), "{shown}");
+    assert!(shown.contains("unknown field `wrokers`"), "{shown}");
+    assert!(shown.contains("line 1"), "{shown}");
+}
+
+#[test]
+fn an_unknown_key_in_listener_tls_is_named() {
+    let text = format!(
+        "{MINIMAL}\n[listener.tls]\ncert = \"a.pem\"\nkey = \"a.key\"\ncertificate = \"b.pem\"\n"
+    );
+    // `[listener.tls]` after `[[downstream]]` extends the last listener: TOML allows it.
+    let (_, shown) = parse_error(&text);
+    assert!(shown.contains("unknown field `certificate`"), "{shown}");
+    assert!(shown.contains("expected one of `cert`, `key`"), "{shown}");
+}
+
+#[test]
+fn an_unknown_key_in_downstream_is_named() {
+    let (_, shown) = parse_error(&format!("{MINIMAL}ack_timout = \"5s\"\n"));
+    assert!(shown.contains("unknown field `ack_timout`"), "{shown}");
+}
+
+#[test]
+fn a_single_bracket_listener_gets_a_hint() {
+    let (_, shown) = parse_error(
+        "[listener]\nlisten = \"127.0.0.1:0\"\n[[downstream]]\nname = \"x\"\naddress = \"127.0.0.1:1\"\n",
+    );
+    assert!(shown.contains("[[listener]]"), "{shown}");
+}
+
+#[test]
+fn a_wrong_type_is_a_parse_error_with_a_hint() {
+    let (_, shown) = parse_error(&format!("{MINIMAL}ack_timeout = 10\n"));
+    assert!(shown.contains("\"10s\""), "{shown}");
+}
+
+#[test]
+fn a_bad_duration_names_its_key() {
+    let message = problem_at(
+        &format!("{MINIMAL}ack_timeout = \"10x\"\n"),
+        "downstream.ack_timeout",
+    );
+    assert!(message.contains("\"10x\" is not a duration"), "{message}");
+}
+
+#[test]
+fn a_zero_timeout_is_refused() {
+    let message = problem_at(
+        &MINIMAL.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nidle_timeout = \"0s\"",
+        ),
+        "listener.idle_timeout",
+    );
+    assert!(message.contains("greater than zero"), "{message}");
+}
+
+#[test]
+fn a_bad_tolerance_names_its_index() {
+    let message = problem_at(
+        &MINIMAL.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\ntolerate = [\"fs_without_cr\", \"junk\"]",
+        ),
+        "listener.tolerate[1]",
+    );
+    assert!(message.contains("unknown tolerance \"junk\""), "{message}");
+    assert!(
+        message.contains("known: fs_without_cr, lf_after_fs"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_bad_address_names_its_key() {
+    // No port: refused before any DNS lookup.
+    let message = problem_at(
+        &MINIMAL.replace("127.0.0.1:6661", "ehr.example.org"),
+        "downstream.address",
+    );
+    assert!(message.contains("\"ehr.example.org\""), "{message}");
+    let message = problem_at(
+        &MINIMAL.replace("127.0.0.1:0", "localhost:2575"),
+        "listener.listen",
+    );
+    assert!(message.contains("IP:PORT"), "{message}");
+}
+
+#[test]
+fn two_listeners_are_refused_for_now() {
+    let text = format!("{MINIMAL}\n[[listener]]\nlisten = \"127.0.0.1:0\"\n");
+    let message = problem_at(&text, "listener");
+    assert!(
+        message.contains("only one [[listener]] is supported in this version"),
+        "{message}"
+    );
+    let text = format!("{MINIMAL}\n[[downstream]]\nname = \"b\"\naddress = \"127.0.0.1:2\"\n");
+    let message = problem_at(&text, "downstream");
+    assert!(message.contains("only one [[downstream]]"), "{message}");
+}
+
+#[test]
+fn a_missing_listener_or_downstream_is_named() {
+    let found = problems("workers = 1\n");
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["listener", "downstream"], "{found:#?}");
+}
+
+#[test]
+fn local_ack_mode_is_planned_not_available() {
+    let message = problem_at(
+        &MINIMAL.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nack_mode = \"local\"",
+        ),
+        "listener.ack_mode",
+    );
+    assert!(
+        message.contains("\"local\" is not available yet"),
+        "{message}"
+    );
+    assert!(message.contains("planned"), "{message}");
+}
+
+#[test]
+fn a_missing_tls_key_file_names_its_key() {
+    let pki = Pki::new("cfg-nokey");
+    let text = format!("{MINIMAL}\n[listener.tls]\ncert = \"server.pem\"\nkey = \"missing.key\"\n");
+    let path = write(&pki.dir, "relay.toml", &text);
+    let e = load_config(&path).expect_err("a missing key file");
+    let [problem] = e.problems() else {
+        panic!("{e}")
+    };
+    assert_eq!(problem.key, "listener.tls.key");
+    let missing = pki.dir.0.join("missing.key");
+    assert!(
+        problem
+            .message
+            .starts_with(&format!("cannot read {}: ", missing.display())),
+        "{problem}"
+    );
+}
+
+#[test]
+fn a_key_that_does_not_match_the_certificate_names_the_key() {
+    let pki = Pki::new("cfg-mismatch");
+    let text = format!("{MINIMAL}\n[listener.tls]\ncert = \"server.pem\"\nkey = \"client.key\"\n");
+    let path = write(&pki.dir, "relay.toml", &text);
+    let e = load_config(&path).expect_err("a mismatched key");
+    let [problem] = e.problems() else {
+        panic!("{e}")
+    };
+    assert_eq!(problem.key, "listener.tls.key");
+    assert!(problem.message.contains("does not match"), "{problem}");
+    // Skipping file checks does not read the files at all.
+    assert!(load_config_unchecked(&path).is_ok());
+}
+
+#[test]
+fn downstream_tls_needs_a_ca_or_a_pin() {
+    let message = problem_at(
+        &format!("{MINIMAL}\n[downstream.tls]\nsni = \"ehr.example.org\"\n"),
+        "downstream.tls",
+    );
+    assert!(message.contains("ca, thumbprints or both"), "{message}");
+}
+
+#[test]
+fn a_bad_thumbprint_names_its_index() {
+    let pki = Pki::new("cfg-thumb");
+    let text = format!(
+        "{MINIMAL}\n[listener.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n\
+         client_thumbprints = [\"{}\", \"AB:CD\"]\n",
+        pki.client_self.thumbprint()
+    );
+    let path = write(&pki.dir, "relay.toml", &text);
+    let e = load_config(&path).expect_err("a short thumbprint");
+    let [problem] = e.problems() else {
+        panic!("{e}")
+    };
+    assert_eq!(problem.key, "listener.tls.client_thumbprints[1]");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+workers = 0
+driver = "kqueue"
+
+[[listener]]
+listen = "127.0.0.1:0"
+on_downstream_failure = "retry"
+max_frame_size = "16MB"
+tolerate = ["bogus"]
+
+[[downstream]]
+name = "bad name"
+address = "127.0.0.1:6661"
+ack_timeout = "soon"
+retries = -1
+backoff_base = "10s"
+backoff_cap = "1s"
+"#;
+    let keys: Vec<String> = problems(text).into_iter().map(|p| p.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "workers",
+            "driver",
+            "listener.on_downstream_failure",
+            "listener.max_frame_size",
+            "listener.tolerate[0]",
+            "downstream.name",
+            "downstream.ack_timeout",
+            "downstream.retries",
+            "downstream.backoff_cap",
+        ]
+    );
+}
+
+#[test]
+fn relative_paths_are_resolved_against_the_file_directory() {
+    let pki = Pki::new("cfg-relative");
+    let sub = pki.dir.0.join("conf");
+    std::fs::create_dir_all(&sub).unwrap();
+    let text = format!(
+        "{MINIMAL}\n[listener.tls]\ncert = \"../server.pem\"\nkey = \"{}\"\n",
+        pki.server.key_path.display()
+    );
+    let path = sub.join("relay.toml");
+    std::fs::write(&path, text).unwrap();
+
+    // Run from elsewhere: the working directory plays no part.
+    let loaded = load_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    let tls = loaded.settings.listener.tls.as_ref().unwrap();
+    assert_eq!(tls.cert_chain, sub.join("../server.pem"));
+    assert_eq!(
+        tls.key, pki.server.key_path,
+        "absolute paths stay as they are"
+    );
+    assert!(loaded.config.listener.tls.is_some());
+}
+
+#[test]
+fn overrides_replace_the_file_and_are_named_by_flag() {
+    let dir = TempDir::new("cfg-overrides");
+    let path = write(&dir, "relay.toml", MINIMAL);
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:2575".parse().unwrap()),
+        forward: Some("127.0.0.1:7000".to_owned()),
+        workers: Some(5),
+        metrics: Some("127.0.0.1:9000".parse().unwrap()),
+        driver: Some(Driver::Epoll),
+        pin_workers: Some(false),
+    };
+    let config = load_config_with(&path, &overrides).unwrap().config;
+    assert_eq!(config.listener.addr, overrides.listen.unwrap());
+    assert_eq!(config.downstream.addr, "127.0.0.1:7000".parse().unwrap());
+    assert_eq!(config.workers, 5);
+    assert_eq!(config.metrics_addr, overrides.metrics);
+    assert_eq!(config.driver, Driver::Epoll);
+    assert!(!config.pin_workers);
+
+    let bad = Overrides {
+        forward: Some("no-port".to_owned()),
+        ..Overrides::default()
+    };
+    let e = load_config_with(&path, &bad).expect_err("a bad --forward");
+    assert_eq!(e.problems()[0].key, "--forward");
+
+    // A file may leave the address to the command line.
+    let path = write(
+        &dir,
+        "partial.toml",
+        "[[listener]]\n[[downstream]]\nname = \"ehr\"\naddress = \"127.0.0.1:1\"\n",
+    );
+    assert_eq!(
+        load_config(&path).err().unwrap().problems()[0].key,
+        "listener.listen"
+    );
+    assert!(load_config_with(&path, &overrides).is_ok());
+}
+
+#[test]
+fn durations_and_sizes() {
+    for (text, expected) in [
+        ("500ms", Duration::from_millis(500)),
+        ("10s", Duration::from_secs(10)),
+        ("10", Duration::from_secs(10)),
+        ("2min", Duration::from_secs(120)),
+        ("2m", Duration::from_secs(120)),
+        ("1h", Duration::from_secs(3600)),
+        ("1.5s", Duration::from_millis(1500)),
+        (" 3 s ", Duration::from_secs(3)),
+    ] {
+        assert_eq!(parse_duration(text), Ok(expected), "{text}");
+    }
+    for bad in ["", "s", "10x", "-1s", "1..2s", "1e3s"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?}");
+    }
+    for d in [
+        Duration::ZERO,
+        Duration::from_millis(1500),
+        Duration::from_secs(90),
+        Duration::from_secs(600),
+        Duration::from_secs(7200),
+    ] {
+        assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+    }
+    assert_eq!(parse_size("1048576"), Ok(1 << 20));
+    assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+    assert_eq!(parse_size("16 MiB"), Ok(16 << 20));
+    assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+    for bad in ["16MB", "1.5MiB", "MiB", "-1", "99999999999999999999999"] {
+        assert!(parse_size(bad).is_err(), "{bad:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn check_config_prints_a_summary_and_exits_0() {
+    let pki = Pki::new("cfg-cli-ok");
+    let path = write(&pki.dir, "relay.toml", &full_file(&pki));
+    let out = Command::new(BIN)
+        .args(["check-config".as_ref(), path.as_os_str()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        ": OK",
+        "listener \"lab-results\" on 127.0.0.1:0",
+        "TLS: on",
+        "client certificates: required",
+        "downstream \"ehr\" at 127.0.0.1:6661",
+        "timeouts: idle 2min",
+        "workers: 3",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} not in:\n{stdout}");
+    }
+}
+
+#[test]
+fn check_config_prints_every_error_and_exits_2() {
+    let dir = TempDir::new("cfg-cli-bad");
+    let text = MINIMAL
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\ntolerate = [\"junk\"]",
+        )
+        .replace(
+            "address = \"127.0.0.1:6661\"",
+            "address = \"127.0.0.1:6661\"\nack_timeout = \"10x\"",
+        );
+    let path = write(&dir, "relay.toml", &text);
+    let out = Command::new(BIN)
+        .args(["check-config".as_ref(), path.as_os_str()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("listener.tolerate[0]: unknown tolerance"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("downstream.ack_timeout: \"10x\" is not a duration"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let unknown = write(
+        &dir,
+        "unknown.toml",
+        &format!("colour = \"blue\"\n{MINIMAL}"),
+    );
+    let out = Command::new(BIN)
+        .args(["check-config".as_ref(), unknown.as_os_str()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown field `colour`"), "{stderr}");
+}
+
+#[test]
+fn config_refuses_flags_the_file_owns() {
+    let dir = TempDir::new("cfg-cli-refuse");
+    let path = write(&dir, "relay.toml", MINIMAL);
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .args(["--ack-timeout", "5s", "--tolerate", "lf_after_fs"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--ack-timeout (set downstream.ack_timeout in the file)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--tolerate (set listener.tolerate"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn listen_and_forward_are_required_without_config() {
+    let out = Command::new(BIN).args(["--workers", "1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--listen"), "{stderr}");
+    assert!(stderr.contains("--forward"), "{stderr}");
+}
+
+/// Kills the child on drop, so a failed assertion leaves no relay running.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_relay_runs_from_a_config_file_with_overrides() {
+    let pki = Pki::new("cfg-cli-run");
+    let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver_addr = receiver.local_addr().unwrap();
+    let text = format!(
+        "{}\n[listener.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n",
+        MINIMAL.replace("listen = \"127.0.0.1:0\"", "listen = \"192.0.2.1:2575\"")
+    );
+    let path = write(&pki.dir, "relay.toml", &text);
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
+        .args(["--forward", &receiver_addr.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let mut line = String::new();
+    BufReader::new(running.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let rest = line
+        .strip_prefix("mllp-relay listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+    let (addr, rest) = rest.split_once(' ').unwrap();
+    let addr: SocketAddr = addr.parse().unwrap();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0);
+    assert!(
+        rest.starts_with(&format!(
+            "(TLS), forwarding to {receiver_addr} (plain), 1 worker(s)"
+        )),
+        "{line}"
+    );
+    // It accepts connections on the printed address.
+    std::net::TcpStream::connect(addr).unwrap();
+}

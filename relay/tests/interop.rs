@@ -1,0 +1,256 @@
+//! Interop with real third-party HL7 software: python-hl7's asyncio MLLP client sends through
+//! the relay (TLS, and mutual TLS) to python-hl7's and hl7apy's MLLP servers; every message
+//! must arrive byte for byte (same SHA-256) and every ACK must name its message.
+//!
+//! The peers come from PyPI, installed by `scripts/interop-setup.sh`; point
+//! `MLLP_INTEROP_PYTHON` at that interpreter. Without it these tests print a note and pass,
+//! unless `MLLP_INTEROP_REQUIRED=1` (CI sets it), in which case they fail.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use relay::config::{Config, DownstreamConfig, Driver, ListenerConfig};
+use relay::tls::{ServerTlsSettings, TlsRejections};
+
+#[path = "support/pki.rs"]
+mod pki;
+
+/// Longest a peer may take to start or a client to finish.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn python() -> Option<PathBuf> {
+    let required = std::env::var("MLLP_INTEROP_REQUIRED").is_ok_and(|v| v == "1");
+    let found = std::env::var_os("MLLP_INTEROP_PYTHON")
+        .map(PathBuf::from)
+        .filter(|p| {
+            Command::new(p)
+                .args(["-c", "import hl7, hl7apy"])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+    if found.is_none() {
+        assert!(
+            !required,
+            "MLLP_INTEROP_REQUIRED=1 but MLLP_INTEROP_PYTHON has no python-hl7/hl7apy"
+        );
+        eprintln!(
+            "interop peers not installed (run scripts/interop-setup.sh, set MLLP_INTEROP_PYTHON): skipped"
+        );
+    }
+    found
+}
+
+fn peers_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/peers.py")
+}
+
+/// A peer process that is killed when dropped, with its stdout lines on a channel.
+struct Peer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Peer {
+    fn spawn(python: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(python)
+            .arg(peers_script())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next stdout line, waiting at most [`PATIENCE`].
+    fn line(&self) -> String {
+        self.lines.recv_timeout(PATIENCE).expect("peer output")
+    }
+
+    /// A server peer's port, from its "LISTENING <port>" line.
+    fn port(&self) -> u16 {
+        let line = self.line();
+        line.strip_prefix("LISTENING ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    }
+
+    /// Every line printed so far, without waiting.
+    fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Messages of different shapes, written to files for the client: a small ADT, a UTF-8 ORU
+/// with MSH-18, and a 200 KB ORU with a base64 document in OBX-5.
+fn messages(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let adt = "MSH|^~\\&|ADMIT|HOSP|EHR|CLINIC|20261122103000||ADT^A01^ADT_A01|IOP-ADT-1|P|2.5.1\r\
+EVN|A01|20261122103000\rPID|1||4711^^^HOSP^MR||MUSTERMANN^MAX||19700101|M\rPV1|1|I|W1^101^1\r"
+        .to_string();
+    let utf8 = "MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20261122103000||ORU^R01^ORU_R01|IOP-ORU-2|P|2.5.1|||||||UNICODE UTF-8\r\
+PID|1||4712^^^HOSP^MR||MÜLLER^JOSÉ\rOBX|1|TX|NOTE||Bemerkung: Blutzucker erhöht – µmol/L\r"
+        .to_string();
+    let document: String = (0..200_000)
+        .map(|i| {
+            char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[i % 64])
+        })
+        .collect();
+    let big = format!(
+        "MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20261122103000||ORU^R01^ORU_R01|IOP-BIG-3|P|2.5.1\r\
+PID|1||4713^^^HOSP^MR||DOE^JANE\rOBX|1|ED|PDF^Report||^application^pdf^Base64^{document}\r"
+    );
+    [("adt.hl7", adt), ("utf8.hl7", utf8), ("big.hl7", big)]
+        .into_iter()
+        .map(|(name, text)| {
+            let path = dir.join(name);
+            std::fs::write(&path, &text).unwrap();
+            (path, text.into_bytes())
+        })
+        .collect()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn relay_config(pki: &pki::Pki, downstream: SocketAddr, mutual: bool) -> Config {
+    let settings = ServerTlsSettings {
+        cert_chain: pki.server.cert_path.clone(),
+        key: pki.server.key_path.clone(),
+        client_ca: mutual.then(|| pki.ca.cert_path.clone()),
+        client_thumbprints: Vec::new(),
+    };
+    let rejections = std::sync::Arc::new(TlsRejections::new());
+    let mut listener = ListenerConfig::plain("127.0.0.1:0".parse().unwrap());
+    listener.tls = Some(relay::tls::server_config(&settings, rejections.clone()).unwrap());
+    listener.tls_rejections = rejections;
+    Config {
+        listener,
+        downstream: DownstreamConfig::plain("peer", downstream),
+        workers: 2,
+        pin_workers: false,
+        shutdown_grace: Duration::from_secs(5),
+        driver: Driver::Auto,
+        metrics_addr: None,
+    }
+}
+
+/// Sends every message from python-hl7 through a relay to `server_mode`, with or without a
+/// client certificate, and checks delivery byte for byte.
+fn round_trip(server_mode: &str, mutual: bool) {
+    let Some(python) = python() else { return };
+    let pki = pki::Pki::new(&format!("interop-{server_mode}-{mutual}"));
+    let server = Peer::spawn(&python, &[server_mode]);
+    let port = server.port();
+    let relay = relay::start(relay_config(&pki, ([127, 0, 0, 1], port).into(), mutual)).unwrap();
+    let files = messages(&pki.dir.0);
+
+    let relay_port = relay.listen_addr().port().to_string();
+    let ca = pki.ca.cert_path.to_string_lossy().into_owned();
+    let (cert, key) = (
+        pki.client.cert_path.to_string_lossy().into_owned(),
+        pki.client.key_path.to_string_lossy().into_owned(),
+    );
+    let mut args = vec!["pyhl7-client", "--port", &relay_port, "--ca", &ca];
+    if mutual {
+        args.extend(["--cert", &cert, "--key", &key]);
+    }
+    let paths: Vec<String> = files
+        .iter()
+        .map(|(p, _)| p.to_string_lossy().into_owned())
+        .collect();
+    args.extend(paths.iter().map(String::as_str));
+    let mut client = Peer::spawn(&python, &args);
+    let mut acks = Vec::new();
+    for _ in &files {
+        acks.push(client.line());
+    }
+    let status = client.child.wait().unwrap();
+    assert!(status.success(), "client failed: {acks:?}");
+    let expected: Vec<String> = files
+        .iter()
+        .map(|(_, raw)| format!("RECV {} {}", sha256(raw), control_id(raw)))
+        .collect();
+    let mut received = Vec::new();
+    while received.len() < expected.len() {
+        received.push(server.line());
+    }
+    received.extend(server.drain());
+    assert_eq!(
+        received, expected,
+        "every message arrived once, byte for byte, in order"
+    );
+    for (ack, (_, raw)) in acks.iter().zip(&files) {
+        assert_eq!(ack, &format!("ACK AA {}", control_id(raw)));
+    }
+    relay.shutdown();
+}
+
+fn control_id(raw: &[u8]) -> String {
+    let header = raw.split(|&b| b == b'\r').next().unwrap();
+    String::from_utf8_lossy(header.split(|&b| b == b'|').nth(9).unwrap()).into_owned()
+}
+
+#[test]
+fn python_hl7_over_tls_to_python_hl7() {
+    round_trip("pyhl7-server", false);
+}
+
+#[test]
+fn python_hl7_over_mutual_tls_to_python_hl7() {
+    round_trip("pyhl7-server", true);
+}
+
+#[test]
+fn python_hl7_over_mutual_tls_to_hl7apy_one_message_per_connection() {
+    round_trip("hl7apy-server", true);
+}
+
+#[test]
+fn python_hl7_without_a_client_certificate_is_refused() {
+    let Some(python) = python() else { return };
+    let pki = pki::Pki::new("interop-refused");
+    let server = Peer::spawn(&python, &["pyhl7-server"]);
+    let port = server.port();
+    let relay = relay::start(relay_config(&pki, ([127, 0, 0, 1], port).into(), true)).unwrap();
+    let files = messages(&pki.dir.0);
+    let relay_port = relay.listen_addr().port().to_string();
+    let ca = pki.ca.cert_path.to_string_lossy().into_owned();
+    let path = files[0].0.to_string_lossy().into_owned();
+    let mut client = Peer::spawn(
+        &python,
+        &["pyhl7-client", "--port", &relay_port, "--ca", &ca, &path],
+    );
+    let status = client.child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "a client without a certificate must not get through"
+    );
+    assert!(server.drain().is_empty(), "nothing reached the receiver");
+    relay.shutdown();
+}

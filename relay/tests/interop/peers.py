@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Third-party HL7 peers for the relay's interop tests (loopback only).
+
+  peers.py pyhl7-server                 python-hl7 (asyncio MLLP) receiver; ACKs every message
+  peers.py hl7apy-server                hl7apy MLLPServer receiver (closes after each message)
+  peers.py pyhl7-client --port P [--ca F --cert F --key F] FILE...
+                                        python-hl7 sender: one connection, one ACK per file
+
+Servers print "LISTENING <port>" once ready, then "RECV <sha256> <MSH-10>" per message.
+The client prints "ACK <MSA-1> <MSA-2>" per message and exits 0 only if every ACK is AA/CA
+and names its message's MSH-10.
+"""
+import argparse
+import asyncio
+import hashlib
+import ssl
+import sys
+
+
+def control_id(raw: str) -> str:
+    header = raw.split("\r")[0]
+    fields = header.split(header[3])
+    return fields[9] if len(fields) > 9 else ""
+
+
+def pyhl7_server() -> None:
+    import hl7
+    from hl7.mllp import start_hl7_server
+
+    async def handle(reader, writer):
+        try:
+            while not writer.is_closing():
+                message = await reader.readmessage()
+                raw = str(message)
+                print(f"RECV {hashlib.sha256(raw.encode()).hexdigest()} {control_id(raw)}", flush=True)
+                writer.writemessage(message.create_ack())
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        server = await start_hl7_server(handle, host="127.0.0.1", port=0, encoding="utf-8",
+                                        limit=16 * 1024 * 1024)
+        print(f"LISTENING {server.sockets[0].getsockname()[1]}", flush=True)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def hl7apy_server() -> None:
+    from hl7apy.mllp import AbstractHandler, MLLPServer
+
+    class Ack(AbstractHandler):
+        def reply(self):
+            raw = self.incoming_message
+            print(f"RECV {hashlib.sha256(raw.encode()).hexdigest()} {control_id(raw)}", flush=True)
+            header = raw.split("\r")[0]
+            fs = header[3]
+            f = header.split(fs)
+            get = lambda n: f[n - 1] if len(f) >= n else ""
+            msh = fs.join(["MSH", get(2), get(5), get(6), get(3), get(4), "", "", "ACK",
+                           "HL7APY-" + get(10), "P", get(12)])
+            return "\x0b" + msh + "\r" + fs.join(["MSA", "AA", get(10)]) + "\r\x1c\r"
+
+    class Every(dict):
+        def __getitem__(self, key):
+            return (Ack,)
+
+    server = MLLPServer("127.0.0.1", 0, Every(), timeout=10)
+    print(f"LISTENING {server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+def pyhl7_client(args) -> int:
+    import hl7
+    from hl7.mllp import open_hl7_connection
+
+    context = None
+    if args.ca:
+        context = ssl.create_default_context(cafile=args.ca)
+        if args.cert:
+            context.load_cert_chain(args.cert, args.key)
+
+    async def main() -> bool:
+        reader, writer = await asyncio.wait_for(
+            open_hl7_connection("127.0.0.1", args.port, ssl=context, encoding="utf-8",
+                                limit=16 * 1024 * 1024), 10)
+        ok = True
+        for path in args.files:
+            raw = open(path, "rb").read()
+            writer.writeblock(raw)
+            await writer.drain()
+            ack = await asyncio.wait_for(reader.readmessage(), 10)
+            code, acked = str(ack.segment("MSA")(1)), str(ack.segment("MSA")(2))
+            print(f"ACK {code} {acked}", flush=True)
+            ok &= code in ("AA", "CA") and acked == control_id(raw.decode())
+        writer.close()
+        return ok
+
+    return 0 if asyncio.run(main()) else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["pyhl7-server", "hl7apy-server", "pyhl7-client"])
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--ca")
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    parser.add_argument("files", nargs="*")
+    args = parser.parse_intermixed_args()
+    if args.mode == "pyhl7-server":
+        pyhl7_server()
+    elif args.mode == "hl7apy-server":
+        hl7apy_server()
+    else:
+        sys.exit(pyhl7_client(args))
