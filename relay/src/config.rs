@@ -4,7 +4,8 @@
 //! (`main.rs`) and of the TOML loader ([`crate::config_file`]). Defaults are constants with the reason for
 //! their value.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,13 +82,72 @@ pub enum Driver {
     Epoll,
 }
 
+/// A range of source addresses in CIDR form (`10.0.0.0/8`, `192.168.1.7`, `::1/128`), for a
+/// listener's allowlist. An IPv4 peer seen as an IPv4-mapped IPv6 address matches IPv4 ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl SourceNet {
+    /// Whether `ip` is inside this range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for SourceNet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR range"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for SourceNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 /// A listener.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     /// Address to bind; port 0 picks a free port (printed at start).
     pub addr: SocketAddr,
-    /// TLS termination, if any.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS termination, if any; reloadable on SIGHUP.
+    pub tls: Option<crate::tls::ReloadableServerConfig>,
     /// Where refused TLS clients are counted (the verifier counts most reasons itself; the
     /// session adds those rustls decides before the verifier runs).
     pub tls_rejections: Arc<crate::tls::TlsRejections>,
@@ -109,6 +169,9 @@ pub struct ListenerConfig {
     pub write_timeout: Duration,
     /// Inbound connections per worker before new ones are refused.
     pub max_connections_per_worker: usize,
+    /// Source addresses allowed to connect; empty allows every source. Others are closed at
+    /// once, before any TLS or MLLP byte, with a log line and a counter.
+    pub allowed_sources: Vec<SourceNet>,
 }
 
 /// A downstream link.
@@ -190,6 +253,7 @@ impl ListenerConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_connections_per_worker: DEFAULT_MAX_CONNECTIONS_PER_WORKER,
+            allowed_sources: Vec::new(),
         }
     }
 }

@@ -37,6 +37,7 @@
 //! max_frame_size = 16777216    # bytes, or a string such as "512KiB", "16MiB" (at most 1GiB)
 //! tolerate = ["fs_without_cr"] # fs_without_cr | lf_after_fs | whitespace_between_frames
 //!                              # | junk_before_start; default: none (strict MLLP)
+//! allowed_sources = ["10.20.0.0/16", "192.168.7.12"]   # CIDR allowlist; default: any source
 //! idle_timeout = "10min"
 //! frame_deadline = "60s"
 //! handshake_timeout = "10s"
@@ -277,6 +278,9 @@ pub struct RawListener {
     pub write_timeout: Option<RawDuration>,
     /// Connection cap per worker.
     pub max_connections_per_worker: Option<i64>,
+    /// Source addresses allowed to connect (CIDR); empty or absent allows every source.
+    #[serde(default)]
+    pub allowed_sources: Vec<String>,
     /// `[listener.tls]`.
     pub tls: Option<RawListenerTls>,
 }
@@ -822,6 +826,12 @@ impl Checker<'_> {
                 );
             }
         }
+        for (i, text) in raw.allowed_sources.iter().enumerate() {
+            match text.parse() {
+                Ok(net) => config.allowed_sources.push(net),
+                Err(message) => self.fail(format!("listener.allowed_sources[{i}]"), message),
+            }
+        }
         config.framing = match FramingConfig::MLLP.with_max_frame_len(max_frame_size) {
             Ok(framing) => framing.with_tolerances(tolerances),
             Err(e) => {
@@ -1242,7 +1252,7 @@ impl TryFrom<&Settings> for Config {
         let mut listener = settings.listener.config.clone();
         let rejections = Arc::new(TlsRejections::new());
         if let Some(tls) = &settings.listener.tls {
-            match tls::server_config(tls, Arc::clone(&rejections)) {
+            match tls::ReloadableServerConfig::load(tls.clone(), Arc::clone(&rejections)) {
                 Ok(server) => listener.tls = Some(server),
                 Err(e) => problems.push(Problem::new(listener_tls_key(&e), e)),
             }
@@ -1426,6 +1436,10 @@ impl fmt::Display for Settings {
                 tolerated.join(", ")
             }
         )?;
+        if !lc.allowed_sources.is_empty() {
+            let nets: Vec<String> = lc.allowed_sources.iter().map(ToString::to_string).collect();
+            writeln!(f, "  sources allowed: {}", nets.join(", "))?;
+        }
         writeln!(
             f,
             "  timeouts: idle {}, frame {}, handshake {}, write {}; at most {} connections per worker",

@@ -5,6 +5,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -13,7 +14,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use mllp::frame::{FramingConfig, Tolerances};
 use relay::config::{
-    self, AckMode, Config, DownstreamConfig, Driver, ListenerConfig, OnDownstreamFailure,
+    self, AckMode, Config, DownstreamConfig, Driver, ListenerConfig, OnDownstreamFailure, SourceNet,
 };
 use relay::config_file::{self, Overrides, parse_duration};
 use relay::tls::{self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections};
@@ -85,6 +86,12 @@ struct Cli {
     /// repeatable). Self-signed client certificates are allowed this way. Default: none.
     #[arg(long = "client-thumbprint", value_name = "HEX", requires = "tls_cert")]
     client_thumbprints: Vec<Thumbprint>,
+
+    /// Accept senders only from these source addresses (CIDR, repeatable), e.g.
+    /// 10.20.0.0/16 or 192.168.7.12; others are closed before any TLS or MLLP byte.
+    /// Default: any source.
+    #[arg(long = "allow-source", value_name = "CIDR")]
+    allowed_sources: Vec<SourceNet>,
 
     /// Connect to the downstream over TLS (needs --forward-ca and/or --forward-thumbprint).
     /// Default: plain TCP.
@@ -188,6 +195,11 @@ enum Command {
 
 /// Flags that a config file replaces: with --config they are refused, naming the key to set.
 const FILE_ONLY_FLAGS: &[(&str, &str, &str)] = &[
+    (
+        "allowed_sources",
+        "--allow-source",
+        "listener.allowed_sources",
+    ),
     ("tls_cert", "--tls-cert", "listener.tls.cert"),
     ("tls_key", "--tls-key", "listener.tls.key"),
     ("client_ca", "--client-ca", "listener.tls.client_ca"),
@@ -303,6 +315,25 @@ fn main() -> anyhow::Result<()> {
         signal_hook::flag::register(signal, shutdown.clone())
             .context("cannot install signal handlers")?;
     }
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("cannot install the SIGHUP handler")?;
+    // The main thread only watches the signals; the workers do the work.
+    while !shutdown.load(Ordering::Relaxed) {
+        if reload.swap(false, Ordering::Relaxed) {
+            match handle.reload_tls() {
+                Some(Ok(())) => {
+                    tracing::info!("SIGHUP: certificates, keys and client allowlist reloaded");
+                }
+                Some(Err(e)) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: reload failed; the previous certificates stay in force"
+                ),
+                None => tracing::info!("SIGHUP: nothing to reload (plain listener)"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     handle.join();
     println!("mllp-relay stopped");
     Ok(())
@@ -388,8 +419,8 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
 
     let rejections = Arc::new(TlsRejections::default());
     let server_tls = match (&cli.tls_cert, &cli.tls_key) {
-        (Some(cert_chain), Some(key)) => Some(tls::server_config(
-            &ServerTlsSettings {
+        (Some(cert_chain), Some(key)) => Some(tls::ReloadableServerConfig::load(
+            ServerTlsSettings {
                 cert_chain: cert_chain.clone(),
                 key: key.clone(),
                 client_ca: cli.client_ca.clone(),
@@ -431,6 +462,7 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
         FailureArg::Close => OnDownstreamFailure::Close,
     };
     listener.idle_timeout = cli.idle_timeout;
+    listener.allowed_sources = cli.allowed_sources.clone();
     listener.frame_deadline = cli.frame_deadline;
 
     let workers = match cli.workers {

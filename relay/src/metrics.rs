@@ -86,6 +86,8 @@ pub struct Stats {
     pub connections_accepted: AtomicU64,
     /// Inbound connections refused because the worker was at its limit.
     pub connections_refused: AtomicU64,
+    /// Inbound connections closed because their source address is not on the allowlist.
+    pub connections_refused_source: AtomicU64,
     /// Inbound connections open now.
     pub connections_open: AtomicU64,
     /// TLS handshakes that failed (bad certificate, plaintext on a TLS port, timeout).
@@ -179,7 +181,12 @@ impl Stats {
     /// The Prometheus text exposition (format 0.0.4) of every counter and histogram.
     pub fn render(&self, rejections: &TlsRejections) -> String {
         let mut out = String::with_capacity(8 << 10);
-        let counters: [(&str, &str, &AtomicU64); 19] = [
+        let counters: [(&str, &str, &AtomicU64); 20] = [
+            (
+                "connections_refused_source_total",
+                "Inbound connections refused by the source-address allowlist.",
+                &self.connections_refused_source,
+            ),
             (
                 "connections_accepted_total",
                 "Inbound connections accepted.",

@@ -50,8 +50,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -593,6 +593,55 @@ pub struct ServerTlsSettings {
     pub client_ca: Option<PathBuf>,
     /// Client certificates accepted by exact SHA-256 thumbprint.
     pub client_thumbprints: Vec<Thumbprint>,
+}
+
+/// A listener's TLS configuration that can be reloaded from its files while the relay runs
+/// (SIGHUP): new handshakes use the new certificates, keys, CA and allowlist; connections
+/// already open keep the configuration they started with, so nothing is dropped. A reload
+/// that fails (a half-written file, a key that does not match) keeps the old configuration.
+#[derive(Debug, Clone)]
+pub struct ReloadableServerConfig {
+    settings: ServerTlsSettings,
+    rejections: Arc<TlsRejections>,
+    current: Arc<RwLock<Arc<ServerConfig>>>,
+}
+
+impl ReloadableServerConfig {
+    /// Loads the files named by `settings` (see [`server_config`]).
+    ///
+    /// # Errors
+    /// As [`server_config`].
+    pub fn load(
+        settings: ServerTlsSettings,
+        rejections: Arc<TlsRejections>,
+    ) -> Result<Self, TlsSetupError> {
+        let config = server_config(&settings, Arc::clone(&rejections))?;
+        Ok(Self {
+            settings,
+            rejections,
+            current: Arc::new(RwLock::new(config)),
+        })
+    }
+
+    /// The configuration for the next handshake.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Reads the files again and, if they load, makes them current.
+    ///
+    /// # Errors
+    /// As [`server_config`]; the previous configuration then stays in force.
+    pub fn reload(&self) -> Result<(), TlsSetupError> {
+        let fresh = server_config(&self.settings, Arc::clone(&self.rejections))?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    /// The files this configuration comes from.
+    pub fn settings(&self) -> &ServerTlsSettings {
+        &self.settings
+    }
 }
 
 /// Build the listener's rustls configuration: TLS 1.3 and 1.2 on the ring provider, no ALPN,

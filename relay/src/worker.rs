@@ -39,6 +39,7 @@ const BACKLOG: i32 = 1024;
 /// A running relay.
 #[derive(Debug)]
 pub struct RelayHandle {
+    config: Arc<Config>,
     listen_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     shutdown: Arc<AtomicBool>,
@@ -55,6 +56,16 @@ impl RelayHandle {
     /// The address of the Prometheus endpoint, if one was asked for.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Reloads the listener's certificates, keys, client CA and allowlist from their files
+    /// (what SIGHUP does): `None` for a plain listener; on error the old ones stay in force.
+    pub fn reload_tls(&self) -> Option<Result<(), crate::tls::TlsSetupError>> {
+        self.config
+            .listener
+            .tls
+            .as_ref()
+            .map(crate::tls::ReloadableServerConfig::reload)
     }
 
     /// The relay's counters.
@@ -217,6 +228,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         threads.push(thread);
     }
     Ok(RelayHandle {
+        config,
         listen_addr,
         metrics_addr,
         shutdown,
@@ -278,6 +290,16 @@ async fn accept_loop(socket: Socket, ctx: Rc<WorkerContext>) {
 /// Starts a session for an accepted connection, or refuses it when the worker is full.
 fn admit(tcp: TcpStream, peer: SocketAddr, ctx: &Rc<WorkerContext>) {
     let listener = &ctx.config.listener;
+    if !listener.allowed_sources.is_empty()
+        && !listener
+            .allowed_sources
+            .iter()
+            .any(|net| net.contains(peer.ip()))
+    {
+        Stats::bump(&ctx.stats.connections_refused_source);
+        warn!(%peer, "source address not on the allowlist: connection refused");
+        return;
+    }
     if ctx.active.get() >= listener.max_connections_per_worker {
         Stats::bump(&ctx.stats.connections_refused);
         warn!(%peer, limit = listener.max_connections_per_worker, "connection limit reached: connection refused");
@@ -288,7 +310,7 @@ fn admit(tcp: TcpStream, peer: SocketAddr, ctx: &Rc<WorkerContext>) {
     Stats::bump(&ctx.stats.connections_accepted);
     let conn = match &listener.tls {
         None => Conn::plain(tcp, peer),
-        Some(tls) => match rustls::ServerConnection::new(tls.clone()) {
+        Some(tls) => match rustls::ServerConnection::new(tls.current()) {
             Ok(session) => Conn::tls(tcp, peer, session.into()),
             Err(e) => {
                 error!(%peer, error = %e, "cannot start a TLS session");

@@ -387,6 +387,21 @@ fn a_zero_timeout_is_refused() {
 }
 
 #[test]
+fn a_bad_source_range_names_its_index() {
+    let message = problem_at(
+        &MINIMAL.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nallowed_sources = [\"10.0.0.0/8\", \"10.0.0.0/40\"]",
+        ),
+        "listener.allowed_sources[1]",
+    );
+    assert!(
+        message.contains("prefix length must be 0 to 32"),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_bad_tolerance_names_its_index() {
     let message = problem_at(
         &MINIMAL.replace(

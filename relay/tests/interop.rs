@@ -147,7 +147,8 @@ fn relay_config(pki: &pki::Pki, downstream: SocketAddr, mutual: bool) -> Config 
     };
     let rejections = std::sync::Arc::new(TlsRejections::new());
     let mut listener = ListenerConfig::plain("127.0.0.1:0".parse().unwrap());
-    listener.tls = Some(relay::tls::server_config(&settings, rejections.clone()).unwrap());
+    listener.tls =
+        Some(relay::tls::ReloadableServerConfig::load(settings, rejections.clone()).unwrap());
     listener.tls_rejections = rejections;
     Config {
         listener,

@@ -610,7 +610,8 @@ fn tls_config(
         client_thumbprints: thumbprints.to_vec(),
     };
     let mut cfg = config(downstream);
-    cfg.listener.tls = Some(relay::tls::server_config(&settings, rejections.clone()).unwrap());
+    cfg.listener.tls =
+        Some(relay::tls::ReloadableServerConfig::load(settings, rejections.clone()).unwrap());
     cfg.listener.tls_rejections = rejections.clone();
     (cfg, rejections)
 }
@@ -786,4 +787,116 @@ fn connections_beyond_the_limit_are_refused_and_counted() {
         "the first is unaffected"
     );
     relay.shutdown();
+}
+
+#[test]
+fn certificates_reload_without_dropping_connections() {
+    let pki = pki::Pki::new("e2e-reload");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    // Serve from copies, so the test can change them under the running relay.
+    let cert = pki.dir.write("live.pem", &read(&pki.server.cert_path));
+    let key = pki.dir.write("live.key", &read(&pki.server.key_path));
+    let receiver = Receiver::start(Behaviour::Ack);
+    let mut cfg = config(receiver.addr);
+    let settings = ServerTlsSettings {
+        cert_chain: cert.clone(),
+        key: key.clone(),
+        client_ca: None,
+        client_thumbprints: vec![],
+    };
+    cfg.listener.tls = Some(
+        relay::tls::ReloadableServerConfig::load(settings, Arc::new(TlsRejections::new())).unwrap(),
+    );
+    let relay = relay::start(cfg).unwrap();
+    let mut open = Client::connect_tls(relay.listen_addr(), pki.client(TLS_BOTH, None));
+    assert_eq!(
+        code_and_id(&open.round_trip(&message("R-1"))).0,
+        AckCode::AA
+    );
+
+    // A broken key file: the reload fails and the old certificate stays in force.
+    std::fs::write(&key, "not a key").unwrap();
+    assert!(relay.reload_tls().unwrap().is_err());
+    let mut fresh = Client::connect_tls(relay.listen_addr(), pki.client(TLS_BOTH, None));
+    assert_eq!(
+        code_and_id(&fresh.round_trip(&message("R-2"))).0,
+        AckCode::AA
+    );
+
+    // A new (here: expired) certificate: new handshakes present it, and the client refuses it...
+    std::fs::write(&cert, read(&pki.server_expired.cert_path)).unwrap();
+    std::fs::write(&key, read(&pki.server_expired.key_path)).unwrap();
+    relay.reload_tls().unwrap().unwrap();
+    let mut after = Client::connect_tls(relay.listen_addr(), pki.client(TLS_BOTH, None));
+    let mut framed = Vec::new();
+    FramingConfig::MLLP
+        .encode(&message("R-3"), &mut framed)
+        .unwrap();
+    let refused = after
+        .io
+        .write_all(&framed)
+        .and_then(|()| after.io.flush())
+        .is_err()
+        || after.receive().is_none();
+    assert!(refused, "the new certificate is the one presented");
+    // ...while the connection opened before the reload carries on.
+    assert_eq!(
+        code_and_id(&open.round_trip(&message("R-4"))).0,
+        AckCode::AA
+    );
+    relay.shutdown();
+}
+
+#[test]
+fn source_allowlist_refuses_other_addresses_before_any_byte() {
+    let receiver = Receiver::start(Behaviour::Ack);
+    // Loopback is outside 10.0.0.0/8: refused.
+    let mut cfg = config(receiver.addr);
+    cfg.listener.allowed_sources = vec!["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()];
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    client.send(&message("FROM-LOOPBACK"));
+    assert_eq!(client.receive(), None);
+    assert_eq!(Stats::get(&relay.stats().connections_refused_source), 1);
+    assert!(receiver.received().is_empty());
+    relay.shutdown();
+    // 127.0.0.0/8 allows it.
+    let mut cfg = config(receiver.addr);
+    cfg.listener.allowed_sources = vec!["127.0.0.0/8".parse().unwrap()];
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    assert_eq!(
+        code_and_id(&client.round_trip(&message("ALLOWED-1"))).0,
+        AckCode::AA
+    );
+    relay.shutdown();
+}
+
+#[test]
+fn source_nets_parse_and_match() {
+    use relay::config::SourceNet;
+    let net: SourceNet = "192.168.7.0/24".parse().unwrap();
+    assert!(net.contains("192.168.7.200".parse().unwrap()));
+    assert!(!net.contains("192.168.8.1".parse().unwrap()));
+    assert!(
+        net.contains("::ffff:192.168.7.9".parse().unwrap()),
+        "IPv4-mapped IPv6"
+    );
+    let host: SourceNet = "10.1.2.3".parse().unwrap();
+    assert!(
+        host.contains("10.1.2.3".parse().unwrap()) && !host.contains("10.1.2.4".parse().unwrap())
+    );
+    let all: SourceNet = "0.0.0.0/0".parse().unwrap();
+    assert!(all.contains("8.8.8.8".parse().unwrap()) && !all.contains("::1".parse().unwrap()));
+    let v6: SourceNet = "fd00::/8".parse().unwrap();
+    assert!(v6.contains("fd12::1".parse().unwrap()) && !v6.contains("fe80::1".parse().unwrap()));
+    for bad in [
+        "10.0.0.0/33",
+        "::1/129",
+        "hospital.example",
+        "10.0.0/8",
+        "10.0.0.0/x",
+    ] {
+        assert!(bad.parse::<SourceNet>().is_err(), "{bad}");
+    }
 }
