@@ -68,6 +68,10 @@ pub enum AckMode {
     /// The downstream's own ACK, byte for byte; a generated AE/CE (or a close) only when the
     /// downstream cannot be reached or does not answer properly.
     Passthrough,
+    /// The relay answers on receipt (AA/CA as MSH-15/16 and the policy say) and forwards
+    /// afterwards, without durability: a crash or a refusing receiver loses messages. For
+    /// benchmarks and senders that cannot wait; announced loudly at start-up.
+    Local,
 }
 
 /// Which monoio driver the workers run.

@@ -31,7 +31,8 @@
 //! [[listener]]                 # exactly one in this version
 //! name = "lab-results"         # for logs; letters, digits, '-', '_', '.'; default: "listener"
 //! listen = "0.0.0.0:2575"      # IP:PORT (required); port 0 picks a free port
-//! ack_mode = "passthrough"     # the receiver's own ACK (the only mode so far; `local` is planned)
+//! ack_mode = "passthrough"     # passthrough: the receiver's own ACK | local: the relay ACKs on
+//!                              # receipt and forwards afterwards (no durability: can lose messages)
 //! on_downstream_failure = "nak"   # nak (generated AE/CE with ERR 207) | close
 //! ack_policy = "negotiated"    # negotiated | always | never | errors-only
 //! max_frame_size = 16777216    # bytes, or a string such as "512KiB", "16MiB" (at most 1GiB)
@@ -750,18 +751,11 @@ impl Checker<'_> {
 
         config.ack_mode = match raw.ack_mode.as_deref() {
             None | Some("passthrough") => AckMode::Passthrough,
-            Some("local") => {
-                self.fail(
-                    "listener.ack_mode",
-                    "\"local\" is not available yet (it is planned: the relay will ACK senders \
-                     itself once a message is safely queued); use \"passthrough\"",
-                );
-                AckMode::Passthrough
-            }
+            Some("local") => AckMode::Local,
             Some(other) => {
                 self.fail(
                     "listener.ack_mode",
-                    format!("unknown value {other:?} (known: passthrough; planned: local)"),
+                    format!("unknown value {other:?} (known: passthrough, local)"),
                 );
                 AckMode::Passthrough
             }
@@ -1397,6 +1391,7 @@ impl fmt::Display for Settings {
         }
         let mode = match lc.ack_mode {
             AckMode::Passthrough => "passthrough",
+            AckMode::Local => "local (ACK on receipt, no durability: messages can be lost)",
         };
         let failure = match lc.on_downstream_failure {
             OnDownstreamFailure::Nak => "nak",

@@ -33,6 +33,7 @@ pub mod config;
 pub mod config_file;
 mod conn;
 mod downstream;
+mod forwarder;
 pub mod metrics;
 mod session;
 mod time;

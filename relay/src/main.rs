@@ -247,6 +247,9 @@ const FILE_ONLY_FLAGS: &[(&str, &str, &str)] = &[
 enum AckModeArg {
     /// The receiver's own ACK, byte for byte.
     Passthrough,
+    /// The relay ACKs on receipt and forwards afterwards, without durability: messages can
+    /// be lost (for benchmarks and senders that cannot wait).
+    Local,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -304,10 +307,14 @@ fn main() -> anyhow::Result<()> {
         kind(config.downstream.tls.is_some())
     );
     let workers = config.workers;
+    let mode = match config.listener.ack_mode {
+        AckMode::Passthrough => "passthrough",
+        AckMode::Local => "local (no durability)",
+    };
     let handle = relay::start(config).context("cannot start the relay")?;
     // Scripts read this line for the bound address (port 0 picks one).
     println!(
-        "mllp-relay listening on {} ({inbound}), forwarding to {outbound}, {workers} worker(s), ack mode passthrough",
+        "mllp-relay listening on {} ({inbound}), forwarding to {outbound}, {workers} worker(s), ack mode {mode}",
         handle.listen_addr()
     );
     let shutdown = handle.shutdown_flag();
@@ -456,6 +463,7 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     listener.framing = framing;
     listener.ack_mode = match cli.ack_mode {
         AckModeArg::Passthrough => AckMode::Passthrough,
+        AckModeArg::Local => AckMode::Local,
     };
     listener.on_downstream_failure = match cli.on_downstream_failure {
         FailureArg::Nak => OnDownstreamFailure::Nak,

@@ -118,6 +118,14 @@ pub struct Stats {
     pub session_panics: AtomicU64,
     /// Payload bytes written to the downstream.
     pub bytes_forwarded: AtomicU64,
+    /// `local` mode: messages waiting to be forwarded now.
+    pub local_queue_depth: AtomicU64,
+    /// `local` mode: messages refused with AE/CE because the forwarding queue was full.
+    pub local_queue_full: AtomicU64,
+    /// `local` mode: messages acknowledged to the sender and never delivered.
+    pub local_lost: AtomicU64,
+    /// `local` mode: messages acknowledged to the sender that the receiver then refused.
+    pub local_refused_after_ack: AtomicU64,
     /// ACK payload bytes written to senders.
     pub bytes_out: AtomicU64,
     /// Frame complete → message written to the downstream.
@@ -181,7 +189,27 @@ impl Stats {
     /// The Prometheus text exposition (format 0.0.4) of every counter and histogram.
     pub fn render(&self, rejections: &TlsRejections) -> String {
         let mut out = String::with_capacity(8 << 10);
-        let counters: [(&str, &str, &AtomicU64); 20] = [
+        let counters: [(&str, &str, &AtomicU64); 24] = [
+            (
+                "local_queue_full_total",
+                "local mode: messages answered AE/CE because the forwarding queue was full.",
+                &self.local_queue_full,
+            ),
+            (
+                "local_lost_total",
+                "local mode: messages acknowledged to the sender and never delivered.",
+                &self.local_lost,
+            ),
+            (
+                "local_refused_after_ack_total",
+                "local mode: acknowledged messages the receiver then refused.",
+                &self.local_refused_after_ack,
+            ),
+            (
+                "local_queue_depth",
+                "local mode: messages waiting to be forwarded.",
+                &self.local_queue_depth,
+            ),
             (
                 "connections_refused_source_total",
                 "Inbound connections refused by the source-address allowlist.",

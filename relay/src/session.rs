@@ -15,7 +15,7 @@ use mllp::frame::Deframer;
 use mllp::hl7::Msh;
 use tracing::{debug, info, warn};
 
-use crate::config::OnDownstreamFailure;
+use crate::config::{AckMode, OnDownstreamFailure};
 use crate::conn::{Conn, ConnError, shared_canceller};
 use crate::downstream::Timing;
 use crate::metrics::Stats;
@@ -229,6 +229,9 @@ impl Session<'_> {
             msh10 = %String::from_utf8_lossy(msh.control_id()),
             "message received"
         );
+        if listener.ack_mode == AckMode::Local {
+            return self.accept_locally(&msh, payload, &timestamp, control_id.as_bytes());
+        }
         // In enhanced mode a sender may ask for no accept ACK on success (NE, ER): the
         // downstream will not send one, so waiting for it would only time out.
         let expect_ack = matches!(
@@ -299,6 +302,50 @@ impl Session<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// `local` mode: queue the message for the forwarder and answer at once; when the queue is
+    /// full, answer AE/CE instead (never a silent drop).
+    fn accept_locally(
+        &mut self,
+        msh: &Msh<'_>,
+        payload: &[u8],
+        timestamp: &[u8],
+        control_id: &[u8],
+    ) -> Reply {
+        let stats = &self.ctx.stats;
+        let listener = &self.ctx.config.listener;
+        let queued = self
+            .ctx
+            .local_queue
+            .as_ref()
+            .is_some_and(|q| q.try_push(payload));
+        let (outcome, params) = if queued {
+            (Outcome::Accepted, AckParams::new(timestamp, control_id))
+        } else {
+            Stats::bump(&stats.local_queue_full);
+            warn!("local mode: forwarding queue full; the sender gets an AE/CE and may resend");
+            let text: &[u8] = b"relay queue full; resend later";
+            let error = Some(ErrorDetail {
+                code: ErrorCode::ApplicationInternal,
+                diagnostic: text,
+            });
+            (
+                Outcome::Error,
+                AckParams {
+                    text: Some(text),
+                    error,
+                    ..AckParams::new(timestamp, control_id)
+                },
+            )
+        };
+        match ack::build_ack(msh, outcome, listener.ack_policy, &params, &mut self.reply) {
+            AckDecision::Send(code) => {
+                stats.ack(code, true);
+                Reply::Send
+            }
+            AckDecision::NotDue => Reply::Nothing,
         }
     }
 

@@ -23,7 +23,7 @@ use monoio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{error, info, warn};
 
-use crate::config::{Config, Driver};
+use crate::config::{AckMode, Config, Driver};
 use crate::conn::{Conn, SharedCanceller, fire};
 use crate::downstream::Downstream;
 use crate::metrics::Stats;
@@ -109,6 +109,8 @@ pub(crate) struct WorkerContext {
     active: Cell<usize>,
     /// Counter for generated control ids.
     generated: Cell<u64>,
+    /// `local` mode: messages acknowledged and waiting for the forwarder.
+    pub(crate) local_queue: Option<crate::forwarder::LocalQueue>,
 }
 
 impl WorkerContext {
@@ -151,6 +153,13 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
     let mut sockets = vec![first];
     for _ in 1..workers {
         sockets.push(bind_reuseport(listen_addr)?);
+    }
+    if config.listener.ack_mode == AckMode::Local {
+        warn!(
+            "ack mode LOCAL: senders get AA/CA on receipt, before the receiver has the message; \
+             a crash, or a receiver that refuses or never answers, LOSES acknowledged messages \
+             (each loss is logged and counted). Use passthrough when messages must not be lost."
+        );
     }
     let config = Arc::new(config);
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -197,6 +206,8 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                 {
                     warn!(worker = id, error = %e, "could not pin the worker to a core");
                 }
+                let local_queue = (config.listener.ack_mode == AckMode::Local)
+                    .then(|| crate::forwarder::LocalQueue::new(stats.clone()));
                 let context = Rc::new(WorkerContext {
                     downstream: Downstream::new(config.downstream.clone()),
                     config,
@@ -207,6 +218,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                     next_idle: Cell::new(0),
                     active: Cell::new(0),
                     generated: Cell::new(0),
+                    local_queue,
                 });
                 let run = || accept_loop(socket, context);
                 let built = match driver {
@@ -256,6 +268,9 @@ async fn accept_loop(socket: Socket, ctx: Rc<WorkerContext>) {
             return;
         }
     };
+    if ctx.local_queue.is_some() {
+        monoio::spawn(crate::forwarder::run(ctx.clone()));
+    }
     while !ctx.shutting_down() {
         let canceller = monoio::io::Canceller::new();
         let accept = listener.cancelable_accept(canceller.handle());
@@ -343,13 +358,18 @@ async fn drain(ctx: &Rc<WorkerContext>) {
         for canceller in &idle {
             fire(canceller);
         }
-        if ctx.active.get() == 0 {
+        let forwarding = ctx.local_queue.as_ref().is_some_and(|q| !q.is_idle());
+        if ctx.active.get() == 0 && !forwarding {
             return;
         }
         if Instant::now() >= deadline {
+            let queued = ctx
+                .local_queue
+                .as_ref()
+                .map_or(0, crate::forwarder::LocalQueue::len);
             warn!(
                 open = ctx.active.get(),
-                "shutdown grace period over: closing with messages in flight"
+                queued, "shutdown grace period over: closing with messages in flight"
             );
             return;
         }

@@ -453,19 +453,25 @@ fn a_missing_listener_or_downstream_is_named() {
 }
 
 #[test]
-fn local_ack_mode_is_planned_not_available() {
+fn ack_modes_parse_and_unknown_ones_are_named() {
+    let local = MINIMAL.replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nack_mode = \"local\"",
+    );
+    let dir = TempDir::new("cfg-local");
+    let loaded = load_config(&write(&dir, "relay.toml", &local)).unwrap();
+    assert_eq!(
+        loaded.config.listener.ack_mode,
+        AckMode::Local
+    );
     let message = problem_at(
         &MINIMAL.replace(
             "listen = \"127.0.0.1:0\"",
-            "listen = \"127.0.0.1:0\"\nack_mode = \"local\"",
+            "listen = \"127.0.0.1:0\"\nack_mode = \"durable\"",
         ),
         "listener.ack_mode",
     );
-    assert!(
-        message.contains("\"local\" is not available yet"),
-        "{message}"
-    );
-    assert!(message.contains("planned"), "{message}");
+    assert!(message.contains("known: passthrough, local"), "{message}");
 }
 
 #[test]

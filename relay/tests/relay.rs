@@ -900,3 +900,60 @@ fn source_nets_parse_and_match() {
         assert!(bad.parse::<SourceNet>().is_err(), "{bad}");
     }
 }
+
+// --- local ACK mode ------------------------------------------------------------------------
+
+#[test]
+fn local_mode_acks_on_receipt_and_forwards_in_order() {
+    // A slow receiver: in local mode the sender does not wait for it.
+    let receiver = Receiver::start(Behaviour::Delay(Duration::from_millis(20)));
+    let mut cfg = config(receiver.addr);
+    cfg.listener.ack_mode = relay::config::AckMode::Local;
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let sent: Vec<Vec<u8>> = (0..10).map(|i| message(&format!("LOCAL-{i}"))).collect();
+    for (i, msg) in sent.iter().enumerate() {
+        let ack = client.round_trip(msg);
+        assert_eq!(code_and_id(&ack), (AckCode::AA, format!("LOCAL-{i}")));
+        assert!(
+            String::from_utf8_lossy(&ack).contains("|R"),
+            "a relay-generated ACK"
+        );
+    }
+    let ack = client.round_trip(&enhanced_message("LOCAL-E"));
+    assert_eq!(
+        code_and_id(&ack).0,
+        AckCode::CA,
+        "enhanced mode gets a commit ACK"
+    );
+    // Shutdown waits for the forwarder to empty its queue.
+    relay.shutdown();
+    let mut expected = sent;
+    expected.push(enhanced_message("LOCAL-E"));
+    assert_eq!(
+        receiver.received(),
+        expected,
+        "every message forwarded, in order"
+    );
+}
+
+#[test]
+fn local_mode_counts_what_it_loses() {
+    let mut cfg = config(dead_port());
+    cfg.listener.ack_mode = relay::config::AckMode::Local;
+    cfg.downstream.retries = 0;
+    cfg.shutdown_grace = Duration::from_secs(5);
+    let relay = relay::start(cfg).unwrap();
+    let stats = relay.stats().clone();
+    let mut client = Client::connect(relay.listen_addr());
+    assert_eq!(
+        code_and_id(&client.round_trip(&message("DOOMED-1"))).0,
+        AckCode::AA
+    );
+    relay.shutdown();
+    assert_eq!(
+        Stats::get(&stats.local_lost),
+        1,
+        "the loss is counted, not hidden"
+    );
+}
