@@ -20,14 +20,15 @@
 //! - [`worker`]: threads, runtimes, listeners, accept loop, shutdown; [`start`] runs a relay.
 //! - `session`: one inbound connection, message by message.
 //! - `downstream`: the per-worker connection pool, delivery, ACK checks, retries.
+//! - `forwarder`: `local` ACK mode's per-worker queue and forwarding task.
 //! - `conn`: plain/TLS connections with cancel-safe deadline I/O over rustls's sans-IO core.
 //! - [`tls`]: certificate loading and client-certificate verification (CA and/or SHA-256
 //!   thumbprints).
 //! - [`metrics`]: the counters the workers keep.
 //!
 //! # Not here (yet)
-//! Routing rules, the `single` link policy, `local` ACK mode, certificate reload on SIGHUP and
-//! the source-IP allowlist: they arrive in the next steps of the relay issue.
+//! Routing rules over several downstreams and the `single` link policy: they arrive in the
+//! next steps of the relay issue.
 
 pub mod config;
 pub mod config_file;

@@ -460,10 +460,7 @@ fn ack_modes_parse_and_unknown_ones_are_named() {
     );
     let dir = TempDir::new("cfg-local");
     let loaded = load_config(&write(&dir, "relay.toml", &local)).unwrap();
-    assert_eq!(
-        loaded.config.listener.ack_mode,
-        AckMode::Local
-    );
+    assert_eq!(loaded.config.listener.ack_mode, AckMode::Local);
     let message = problem_at(
         &MINIMAL.replace(
             "listen = \"127.0.0.1:0\"",
