@@ -205,13 +205,109 @@ pub struct DownstreamConfig {
     pub framing: FramingConfig,
 }
 
+/// One value of a route rule: anything, or exactly these bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Pattern {
+    /// Matches every value, empty included (written `*` in configs).
+    #[default]
+    Any,
+    /// Matches exactly this value (case-sensitive, as HL7 codes are).
+    Exact(Vec<u8>),
+}
+
+impl Pattern {
+    /// Parses a config value: `*` is [`Pattern::Any`], anything else is exact.
+    pub fn parse(text: &str) -> Self {
+        if text == "*" {
+            Self::Any
+        } else {
+            Self::Exact(text.as_bytes().to_vec())
+        }
+    }
+
+    /// Whether `value` matches.
+    pub fn matches(&self, value: &[u8]) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(expected) => expected == value,
+        }
+    }
+}
+
+/// What a route rule looks at in MSH. The application and facility fields (MSH-3 to MSH-6)
+/// are compared by their first component (the namespace ID, e.g. `LAB` in `LAB^1.2.3^ISO`);
+/// MSH-9 by its message type (`ORU`) and trigger event (`R01`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// MSH-3.1.
+    pub sending_application: Pattern,
+    /// MSH-4.1.
+    pub sending_facility: Pattern,
+    /// MSH-5.1.
+    pub receiving_application: Pattern,
+    /// MSH-6.1.
+    pub receiving_facility: Pattern,
+    /// MSH-9.1.
+    pub message_type: Pattern,
+    /// MSH-9.2.
+    pub trigger_event: Pattern,
+}
+
+impl RouteMatch {
+    /// Whether `msh` matches every pattern but possibly the trigger event (first), and the
+    /// trigger event too (second).
+    fn check(&self, msh: &mllp::hl7::Msh<'_>) -> (bool, bool) {
+        fn namespace(field: mllp::hl7::Field<'_>) -> &[u8] {
+            field.component(1).map_or(&[][..], |c| c.as_bytes())
+        }
+        let kind = msh.message_type();
+        let but_trigger = self
+            .sending_application
+            .matches(namespace(msh.sending_application()))
+            && self
+                .sending_facility
+                .matches(namespace(msh.sending_facility()))
+            && self
+                .receiving_application
+                .matches(namespace(msh.receiving_application()))
+            && self
+                .receiving_facility
+                .matches(namespace(msh.receiving_facility()))
+            && self.message_type.matches(kind.code);
+        (
+            but_trigger,
+            but_trigger && self.trigger_event.matches(kind.trigger),
+        )
+    }
+
+    /// Whether `msh` matches every pattern.
+    pub fn matches(&self, msh: &mllp::hl7::Msh<'_>) -> bool {
+        self.check(msh).1
+    }
+}
+
+/// A routing rule: messages whose MSH matches go to `downstream` (an index into
+/// [`Config::downstreams`]). Rules are tried in order; the first match wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// What the rule matches.
+    pub matcher: RouteMatch,
+    /// Where matching messages go.
+    pub downstream: usize,
+}
+
 /// The whole relay.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Listeners (one for now).
     pub listener: ListenerConfig,
-    /// The downstream every message goes to (routing rules come later).
-    pub downstream: DownstreamConfig,
+    /// The downstream links, by index (names in [`DownstreamConfig::name`]).
+    pub downstreams: Vec<DownstreamConfig>,
+    /// Routing rules, tried in order; the first match wins.
+    pub routes: Vec<Route>,
+    /// Where messages that match no rule go; `None`: they are refused with an AR (ERR 200 or
+    /// 201) and not forwarded.
+    pub default_downstream: Option<usize>,
     /// Worker threads, one runtime each, pinned to cores in order.
     pub workers: usize,
     /// Whether to pin worker `i` to CPU `i % cores`.
@@ -222,6 +318,44 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// How long shutdown waits for in-flight messages.
     pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// A relay with one listener and one downstream that receives every message.
+    pub fn single(listener: ListenerConfig, downstream: DownstreamConfig) -> Self {
+        Self {
+            listener,
+            downstreams: vec![downstream],
+            routes: Vec::new(),
+            default_downstream: Some(0),
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            pin_workers: true,
+            driver: Driver::Auto,
+            metrics_addr: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+
+    /// The downstream for `msh`: the first matching rule's, else the default. Without either,
+    /// the table 0357 code of the refusal: 201 (unsupported event code) when a rule matched all
+    /// but the trigger event, 200 (unsupported message type) otherwise.
+    ///
+    /// # Errors
+    /// The code above, when the message has nowhere to go.
+    pub fn route(&self, msh: &mllp::hl7::Msh<'_>) -> Result<usize, mllp::ack::ErrorCode> {
+        let mut trigger_only = false;
+        for route in &self.routes {
+            match route.matcher.check(msh) {
+                (_, true) => return Ok(route.downstream),
+                (but_trigger, false) => trigger_only |= but_trigger,
+            }
+        }
+        self.default_downstream.ok_or(if trigger_only {
+            mllp::ack::ErrorCode::UnsupportedEventCode
+        } else {
+            mllp::ack::ErrorCode::UnsupportedMessageType
+        })
+    }
 }
 
 impl DownstreamConfig {
@@ -259,5 +393,103 @@ impl ListenerConfig {
             max_connections_per_worker: DEFAULT_MAX_CONNECTIONS_PER_WORKER,
             allowed_sources: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mllp::ack::ErrorCode;
+    use mllp::hl7::Msh;
+
+    fn routed() -> Config {
+        let listener = ListenerConfig::plain("127.0.0.1:0".parse().unwrap());
+        let mut config = Config::single(
+            listener,
+            DownstreamConfig::plain("ehr", "127.0.0.1:1".parse().unwrap()),
+        );
+        config.downstreams.push(DownstreamConfig::plain(
+            "adt",
+            "127.0.0.1:2".parse().unwrap(),
+        ));
+        config.routes = vec![
+            Route {
+                matcher: RouteMatch {
+                    sending_application: Pattern::parse("LAB"),
+                    message_type: Pattern::parse("ORU"),
+                    trigger_event: Pattern::parse("R01"),
+                    ..RouteMatch::default()
+                },
+                downstream: 0,
+            },
+            Route {
+                matcher: RouteMatch {
+                    message_type: Pattern::parse("ADT"),
+                    ..RouteMatch::default()
+                },
+                downstream: 1,
+            },
+        ];
+        config.default_downstream = None;
+        config
+    }
+
+    fn msh(sender: &str, kind: &str) -> Vec<u8> {
+        format!("MSH|^~\\&|{sender}|HOSP|EHR|CLINIC|2026||{kind}|1|P|2.5\r").into_bytes()
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_fields_compare_by_namespace() {
+        let config = routed();
+        let route =
+            |sender: &str, kind: &str| config.route(&Msh::parse(&msh(sender, kind)).unwrap());
+        assert_eq!(route("LAB", "ORU^R01"), Ok(0));
+        assert_eq!(
+            route("LAB^1.2.3^ISO", "ORU^R01^ORU_R01"),
+            Ok(0),
+            "MSH-3 by its namespace ID"
+        );
+        assert_eq!(route("OTHER", "ADT^A01"), Ok(1));
+        assert_eq!(route("LAB", "ADT^A08"), Ok(1));
+        assert_eq!(
+            route("LAB", "ORU^R30"),
+            Err(ErrorCode::UnsupportedEventCode)
+        );
+        assert_eq!(
+            route("LAB", "SIU^S12"),
+            Err(ErrorCode::UnsupportedMessageType)
+        );
+        assert_eq!(
+            route("PHARM", "ORU^R01"),
+            Err(ErrorCode::UnsupportedMessageType)
+        );
+    }
+
+    #[test]
+    fn the_default_takes_what_no_rule_matches() {
+        let mut config = routed();
+        config.default_downstream = Some(1);
+        assert_eq!(
+            config.route(&Msh::parse(&msh("X", "SIU^S12")).unwrap()),
+            Ok(1)
+        );
+        let single = Config::single(
+            ListenerConfig::plain("127.0.0.1:0".parse().unwrap()),
+            DownstreamConfig::plain("only", "127.0.0.1:1".parse().unwrap()),
+        );
+        assert_eq!(
+            single.route(&Msh::parse(&msh("X", "SIU^S12")).unwrap()),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(Pattern::parse("*").matches(b""));
+        assert!(Pattern::parse("ORU").matches(b"ORU"));
+        assert!(
+            !Pattern::parse("ORU").matches(b"oru"),
+            "HL7 codes are case-sensitive"
+        );
     }
 }

@@ -7,9 +7,10 @@
 //!    silently ignored setting. Only types are checked here, and the first error stops.
 //! 2. **Validated** ([`Settings`], from [`RawConfig::validate`]): every value is checked and
 //!    *every* problem is collected, each named by its key path (`listener.tls.key`,
-//!    `downstream.ack_timeout`, `listener.tolerate[1]`). Relative file paths are resolved
-//!    against the config file's directory, the downstream address is resolved, and (unless
-//!    asked not to, see [`Files`]) certificate and key files are checked to be readable.
+//!    `downstream.ack_timeout`, `listener.tolerate[1]`, `route[0].downstream`). Relative file
+//!    paths are resolved against the config file's directory, downstream addresses are
+//!    resolved, route targets are matched to downstream names, and (unless asked not to, see
+//!    [`Files`]) certificate and key files are checked to be readable.
 //! 3. **Built** ([`Config`], via `TryFrom<&Settings>`): certificates and keys are loaded into
 //!    rustls configurations; a file that is not what its key says (not PEM, key not matching
 //!    the certificate, …) is reported under that key.
@@ -18,8 +19,8 @@
 //! touching certificate files (for documentation examples and dry runs elsewhere).
 //!
 //! # Schema
-//! Every key but `listener.listen`, `downstream.name` and `downstream.address` is optional;
-//! defaults are the constants of [`crate::config`].
+//! Every key but `listener.listen`, `downstream.name`, `downstream.address` and
+//! `route.downstream` is optional; defaults are the constants of [`crate::config`].
 //!
 //! ```toml
 //! workers = 2                  # worker threads; default: one per CPU (1..=1024)
@@ -27,6 +28,7 @@
 //! driver = "auto"              # auto | io-uring | epoll; default: auto
 //! shutdown_grace = "30s"       # how long SIGTERM waits for in-flight messages
 //! metrics = "127.0.0.1:9464"   # serve Prometheus metrics here; default: nowhere
+//! default_route = "ehr"        # the [[downstream]] for messages no [[route]] matches; see Routing
 //!
 //! [[listener]]                 # exactly one in this version
 //! name = "lab-results"         # for logs; letters, digits, '-', '_', '.'; default: "listener"
@@ -51,8 +53,8 @@
 //! client_ca = "clients-ca.pem" # optional: accept client certificates issued by this CA ...
 //! client_thumbprints = ["AB:CD:…"]  # ... or with one of these SHA-256 thumbprints
 //!
-//! [[downstream]]               # exactly one in this version (routing comes later)
-//! name = "ehr"                 # required; same characters as listener.name
+//! [[downstream]]               # at least one; repeat the table for each receiver
+//! name = "ehr"                 # required and unique; same characters as listener.name
 //! address = "10.0.0.5:6661"    # HOST:PORT, resolved when the file is loaded (required)
 //! connect_timeout = "5s"
 //! ack_timeout = "10s"
@@ -60,13 +62,41 @@
 //! backoff_base = "200ms"       # doubled each retry, with jitter ...
 //! backoff_cap = "5s"           # ... up to this (at least backoff_base)
 //!
-//! [downstream.tls]             # optional: without it the downstream link is plain TCP
+//! [downstream.tls]             # optional, belongs to the [[downstream]] just above it;
+//!                              # without it that downstream link is plain TCP
 //! ca = "ehr-ca.pem"            # trust certificates issued by this CA (name checked) ...
 //! thumbprints = ["…"]          # ... or exactly these (name not checked); at least one of the two
 //! sni = "ehr.example.org"      # default: the host part of downstream.address
 //! client_cert = "relay.pem"    # optional, with client_key: mutual TLS towards the downstream
 //! client_key = "relay.key"
+//!
+//! [[route]]                    # optional, repeatable: tried in file order, first match wins
+//! sending_application = "LAB"  # MSH-3.1; each match key is optional: absent or "*" = any value
+//! sending_facility = "*"       # MSH-4.1
+//! receiving_application = "EHR"   # MSH-5.1
+//! receiving_facility = "*"     # MSH-6.1
+//! message_type = "ORU"         # MSH-9.1
+//! trigger_event = "R01"        # MSH-9.2
+//! downstream = "ehr"           # required: the name of a [[downstream]]
 //! ```
+//!
+//! Top-level keys (`workers`, `default_route`, …) must come before the first `[[…]]` table:
+//! TOML puts a key written after a table header inside that table.
+//!
+//! # Routing
+//! Each message goes to exactly one downstream. The `[[route]]` rules are tried in the order
+//! of the file and the first one whose every key matches wins. Values are compared exactly
+//! (case-sensitive, as HL7 codes are) with the first component of the field (`LAB` in
+//! `LAB^1.2.3^ISO`); `"*"` or a missing key matches anything, an empty field included.
+//!
+//! A message that matches no rule goes to the *default route*:
+//! - with exactly one `[[downstream]]`, no `[[route]]` and no `default_route`, that
+//!   downstream (a one-receiver file needs no routing keys at all);
+//! - otherwise the downstream named by `default_route`, if set;
+//! - otherwise nowhere: the message is **refused with an AR** (ERR 200 "unsupported message
+//!   type" or 201 "unsupported event code"), logged and counted, and not forwarded. The
+//!   sender will usually hold or retry it, so add a rule or a `default_route` for every feed
+//!   you expect.
 //!
 //! Durations are strings with a unit: `"500ms"`, `"10s"`, `"2min"`, `"1h"` (see
 //! [`parse_duration`]); timeouts must be greater than zero. Sizes are integers (bytes) or
@@ -78,8 +108,14 @@
 //! resolved against the directory of the config file, not the working directory, so a file
 //! and its certificates can move together.
 //!
+//! Problems inside a downstream are named `downstream.key` when the file has one
+//! `[[downstream]]`, and `downstream[i].key` (`i` counted from 0 in file order) when it has
+//! several; problems inside a route are always named `route[i].key`.
+//!
 //! Command-line overrides (`--listen`, `--forward`, `--workers`, `--metrics`, `--driver`,
 //! `--no-pin`) arrive as [`Overrides`]; a problem with an overridden value is named by its flag.
+//! `--forward` replaces the address of the one downstream, and is refused when the file
+//! defines several.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -95,7 +131,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use crate::config::{
-    self, AckMode, Config, DownstreamConfig, Driver, ListenerConfig, OnDownstreamFailure,
+    self, AckMode, Config, DownstreamConfig, Driver, ListenerConfig, OnDownstreamFailure, Pattern,
+    Route, RouteMatch,
 };
 use crate::tls::{
     self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections, TlsSetupError,
@@ -242,12 +279,17 @@ pub struct RawConfig {
     pub shutdown_grace: Option<RawDuration>,
     /// Metrics endpoint address.
     pub metrics: Option<String>,
+    /// The `[[downstream]]` name for messages no `[[route]]` matches.
+    pub default_route: Option<String>,
     /// `[[listener]]` tables.
     #[serde(default, deserialize_with = "array_of_tables")]
     pub listener: Vec<RawListener>,
     /// `[[downstream]]` tables.
     #[serde(default, deserialize_with = "array_of_tables")]
     pub downstream: Vec<RawDownstream>,
+    /// `[[route]]` tables, in file order.
+    #[serde(default, deserialize_with = "array_of_tables")]
+    pub route: Vec<RawRoute>,
 }
 
 /// One `[[listener]]` table as written.
@@ -340,6 +382,26 @@ pub struct RawDownstreamTls {
     pub client_key: Option<PathBuf>,
 }
 
+/// One `[[route]]` table as written. Absent match keys match any value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// MSH-3.1.
+    pub sending_application: Option<String>,
+    /// MSH-4.1.
+    pub sending_facility: Option<String>,
+    /// MSH-5.1.
+    pub receiving_application: Option<String>,
+    /// MSH-6.1.
+    pub receiving_facility: Option<String>,
+    /// MSH-9.1.
+    pub message_type: Option<String>,
+    /// MSH-9.2.
+    pub trigger_event: Option<String>,
+    /// The `[[downstream]]` name matching messages go to.
+    pub downstream: Option<String>,
+}
+
 /// A duration as written (a string, parsed during validation so the error can name its key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawDuration(pub String);
@@ -403,7 +465,7 @@ where
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str(
                 "an array of tables: write the header with double brackets, \
-                 [[listener]] or [[downstream]]",
+                 [[listener]], [[downstream]] or [[route]]",
             )
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
@@ -521,7 +583,8 @@ pub enum Files {
 pub struct Overrides {
     /// `--listen`: replaces `listener.listen`.
     pub listen: Option<SocketAddr>,
-    /// `--forward`: replaces `downstream.address` (and so the default `downstream.tls.sni`).
+    /// `--forward`: replaces `downstream.address` (and so the default `downstream.tls.sni`);
+    /// refused (as a problem at `--forward`) when the file defines several downstreams.
     pub forward: Option<String>,
     /// `--workers`: replaces `workers`.
     pub workers: Option<usize>,
@@ -542,8 +605,13 @@ pub struct Settings {
     pub source: PathBuf,
     /// The listener.
     pub listener: ListenerSettings,
-    /// The downstream.
-    pub downstream: DownstreamSettings,
+    /// The downstreams, in file order (routes refer to them by index).
+    pub downstreams: Vec<DownstreamSettings>,
+    /// The routing rules, in file order; the first match wins.
+    pub routes: Vec<Route>,
+    /// Where messages that match no rule go (an index into `downstreams`); `None`: they are
+    /// refused with an AR.
+    pub default_downstream: Option<usize>,
     /// Worker threads.
     pub workers: usize,
     /// Whether workers are pinned to CPUs.
@@ -594,6 +662,54 @@ struct Checker<'a> {
     base: &'a Path,
     files: Files,
     problems: Vec<Problem>,
+}
+
+/// How keys inside the `index`-th of `count` downstreams are named: `downstream` when there
+/// is only one, `downstream[index]` otherwise.
+fn downstream_prefix(index: usize, count: usize) -> String {
+    if count == 1 {
+        "downstream".to_owned()
+    } else {
+        format!("downstream[{index}]")
+    }
+}
+
+/// The HL7 delimiters in their usual assignment (MSH-1 and MSH-2): none can be part of the
+/// first component of a field.
+const HL7_DELIMITERS: &[char] = &['|', '^', '~', '\\', '&'];
+
+/// Why `text`, the value of route key `key`, could never match what its author meant.
+fn check_pattern(key: &str, text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Err("empty: write \"*\" (or leave the key out) to match any value".to_owned());
+    }
+    if text.trim() != text {
+        return Err(format!(
+            "{text:?}: remove the spaces around the value (values are compared exactly)"
+        ));
+    }
+    if text != "*" && text.contains('*') {
+        return Err(format!(
+            "{text:?}: \"*\" only works alone, meaning any value; partial wildcards are not \
+             supported"
+        ));
+    }
+    if key.ends_with(".message_type") && text.contains('^') {
+        return Err(format!(
+            "{text:?}: write the message type and the trigger event apart, e.g. \
+             message_type = \"ORU\" and trigger_event = \"R01\""
+        ));
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_control() || HL7_DELIMITERS.contains(c))
+    {
+        return Err(format!(
+            "{text:?} contains {c:?}: give the first component only, e.g. \"LAB\" for \
+             LAB^1.2.3^ISO (delimiters and control characters cannot match)"
+        ));
+    }
+    Ok(())
 }
 
 /// Stands in for an invalid address so validation can go on and report the rest.
@@ -726,6 +842,47 @@ impl Checker<'_> {
             }
         }
         out
+    }
+
+    /// A route value: absent or `*` matches anything, anything else exactly.
+    fn pattern(&mut self, key: &str, raw: Option<&str>) -> Pattern {
+        let Some(text) = raw else {
+            return Pattern::Any;
+        };
+        match check_pattern(key, text) {
+            Ok(()) => Pattern::parse(text),
+            Err(message) => {
+                self.fail(key, message);
+                Pattern::Any
+            }
+        }
+    }
+
+    /// The index of the downstream named `name` among `names` (the `[[downstream]]` names as
+    /// written). With no downstream at all, the missing table is already reported.
+    fn target(&mut self, key: &str, name: Option<&str>, names: &[Option<&str>]) -> Option<usize> {
+        if names.is_empty() {
+            return None;
+        }
+        let mut known: Vec<&str> = Vec::with_capacity(names.len());
+        for name in names.iter().flatten() {
+            if !known.contains(name) {
+                known.push(name);
+            }
+        }
+        let known = known.join(", ");
+        let Some(name) = name else {
+            self.fail(
+                key,
+                format!("missing: the name of the [[downstream]] to send to (known: {known})"),
+            );
+            return None;
+        };
+        let found = names.iter().position(|n| *n == Some(name));
+        if found.is_none() {
+            self.fail(key, format!("unknown downstream {name:?} (known: {known})"));
+        }
+        found
     }
 
     fn listener(&mut self, raw: &RawListener, overrides: &Overrides) -> ListenerSettings {
@@ -887,20 +1044,27 @@ impl Checker<'_> {
         ListenerSettings { name, config, tls }
     }
 
-    fn downstream(&mut self, raw: &RawDownstream, overrides: &Overrides) -> DownstreamSettings {
-        let name = self.name("downstream.name", raw.name.as_deref(), None);
-        let (address_key, address) = match (&overrides.forward, &raw.address) {
-            (Some(forward), _) => ("--forward", Some(forward.trim().to_owned())),
+    /// One downstream; its keys are named `{prefix}.key`. `forward` (from `--forward`)
+    /// replaces its address.
+    fn downstream(
+        &mut self,
+        raw: &RawDownstream,
+        prefix: &str,
+        forward: Option<&str>,
+    ) -> DownstreamSettings {
+        let name = self.name(&format!("{prefix}.name"), raw.name.as_deref(), None);
+        let (address_key, address) = match (forward, &raw.address) {
+            (Some(forward), _) => ("--forward".to_owned(), Some(forward.trim().to_owned())),
             (None, address) => (
-                "downstream.address",
+                format!("{prefix}.address"),
                 address.as_ref().map(|a| a.trim().to_owned()),
             ),
         };
         let addr = match &address {
-            Some(address) => self.resolve(address_key, address),
+            Some(address) => self.resolve(&address_key, address),
             None => {
                 self.fail(
-                    address_key,
+                    &*address_key,
                     "missing: the receiver's HOST:PORT, e.g. \"10.0.0.5:6661\"",
                 );
                 NO_ADDR
@@ -909,41 +1073,42 @@ impl Checker<'_> {
         let address = address.unwrap_or_default();
         let mut config = DownstreamConfig::plain(&name, addr);
         config.connect_timeout = self.duration(
-            "downstream.connect_timeout",
+            &format!("{prefix}.connect_timeout"),
             raw.connect_timeout.as_ref(),
             config::DEFAULT_CONNECT_TIMEOUT,
             false,
         );
         config.ack_timeout = self.duration(
-            "downstream.ack_timeout",
+            &format!("{prefix}.ack_timeout"),
             raw.ack_timeout.as_ref(),
             config::DEFAULT_ACK_TIMEOUT,
             false,
         );
         config.retries = self.integer(
-            "downstream.retries",
+            &format!("{prefix}.retries"),
             raw.retries,
             0,
             MAX_RETRIES,
             config::DEFAULT_RETRIES,
         );
         config.backoff_base = self.duration(
-            "downstream.backoff_base",
+            &format!("{prefix}.backoff_base"),
             raw.backoff_base.as_ref(),
             config::DEFAULT_BACKOFF_BASE,
             true,
         );
+        let cap_key = format!("{prefix}.backoff_cap");
         config.backoff_cap = self.duration(
-            "downstream.backoff_cap",
+            &cap_key,
             raw.backoff_cap.as_ref(),
             config::DEFAULT_BACKOFF_CAP,
             true,
         );
         if config.backoff_cap < config.backoff_base {
             self.fail(
-                "downstream.backoff_cap",
+                cap_key,
                 format!(
-                    "{} is shorter than downstream.backoff_base ({})",
+                    "{} is shorter than {prefix}.backoff_base ({})",
                     format_duration(config.backoff_cap),
                     format_duration(config.backoff_base)
                 ),
@@ -953,7 +1118,7 @@ impl Checker<'_> {
         let tls = raw
             .tls
             .as_ref()
-            .map(|tls| self.downstream_tls(tls, address_key, &address));
+            .map(|tls| self.downstream_tls(tls, prefix, &address_key, &address));
         DownstreamSettings {
             address,
             config,
@@ -986,36 +1151,37 @@ impl Checker<'_> {
     fn downstream_tls(
         &mut self,
         raw: &RawDownstreamTls,
+        prefix: &str,
         address_key: &str,
         address: &str,
     ) -> DownstreamTlsSettings {
         let ca = raw
             .ca
             .as_deref()
-            .map(|path| self.file("downstream.tls.ca", path));
-        let pinned = self.thumbprints("downstream.tls.thumbprints", &raw.thumbprints);
+            .map(|path| self.file(&format!("{prefix}.tls.ca"), path));
+        let pinned = self.thumbprints(&format!("{prefix}.tls.thumbprints"), &raw.thumbprints);
         if ca.is_none() && raw.thumbprints.is_empty() {
             self.fail(
-                "downstream.tls",
+                format!("{prefix}.tls"),
                 "set ca, thumbprints or both: the relay never trusts a downstream \
                  certificate without one of them",
             );
         }
         let client_cert = match (&raw.client_cert, &raw.client_key) {
             (Some(cert), Some(key)) => Some((
-                self.file("downstream.tls.client_cert", cert),
-                self.file("downstream.tls.client_key", key),
+                self.file(&format!("{prefix}.tls.client_cert"), cert),
+                self.file(&format!("{prefix}.tls.client_key"), key),
             )),
             (Some(_), None) => {
                 self.fail(
-                    "downstream.tls.client_key",
+                    format!("{prefix}.tls.client_key"),
                     "missing: client_cert is set, so its private key is needed too",
                 );
                 None
             }
             (None, Some(_)) => {
                 self.fail(
-                    "downstream.tls.client_cert",
+                    format!("{prefix}.tls.client_cert"),
                     "missing: client_key is set, so its certificate chain is needed too",
                 );
                 None
@@ -1023,9 +1189,9 @@ impl Checker<'_> {
             (None, None) => None,
         };
         let (sni_key, sni) = match &raw.sni {
-            Some(sni) => ("downstream.tls.sni".to_owned(), sni.trim().to_owned()),
+            Some(sni) => (format!("{prefix}.tls.sni"), sni.trim().to_owned()),
             None => (
-                format!("downstream.tls.sni (default: the host of {address_key})"),
+                format!("{prefix}.tls.sni (default: the host of {address_key})"),
                 address
                     .rsplit_once(':')
                     .map_or(address, |(host, _)| host)
@@ -1145,33 +1311,84 @@ impl RawConfig {
             check.problems.truncate(mark);
         }
 
-        let default_downstream = RawDownstream::default();
-        let downstream = match self.downstream.as_slice() {
-            [] => {
-                check.fail(
-                    "downstream",
-                    "missing: add a [[downstream]] table with name and address",
-                );
-                &default_downstream
+        let count = self.downstream.len();
+        let downstreams = if count == 0 {
+            check.fail(
+                "downstream",
+                "missing: add a [[downstream]] table with name and address",
+            );
+            // The missing table is reported; the keys it lacks would only be noise.
+            Vec::new()
+        } else {
+            let forward = match overrides.forward.as_deref() {
+                Some(_) if count > 1 => {
+                    check.fail(
+                        "--forward",
+                        format!(
+                            "the file defines {count} downstreams; set their addresses in the file"
+                        ),
+                    );
+                    None
+                }
+                forward => forward,
+            };
+            let mut downstreams = Vec::with_capacity(count);
+            for (i, raw) in self.downstream.iter().enumerate() {
+                let prefix = downstream_prefix(i, count);
+                downstreams.push(check.downstream(raw, &prefix, forward));
+                let earlier = self.downstream[..i]
+                    .iter()
+                    .position(|d| d.name.is_some() && d.name == raw.name);
+                if let (Some(j), Some(name)) = (earlier, &raw.name) {
+                    check.fail(
+                        format!("{prefix}.name"),
+                        format!(
+                            "duplicate: {name:?} is already the name of downstream[{j}] \
+                             (routes, logs and metrics tell downstreams apart by name)"
+                        ),
+                    );
+                }
             }
-            [one] => one,
-            [first, ..] => {
-                check.fail(
-                    "downstream",
-                    format!(
-                        "only one [[downstream]] is supported in this version, routing to \
-                         several comes later (found {})",
-                        self.downstream.len()
-                    ),
-                );
-                first
-            }
+            downstreams
         };
-        let mark = check.problems.len();
-        let downstream = check.downstream(downstream, overrides);
-        if self.downstream.is_empty() {
-            check.problems.truncate(mark);
+
+        let names: Vec<Option<&str>> = self.downstream.iter().map(|d| d.name.as_deref()).collect();
+        let mut routes = Vec::with_capacity(self.route.len());
+        for (i, raw) in self.route.iter().enumerate() {
+            let key = |field: &str| format!("route[{i}].{field}");
+            let matcher = RouteMatch {
+                sending_application: check.pattern(
+                    &key("sending_application"),
+                    raw.sending_application.as_deref(),
+                ),
+                sending_facility: check
+                    .pattern(&key("sending_facility"), raw.sending_facility.as_deref()),
+                receiving_application: check.pattern(
+                    &key("receiving_application"),
+                    raw.receiving_application.as_deref(),
+                ),
+                receiving_facility: check.pattern(
+                    &key("receiving_facility"),
+                    raw.receiving_facility.as_deref(),
+                ),
+                message_type: check.pattern(&key("message_type"), raw.message_type.as_deref()),
+                trigger_event: check.pattern(&key("trigger_event"), raw.trigger_event.as_deref()),
+            };
+            if let Some(downstream) =
+                check.target(&key("downstream"), raw.downstream.as_deref(), &names)
+            {
+                routes.push(Route {
+                    matcher,
+                    downstream,
+                });
+            }
         }
+        let default_downstream = match self.default_route.as_deref() {
+            Some(name) => check.target("default_route", Some(name), &names),
+            // One receiver and no routing keys at all: everything goes there.
+            None if count == 1 && self.route.is_empty() => Some(0),
+            None => None,
+        };
 
         if !check.problems.is_empty() {
             return Err(check.problems);
@@ -1179,7 +1396,9 @@ impl RawConfig {
         Ok(Settings {
             source: source.to_owned(),
             listener,
-            downstream,
+            downstreams,
+            routes,
+            default_downstream,
             workers,
             pin_workers,
             driver,
@@ -1214,25 +1433,25 @@ fn listener_tls_key(error: &TlsSetupError) -> &'static str {
     }
 }
 
-/// The key a client-side TLS setup error belongs to.
+/// The key a client-side TLS setup error belongs to, inside its downstream (`tls.ca`).
 fn downstream_tls_key(error: &TlsSetupError) -> &'static str {
     match error {
         TlsSetupError::Read { what, .. } | TlsSetupError::Pem { what, .. } => match *what {
-            "private key" => "downstream.tls.client_key",
-            "certificate" => "downstream.tls.client_cert",
-            _ => "downstream.tls.ca",
+            "private key" => "tls.client_key",
+            "certificate" => "tls.client_cert",
+            _ => "tls.ca",
         },
         TlsSetupError::NoCertificate { .. } | TlsSetupError::BadCertificate { .. } => {
-            "downstream.tls.client_cert"
+            "tls.client_cert"
         }
         TlsSetupError::NoPrivateKey { .. }
         | TlsSetupError::UnusableKey { .. }
-        | TlsSetupError::KeyMismatch { .. } => "downstream.tls.client_key",
+        | TlsSetupError::KeyMismatch { .. } => "tls.client_key",
         TlsSetupError::NoCaCertificate { .. }
         | TlsSetupError::BadCaCertificate { .. }
-        | TlsSetupError::Verifier { .. } => "downstream.tls.ca",
-        TlsSetupError::ServerName { .. } => "downstream.tls.sni",
-        _ => "downstream.tls",
+        | TlsSetupError::Verifier { .. } => "tls.ca",
+        TlsSetupError::ServerName { .. } => "tls.sni",
+        _ => "tls",
     }
 }
 
@@ -1253,12 +1472,20 @@ impl TryFrom<&Settings> for Config {
         }
         listener.tls_rejections = rejections;
 
-        let mut downstream = settings.downstream.config.clone();
-        if let Some(tls) = &settings.downstream.tls {
-            match tls::client_config(&tls.client) {
-                Ok(client) => downstream.tls = Some((client, tls.server_name.clone())),
-                Err(e) => problems.push(Problem::new(downstream_tls_key(&e), e)),
+        let count = settings.downstreams.len();
+        let mut downstreams = Vec::with_capacity(count);
+        for (i, d) in settings.downstreams.iter().enumerate() {
+            let mut downstream = d.config.clone();
+            if let Some(tls) = &d.tls {
+                match tls::client_config(&tls.client) {
+                    Ok(client) => downstream.tls = Some((client, tls.server_name.clone())),
+                    Err(e) => problems.push(Problem::new(
+                        format!("{}.{}", downstream_prefix(i, count), downstream_tls_key(&e)),
+                        e,
+                    )),
+                }
             }
+            downstreams.push(downstream);
         }
 
         if !problems.is_empty() {
@@ -1269,7 +1496,9 @@ impl TryFrom<&Settings> for Config {
         }
         Ok(Self {
             listener,
-            downstream,
+            downstreams,
+            routes: settings.routes.clone(),
+            default_downstream: settings.default_downstream,
             workers: settings.workers,
             pin_workers: settings.pin_workers,
             driver: settings.driver,
@@ -1360,6 +1589,18 @@ fn trust_rule(ca: Option<&Path>, thumbprints: usize, noun: &str) -> String {
     }
 }
 
+/// A route value as the summary shows it: `*` for any value.
+struct PatternText<'a>(&'a Pattern);
+
+impl fmt::Display for PatternText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Pattern::Any => f.write_str("*"),
+            Pattern::Exact(value) => f.write_str(&String::from_utf8_lossy(value)),
+        }
+    }
+}
+
 impl fmt::Display for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let l = &self.listener;
@@ -1445,43 +1686,81 @@ impl fmt::Display for Settings {
             lc.max_connections_per_worker
         )?;
 
-        let d = &self.downstream;
-        let dc = &d.config;
-        if d.address == dc.addr.to_string() {
-            writeln!(f, "downstream {:?} at {}", dc.name, d.address)?;
+        for d in &self.downstreams {
+            let dc = &d.config;
+            if d.address == dc.addr.to_string() {
+                writeln!(f, "downstream {:?} at {}", dc.name, d.address)?;
+            } else {
+                writeln!(
+                    f,
+                    "downstream {:?} at {} (resolved to {})",
+                    dc.name, d.address, dc.addr
+                )?;
+            }
+            match &d.tls {
+                None => writeln!(f, "  TLS: off (plain TCP)")?,
+                Some(tls) => {
+                    writeln!(
+                        f,
+                        "  TLS: on, server name {}, its certificate accepted when {}",
+                        tls.sni,
+                        trust_rule(tls.client.ca.as_deref(), tls.client.pinned.len(), "pinned")
+                    )?;
+                    match &tls.client.client_cert {
+                        Some((cert, _)) => {
+                            writeln!(f, "  client certificate: {}", cert.display())?;
+                        }
+                        None => writeln!(f, "  client certificate: none")?,
+                    }
+                }
+            }
+            writeln!(
+                f,
+                "  timeouts: connect {}, ack {}; {} retries, backoff {} doubling up to {}",
+                format_duration(dc.connect_timeout),
+                format_duration(dc.ack_timeout),
+                dc.retries,
+                format_duration(dc.backoff_base),
+                format_duration(dc.backoff_cap)
+            )?;
+        }
+
+        let name = |index: usize| {
+            self.downstreams
+                .get(index)
+                .map_or("?", |d| d.config.name.as_str())
+        };
+        if self.routes.is_empty() {
+            writeln!(f, "routes: none")?;
         } else {
             writeln!(
                 f,
-                "downstream {:?} at {} (resolved to {})",
-                dc.name, d.address, dc.addr
+                "routes (first match wins; MSH-3/MSH-4/MSH-5/MSH-6/MSH-9 -> downstream):"
             )?;
-        }
-        match &d.tls {
-            None => writeln!(f, "  TLS: off (plain TCP)")?,
-            Some(tls) => {
+            for (i, route) in self.routes.iter().enumerate() {
+                let m = &route.matcher;
                 writeln!(
                     f,
-                    "  TLS: on, server name {}, its certificate accepted when {}",
-                    tls.sni,
-                    trust_rule(tls.client.ca.as_deref(), tls.client.pinned.len(), "pinned")
+                    "  {}. {}/{}/{}/{}/{}^{} -> {}",
+                    i + 1,
+                    PatternText(&m.sending_application),
+                    PatternText(&m.sending_facility),
+                    PatternText(&m.receiving_application),
+                    PatternText(&m.receiving_facility),
+                    PatternText(&m.message_type),
+                    PatternText(&m.trigger_event),
+                    name(route.downstream)
                 )?;
-                match &tls.client.client_cert {
-                    Some((cert, _)) => {
-                        writeln!(f, "  client certificate: {}", cert.display())?;
-                    }
-                    None => writeln!(f, "  client certificate: none")?,
-                }
             }
         }
-        writeln!(
-            f,
-            "  timeouts: connect {}, ack {}; {} retries, backoff {} doubling up to {}",
-            format_duration(dc.connect_timeout),
-            format_duration(dc.ack_timeout),
-            dc.retries,
-            format_duration(dc.backoff_base),
-            format_duration(dc.backoff_cap)
-        )?;
+        match self.default_downstream {
+            Some(index) => writeln!(f, "default route: {}", name(index))?,
+            None => writeln!(
+                f,
+                "default route: none: unrouted messages are refused with AR (ERR 200/201), \
+                 not forwarded"
+            )?,
+        }
 
         let driver = match self.driver {
             Driver::Auto => "auto",

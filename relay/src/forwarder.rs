@@ -116,8 +116,17 @@ pub(crate) async fn run(ctx: Rc<WorkerContext>) {
                 AckDecision::Send(_)
             );
             ack.clear();
-            match ctx
-                .downstream
+            // Sessions queue only routable messages, and routing is a pure function of MSH.
+            let Some(downstream) = ctx
+                .config
+                .route(&msh)
+                .ok()
+                .and_then(|i| ctx.downstreams.get(i))
+            else {
+                queue.busy.set(false);
+                continue;
+            };
+            match downstream
                 .deliver(
                     &message,
                     msh.control_id(),

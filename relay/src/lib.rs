@@ -27,8 +27,8 @@
 //! - [`metrics`]: the counters the workers keep.
 //!
 //! # Not here (yet)
-//! Routing rules over several downstreams and the `single` link policy: they arrive in the
-//! next steps of the relay issue.
+//! The `single` link policy (one downstream connection for the whole relay, fed through
+//! cross-core queues): it arrives in the next step of the relay issue.
 
 pub mod config;
 pub mod config_file;

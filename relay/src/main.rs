@@ -301,11 +301,16 @@ fn main() -> anyhow::Result<()> {
     };
     let kind = |tls: bool| if tls { "TLS" } else { "plain" };
     let inbound = kind(config.listener.tls.is_some());
-    let outbound = format!(
-        "{} ({})",
-        config.downstream.addr,
-        kind(config.downstream.tls.is_some())
-    );
+    let outbound = match config.downstreams.as_slice() {
+        [only] => format!("{} ({})", only.addr, kind(only.tls.is_some())),
+        many => {
+            let each: Vec<String> = many
+                .iter()
+                .map(|d| format!("{} {} ({})", d.name, d.addr, kind(d.tls.is_some())))
+                .collect();
+            format!("{} downstreams: {}", many.len(), each.join(", "))
+        }
+    };
     let workers = config.workers;
     let mode = match config.listener.ack_mode {
         AckMode::Passthrough => "passthrough",
@@ -480,7 +485,9 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     };
     Ok(Config {
         listener,
-        downstream,
+        downstreams: vec![downstream],
+        routes: Vec::new(),
+        default_downstream: Some(0),
         workers,
         pin_workers: !cli.no_pin,
         metrics_addr: cli.metrics,

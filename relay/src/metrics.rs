@@ -106,6 +106,8 @@ pub struct Stats {
     pub closes_downstream_failed: AtomicU64,
     /// AR sent for frames without a readable MSH.
     pub rejects_bad_header: AtomicU64,
+    /// AR sent for messages that match no route (ERR 200/201).
+    pub rejects_unrouted: AtomicU64,
     /// Connections closed for a framing error.
     pub framing_errors: AtomicU64,
     /// Tolerated framing deviations (all codes together).
@@ -189,7 +191,12 @@ impl Stats {
     /// The Prometheus text exposition (format 0.0.4) of every counter and histogram.
     pub fn render(&self, rejections: &TlsRejections) -> String {
         let mut out = String::with_capacity(8 << 10);
-        let counters: [(&str, &str, &AtomicU64); 24] = [
+        let counters: [(&str, &str, &AtomicU64); 25] = [
+            (
+                "rejects_unrouted_total",
+                "AR sent for messages that match no route (ERR 200/201).",
+                &self.rejects_unrouted,
+            ),
             (
                 "local_queue_full_total",
                 "local mode: messages answered AE/CE because the forwarding queue was full.",

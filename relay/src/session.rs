@@ -229,6 +229,39 @@ impl Session<'_> {
             msh10 = %String::from_utf8_lossy(msh.control_id()),
             "message received"
         );
+        let downstream = match self.ctx.config.route(&msh) {
+            Ok(index) => &self.ctx.downstreams[index],
+            Err(code) => {
+                Stats::bump(&stats.rejects_unrouted);
+                warn!(
+                    msh3 = %String::from_utf8_lossy(msh.raw_field(3)),
+                    msh9 = %String::from_utf8_lossy(msh.raw_field(9)),
+                    "no route for the message: rejected with AR, not forwarded"
+                );
+                let text = format!("no route for {}", String::from_utf8_lossy(msh.raw_field(9)));
+                let params = AckParams {
+                    text: Some(text.as_bytes()),
+                    error: Some(ErrorDetail {
+                        code,
+                        diagnostic: text.as_bytes(),
+                    }),
+                    ..AckParams::new(&timestamp, control_id.as_bytes())
+                };
+                return match ack::build_ack(
+                    &msh,
+                    Outcome::Rejected,
+                    listener.ack_policy,
+                    &params,
+                    &mut self.reply,
+                ) {
+                    AckDecision::Send(code) => {
+                        stats.ack(code, true);
+                        Reply::Send
+                    }
+                    AckDecision::NotDue => Reply::Nothing,
+                };
+            }
+        };
         if listener.ack_mode == AckMode::Local {
             return self.accept_locally(&msh, payload, &timestamp, control_id.as_bytes());
         }
@@ -238,7 +271,6 @@ impl Session<'_> {
             ack::decide(&msh, Outcome::Accepted, AckPolicy::Negotiated),
             AckDecision::Send(_)
         );
-        let downstream = &self.ctx.downstream;
         match downstream
             .deliver(
                 payload,

@@ -99,7 +99,8 @@ impl RelayHandle {
 pub(crate) struct WorkerContext {
     pub(crate) config: Arc<Config>,
     pub(crate) stats: Arc<Stats>,
-    pub(crate) downstream: Downstream,
+    /// The downstreams, indexed as `config.downstreams`.
+    pub(crate) downstreams: Vec<Downstream>,
     id: usize,
     shutdown: Arc<AtomicBool>,
     /// Cancellers of sessions idle between messages, cancelled at shutdown.
@@ -209,7 +210,12 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                 let local_queue = (config.listener.ack_mode == AckMode::Local)
                     .then(|| crate::forwarder::LocalQueue::new(stats.clone()));
                 let context = Rc::new(WorkerContext {
-                    downstream: Downstream::new(config.downstream.clone()),
+                    downstreams: config
+                        .downstreams
+                        .iter()
+                        .cloned()
+                        .map(Downstream::new)
+                        .collect(),
                     config,
                     stats,
                     id,

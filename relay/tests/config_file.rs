@@ -13,7 +13,7 @@ use std::time::Duration;
 use mllp::ack::AckPolicy;
 use mllp::frame::Tolerances;
 use pki::{Pki, TempDir};
-use relay::config::{self, AckMode, Driver, OnDownstreamFailure};
+use relay::config::{self, AckMode, Driver, OnDownstreamFailure, Pattern, Route, RouteMatch};
 use relay::config_file::{
     ConfigFileError, Overrides, Problem, Settings, format_duration, load_config,
     load_config_unchecked, load_config_with, parse_duration, parse_size,
@@ -161,7 +161,10 @@ fn a_full_file_becomes_the_expected_config() {
     assert_eq!(l.max_connections_per_worker, 500);
     assert!(l.tls.is_some());
 
-    let d = &config.downstream;
+    assert_eq!(config.downstreams.len(), 1);
+    assert!(config.routes.is_empty());
+    assert_eq!(config.default_downstream, Some(0));
+    let d = &config.downstreams[0];
     assert_eq!(d.name, "ehr");
     assert_eq!(d.addr, "127.0.0.1:6661".parse::<SocketAddr>().unwrap());
     assert_eq!(d.connect_timeout, Duration::from_secs(2));
@@ -180,14 +183,14 @@ fn a_full_file_becomes_the_expected_config() {
     assert_eq!(tls.key, pki.server.key_path);
     assert_eq!(tls.client_ca.as_deref(), Some(pki.ca.cert_path.as_path()));
     assert_eq!(tls.client_thumbprints, [pki.client_self.thumbprint()]);
-    let dtls = s.downstream.tls.as_ref().unwrap();
+    let dtls = s.downstreams[0].tls.as_ref().unwrap();
     assert_eq!(dtls.client.pinned, [pki.server.thumbprint()]);
     assert_eq!(dtls.client.ca.as_deref(), Some(pki.ca.cert_path.as_path()));
     assert_eq!(
         dtls.client.client_cert,
         Some((pki.client.cert_path.clone(), pki.client.key_path))
     );
-    assert_eq!(s.downstream.address, "127.0.0.1:6661");
+    assert_eq!(s.downstreams[0].address, "127.0.0.1:6661");
 
     let summary = s.to_string();
     for expected in [
@@ -198,6 +201,8 @@ fn a_full_file_becomes_the_expected_config() {
         "downstream \"ehr\" at 127.0.0.1:6661",
         "server name localhost",
         "ack 7s",
+        "routes: none",
+        "default route: ehr",
         "workers: 3, not pinned",
         "metrics: http://127.0.0.1:9464/metrics",
     ] {
@@ -233,7 +238,11 @@ fn omitted_keys_take_the_documented_defaults() {
         l.max_connections_per_worker,
         config::DEFAULT_MAX_CONNECTIONS_PER_WORKER
     );
-    let d = &config.downstream;
+    assert!(config.routes.is_empty());
+    assert_eq!(config.default_downstream, Some(0), "the only downstream");
+    let [d] = config.downstreams.as_slice() else {
+        panic!("{:#?}", config.downstreams)
+    };
     assert!(d.tls.is_none());
     assert_eq!(d.connect_timeout, config::DEFAULT_CONNECT_TIMEOUT);
     assert_eq!(d.ack_timeout, config::DEFAULT_ACK_TIMEOUT);
@@ -268,6 +277,7 @@ fn every_example_validates() {
         "downstream-tls.toml",
         "mtls-thumbprints.toml",
         "plain.toml",
+        "routing.toml",
         "tls-termination.toml",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} missing");
@@ -294,7 +304,7 @@ fn provide_files(settings: &Settings, pki: &Pki) {
             copy(&pki.ca.cert_path, ca);
         }
     }
-    if let Some(tls) = &settings.downstream.tls {
+    for tls in settings.downstreams.iter().filter_map(|d| d.tls.as_ref()) {
         if let Some(ca) = &tls.client.ca {
             copy(&pki.ca.cert_path, ca);
         }
@@ -440,9 +450,6 @@ fn two_listeners_are_refused_for_now() {
         message.contains("only one [[listener]] is supported in this version"),
         "{message}"
     );
-    let text = format!("{MINIMAL}\n[[downstream]]\nname = \"b\"\naddress = \"127.0.0.1:2\"\n");
-    let message = problem_at(&text, "downstream");
-    assert!(message.contains("only one [[downstream]]"), "{message}");
 }
 
 #[test]
@@ -604,7 +611,10 @@ fn overrides_replace_the_file_and_are_named_by_flag() {
     };
     let config = load_config_with(&path, &overrides).unwrap().config;
     assert_eq!(config.listener.addr, overrides.listen.unwrap());
-    assert_eq!(config.downstream.addr, "127.0.0.1:7000".parse().unwrap());
+    assert_eq!(
+        config.downstreams[0].addr,
+        "127.0.0.1:7000".parse().unwrap()
+    );
     assert_eq!(config.workers, 5);
     assert_eq!(config.metrics_addr, overrides.metrics);
     assert_eq!(config.driver, Driver::Epoll);
@@ -663,6 +673,344 @@ fn durations_and_sizes() {
     for bad in ["16MB", "1.5MiB", "MiB", "-1", "99999999999999999999999"] {
         assert!(parse_size(bad).is_err(), "{bad:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several downstreams and routes
+// ---------------------------------------------------------------------------------------------
+
+/// Two receivers, results to the EHR, ADT to the engine, the rest to the engine.
+const ROUTING: &str = r#"
+default_route = "engine"
+
+[[listener]]
+listen = "127.0.0.1:0"
+
+[[downstream]]
+name = "ehr"
+address = "127.0.0.1:6661"
+ack_timeout = "15s"
+
+[[downstream]]
+name = "engine"
+address = "127.0.0.1:6662"
+retries = 0
+
+[[route]]
+sending_application = "LAB"
+sending_facility = "*"
+receiving_application = "EHR"
+message_type = "ORU"
+trigger_event = "R01"
+downstream = "ehr"
+
+[[route]]
+message_type = "ADT"
+downstream = "engine"
+"#;
+
+fn exact(text: &str) -> Pattern {
+    Pattern::Exact(text.as_bytes().to_vec())
+}
+
+/// `ROUTING` with its first `[[route]]` table replaced by `replacement` (a whole table).
+fn routing_with_first_route(replacement: &str) -> String {
+    let start = ROUTING.find("[[route]]").unwrap();
+    let end = start + ROUTING[start + 1..].find("[[route]]").unwrap() + 1;
+    format!("{}{replacement}\n{}", &ROUTING[..start], &ROUTING[end..])
+}
+
+#[test]
+fn a_routing_file_becomes_downstreams_routes_and_a_default() {
+    let dir = TempDir::new("cfg-routing");
+    let loaded = load_config(&write(&dir, "relay.toml", ROUTING)).unwrap_or_else(|e| panic!("{e}"));
+    let config = &loaded.config;
+
+    let names: Vec<&str> = config.downstreams.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["ehr", "engine"]);
+    let [ehr, engine] = config.downstreams.as_slice() else {
+        unreachable!()
+    };
+    assert_eq!(ehr.addr, "127.0.0.1:6661".parse::<SocketAddr>().unwrap());
+    assert_eq!(ehr.ack_timeout, Duration::from_secs(15));
+    assert_eq!(ehr.retries, config::DEFAULT_RETRIES);
+    assert_eq!(engine.addr, "127.0.0.1:6662".parse::<SocketAddr>().unwrap());
+    assert_eq!(engine.ack_timeout, config::DEFAULT_ACK_TIMEOUT);
+    assert_eq!(engine.retries, 0);
+
+    assert_eq!(
+        config.routes,
+        [
+            Route {
+                matcher: RouteMatch {
+                    sending_application: exact("LAB"),
+                    sending_facility: Pattern::Any,
+                    receiving_application: exact("EHR"),
+                    receiving_facility: Pattern::Any,
+                    message_type: exact("ORU"),
+                    trigger_event: exact("R01"),
+                },
+                downstream: 0,
+            },
+            Route {
+                matcher: RouteMatch {
+                    message_type: exact("ADT"),
+                    ..RouteMatch::default()
+                },
+                downstream: 1,
+            },
+        ]
+    );
+    assert_eq!(config.default_downstream, Some(1));
+
+    let summary = loaded.settings.to_string();
+    for expected in [
+        "downstream \"ehr\" at 127.0.0.1:6661\n  TLS: off (plain TCP)\n  timeouts: connect 5s, ack 15s",
+        "downstream \"engine\" at 127.0.0.1:6662\n  TLS: off (plain TCP)\n  timeouts: connect 5s, ack 10s; 0 retries",
+        "  1. LAB/*/EHR/*/ORU^R01 -> ehr\n  2. */*/*/*/ADT^* -> engine\n",
+        "default route: engine\n",
+    ] {
+        assert!(
+            summary.contains(expected),
+            "{expected:?} not in:\n{summary}"
+        );
+    }
+}
+
+#[test]
+fn one_downstream_without_routes_takes_every_message() {
+    let dir = TempDir::new("cfg-one");
+    let config = load_config(&write(&dir, "relay.toml", MINIMAL))
+        .unwrap()
+        .config;
+    assert_eq!(config.downstreams.len(), 1);
+    assert!(config.routes.is_empty());
+    assert_eq!(config.default_downstream, Some(0));
+
+    // With a rule, the single downstream is no longer the implicit default ...
+    let routed = format!("{MINIMAL}\n[[route]]\nmessage_type = \"ORU\"\ndownstream = \"ehr\"\n");
+    let loaded = load_config(&write(&dir, "routed.toml", &routed)).unwrap();
+    assert_eq!(loaded.config.routes.len(), 1);
+    assert_eq!(loaded.config.default_downstream, None);
+    assert!(
+        loaded.settings.to_string().contains(
+            "  1. */*/*/*/ORU^* -> ehr\ndefault route: none: unrouted messages are refused with AR"
+        ),
+        "{}",
+        loaded.settings
+    );
+    // ... unless named.
+    let text = format!("default_route = \"ehr\"\n{routed}");
+    let config = load_config(&write(&dir, "default.toml", &text))
+        .unwrap()
+        .config;
+    assert_eq!(config.default_downstream, Some(0));
+}
+
+#[test]
+fn two_downstreams_without_a_default_route_refuse_unrouted_messages() {
+    let dir = TempDir::new("cfg-nodefault");
+    let text = ROUTING.replace("default_route = \"engine\"\n", "");
+    let loaded = load_config(&write(&dir, "relay.toml", &text)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.config.routes.len(), 2);
+    assert_eq!(loaded.config.default_downstream, None);
+    let summary = loaded.settings.to_string();
+    assert!(
+        summary.contains("default route: none: unrouted messages are refused with AR"),
+        "{summary}"
+    );
+
+    // Without any route either: every message would be refused, which is still a valid (if
+    // odd) file; the summary says so.
+    let start = text.find("[[route]]").unwrap();
+    let config = load_config(&write(&dir, "bare.toml", &text[..start]))
+        .unwrap()
+        .config;
+    assert_eq!(config.downstreams.len(), 2);
+    assert!(config.routes.is_empty());
+    assert_eq!(config.default_downstream, None);
+}
+
+#[test]
+fn an_unknown_route_target_names_its_route() {
+    let message = problem_at(
+        &ROUTING.replace("downstream = \"engine\"\n", "downstream = \"engin\"\n"),
+        "route[1].downstream",
+    );
+    assert!(
+        message.contains("unknown downstream \"engin\""),
+        "{message}"
+    );
+    assert!(message.contains("known: ehr, engine"), "{message}");
+
+    let message = problem_at(
+        &ROUTING.replace("downstream = \"engine\"\n", ""),
+        "route[1].downstream",
+    );
+    assert!(message.starts_with("missing"), "{message}");
+}
+
+#[test]
+fn an_unknown_default_route_is_named() {
+    let message = problem_at(
+        &ROUTING.replace("default_route = \"engine\"", "default_route = \"archive\""),
+        "default_route",
+    );
+    assert!(
+        message.contains("unknown downstream \"archive\" (known: ehr, engine)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_duplicate_downstream_name_is_named_by_index() {
+    let message = problem_at(
+        &ROUTING.replacen(
+            "[[route]]",
+            "[[downstream]]\nname = \"ehr\"\naddress = \"127.0.0.1:6663\"\n\n[[route]]",
+            1,
+        ),
+        "downstream[2].name",
+    );
+    assert!(message.contains("duplicate"), "{message}");
+    assert!(message.contains("downstream[0]"), "{message}");
+}
+
+#[test]
+fn problems_in_one_of_several_downstreams_are_named_by_index() {
+    let text = ROUTING
+        .replace("ack_timeout = \"15s\"", "ack_timeout = \"15x\"")
+        .replace(
+            "retries = 0",
+            "retries = 0\n\n[downstream.tls]\nsni = \"engine\"",
+        );
+    let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+    assert_eq!(keys, ["downstream[0].ack_timeout", "downstream[1].tls"]);
+}
+
+#[test]
+fn downstream_tls_belongs_to_its_own_downstream() {
+    let pki = Pki::new("cfg-routing-tls");
+    let text = ROUTING.replace(
+        "retries = 0",
+        "retries = 0\n\n[downstream.tls]\nca = \"ca.pem\"\nsni = \"localhost\"",
+    );
+    let path = write(&pki.dir, "relay.toml", &text);
+    let loaded = load_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.config.downstreams[0].tls.is_none());
+    let (_, server_name) = loaded.config.downstreams[1].tls.as_ref().unwrap();
+    assert_eq!(server_name.to_str(), "localhost");
+    let summary = loaded.settings.to_string();
+    assert!(
+        summary
+            .contains("downstream \"engine\" at 127.0.0.1:6662\n  TLS: on, server name localhost"),
+        "{summary}"
+    );
+
+    // A file that is not a CA bundle is reported under that downstream's key.
+    let path = write(&pki.dir, "bad.toml", &text.replace("ca.pem", "relay.toml"));
+    let e = load_config(&path).expect_err("not a CA bundle");
+    let keys: Vec<&str> = e.problems().iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["downstream[1].tls.ca"], "{e}");
+}
+
+#[test]
+fn bad_route_values_name_their_key() {
+    for (table, key, expected) in [
+        (
+            "sending_application = \"\"",
+            "route[0].sending_application",
+            "empty",
+        ),
+        (
+            "sending_facility = \" LAB\"",
+            "route[0].sending_facility",
+            "spaces",
+        ),
+        (
+            "message_type = \"OR*\"",
+            "route[0].message_type",
+            "only works alone",
+        ),
+        (
+            "message_type = \"ORU^R01\"",
+            "route[0].message_type",
+            "trigger_event = \"R01\"",
+        ),
+        (
+            "receiving_application = \"EHR^1.2.3^ISO\"",
+            "route[0].receiving_application",
+            "first component",
+        ),
+    ] {
+        let text = routing_with_first_route(&format!("[[route]]\n{table}\ndownstream = \"ehr\"\n"));
+        let message = problem_at(&text, key);
+        assert!(message.contains(expected), "{table}: {message}");
+    }
+    // An unknown key in a route is a parse error naming it.
+    let (_, shown) = parse_error(&routing_with_first_route(
+        "[[route]]\nmessage = \"ORU\"\ndownstream = \"ehr\"\n",
+    ));
+    assert!(shown.contains("unknown field `message`"), "{shown}");
+}
+
+#[test]
+fn forward_is_refused_with_several_downstreams() {
+    let dir = TempDir::new("cfg-routing-forward");
+    let path = write(&dir, "relay.toml", ROUTING);
+    let overrides = Overrides {
+        forward: Some("127.0.0.1:7000".to_owned()),
+        ..Overrides::default()
+    };
+    let e = load_config_with(&path, &overrides).expect_err("--forward with two downstreams");
+    let [problem] = e.problems() else {
+        panic!("{e}")
+    };
+    assert_eq!(problem.key, "--forward");
+    assert_eq!(
+        problem.message,
+        "the file defines 2 downstreams; set their addresses in the file"
+    );
+    // The other overrides still apply.
+    let overrides = Overrides {
+        workers: Some(2),
+        ..Overrides::default()
+    };
+    assert_eq!(
+        load_config_with(&path, &overrides).unwrap().config.workers,
+        2
+    );
+}
+
+#[test]
+fn the_routing_example_routes_results_and_adt() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/routing.toml");
+    let loaded = load_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    let config = &loaded.config;
+    let names: Vec<&str> = config.downstreams.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["ehr", "engine"]);
+    assert_eq!(config.default_downstream, Some(1));
+    assert_eq!(
+        config.routes,
+        [
+            Route {
+                matcher: RouteMatch {
+                    sending_application: exact("LAB"),
+                    message_type: exact("ORU"),
+                    trigger_event: exact("R01"),
+                    ..RouteMatch::default()
+                },
+                downstream: 0,
+            },
+            Route {
+                matcher: RouteMatch {
+                    message_type: exact("ADT"),
+                    ..RouteMatch::default()
+                },
+                downstream: 1,
+            },
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -152,7 +152,9 @@ fn relay_config(pki: &pki::Pki, downstream: SocketAddr, mutual: bool) -> Config 
     listener.tls_rejections = rejections;
     Config {
         listener,
-        downstream: DownstreamConfig::plain("peer", downstream),
+        downstreams: vec![DownstreamConfig::plain("peer", downstream)],
+        routes: Vec::new(),
+        default_downstream: Some(0),
         workers: 2,
         pin_workers: false,
         shutdown_grace: Duration::from_secs(5),

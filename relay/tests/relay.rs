@@ -172,7 +172,9 @@ fn config(downstream: SocketAddr) -> Config {
     downstream.backoff_base = Duration::from_millis(10);
     Config {
         listener,
-        downstream,
+        downstreams: vec![downstream],
+        routes: Vec::new(),
+        default_downstream: Some(0),
         workers: 2,
         pin_workers: false,
         shutdown_grace: PATIENCE,
@@ -395,8 +397,8 @@ fn an_ack_for_another_message_is_not_an_ack() {
 fn silent_receiver_times_out() {
     let receiver = Receiver::start(Behaviour::Silent);
     let mut cfg = config(receiver.addr);
-    cfg.downstream.ack_timeout = Duration::from_millis(300);
-    cfg.downstream.retries = 0;
+    cfg.downstreams[0].ack_timeout = Duration::from_millis(300);
+    cfg.downstreams[0].retries = 0;
     let relay = relay::start(cfg).unwrap();
     let mut client = Client::connect(relay.listen_addr());
     let started = Instant::now();
@@ -501,7 +503,7 @@ fn a_frame_written_one_byte_at_a_time() {
 fn on_failure_close_closes_instead_of_naking() {
     let mut cfg = config(dead_port());
     cfg.listener.on_downstream_failure = OnDownstreamFailure::Close;
-    cfg.downstream.retries = 0;
+    cfg.downstreams[0].retries = 0;
     let relay = relay::start(cfg).unwrap();
     let mut client = Client::connect(relay.listen_addr());
     client.send(&message("CLOSE-1"));
@@ -941,7 +943,7 @@ fn local_mode_acks_on_receipt_and_forwards_in_order() {
 fn local_mode_counts_what_it_loses() {
     let mut cfg = config(dead_port());
     cfg.listener.ack_mode = relay::config::AckMode::Local;
-    cfg.downstream.retries = 0;
+    cfg.downstreams[0].retries = 0;
     cfg.shutdown_grace = Duration::from_secs(5);
     let relay = relay::start(cfg).unwrap();
     let stats = relay.stats().clone();
@@ -956,4 +958,60 @@ fn local_mode_counts_what_it_loses() {
         1,
         "the loss is counted, not hidden"
     );
+}
+
+// --- routing -------------------------------------------------------------------------------
+
+#[test]
+fn messages_are_routed_by_msh_and_unrouted_ones_refused() {
+    use relay::config::{Pattern, Route, RouteMatch};
+    let results = Receiver::start(Behaviour::Ack);
+    let admissions = Receiver::start(Behaviour::Ack);
+    let mut cfg = config(results.addr);
+    cfg.downstreams
+        .push(DownstreamConfig::plain("adt", admissions.addr));
+    cfg.routes = vec![
+        Route {
+            matcher: RouteMatch {
+                message_type: Pattern::parse("ORU"),
+                ..RouteMatch::default()
+            },
+            downstream: 0,
+        },
+        Route {
+            matcher: RouteMatch {
+                message_type: Pattern::parse("ADT"),
+                trigger_event: Pattern::parse("A01"),
+                ..RouteMatch::default()
+            },
+            downstream: 1,
+        },
+    ];
+    cfg.default_downstream = None;
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let oru = message("ROUTE-ORU");
+    let adt = b"MSH|^~\\&|ADMIT|HOSP|EHR|CLINIC|2026||ADT^A01|ROUTE-ADT|P|2.5\rPID|1\r".to_vec();
+    let a08 = b"MSH|^~\\&|ADMIT|HOSP|EHR|CLINIC|2026||ADT^A08|ROUTE-A08|P|2.5\rPID|1\r".to_vec();
+    let siu = b"MSH|^~\\&|SCHED|HOSP|EHR|CLINIC|2026||SIU^S12|ROUTE-SIU|P|2.5\rSCH|1\r".to_vec();
+    assert_eq!(code_and_id(&client.round_trip(&oru)).0, AckCode::AA);
+    assert_eq!(code_and_id(&client.round_trip(&adt)).0, AckCode::AA);
+    let refused = client.round_trip(&a08);
+    assert_eq!(
+        code_and_id(&refused),
+        (AckCode::AR, "ROUTE-A08".to_string())
+    );
+    assert!(
+        String::from_utf8_lossy(&refused).contains("ERR|||201^"),
+        "no rule for the trigger event"
+    );
+    let refused = client.round_trip(&siu);
+    assert!(
+        String::from_utf8_lossy(&refused).contains("ERR|||200^"),
+        "no rule for the message type"
+    );
+    assert_eq!(results.received(), [oru]);
+    assert_eq!(admissions.received(), [adt]);
+    assert_eq!(Stats::get(&relay.stats().rejects_unrouted), 2);
+    relay.shutdown();
 }
