@@ -13,10 +13,12 @@
 //! What this module does not do: framing, HL7, retries. Those live in the session and
 //! downstream modules.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
@@ -28,20 +30,51 @@ use monoio::net::TcpStream;
 /// holding much.
 const TLS_READ_CHUNK: usize = 17 * 1024;
 
-/// A canceller that more than one owner may fire (a read's own deadline, the worker's
-/// shutdown). monoio's `Canceller` is consumed by `cancel`, hence the slot: whoever fires
-/// first takes it.
-pub(crate) type SharedCanceller = Rc<RefCell<Option<Canceller>>>;
+/// A cancellation that more than one owner may fire (a read's own deadline, the worker's
+/// shutdown): it cancels the io_uring operations started with its handle and wakes a task
+/// waiting on [`CancelSignal::fired`]. monoio's `Canceller` is consumed by `cancel`, hence the
+/// slot: whoever fires first takes it.
+#[derive(Default)]
+pub(crate) struct CancelSignal {
+    canceller: RefCell<Option<Canceller>>,
+    fired: Cell<bool>,
+    waiter: RefCell<Option<Waker>>,
+}
+
+impl CancelSignal {
+    /// Completes once the signal has fired.
+    pub(crate) async fn fired(&self) {
+        poll_fn(|cx| {
+            if self.fired.get() {
+                Poll::Ready(())
+            } else {
+                *self.waiter.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+/// A [`CancelSignal`] shared by its owners.
+pub(crate) type SharedCanceller = Rc<CancelSignal>;
 
 /// A fresh [`SharedCanceller`].
 pub(crate) fn shared_canceller() -> SharedCanceller {
-    Rc::new(RefCell::new(Some(Canceller::new())))
+    Rc::new(CancelSignal {
+        canceller: RefCell::new(Some(Canceller::new())),
+        ..CancelSignal::default()
+    })
 }
 
-/// Cancels the operations of `canceller`, if nobody has yet.
-pub(crate) fn fire(canceller: &SharedCanceller) {
-    if let Some(c) = canceller.borrow_mut().take() {
+/// Fires `signal`: cancels its operations and wakes its waiter (idempotent).
+pub(crate) fn fire(signal: &SharedCanceller) {
+    signal.fired.set(true);
+    if let Some(c) = signal.canceller.borrow_mut().take() {
         let _ = c.cancel();
+    }
+    if let Some(waker) = signal.waiter.borrow_mut().take() {
+        waker.wake();
     }
 }
 
@@ -193,6 +226,48 @@ impl Conn {
         }
     }
 
+    /// Waits until the peer has sent something (or closed), without holding a buffer: what an
+    /// idle connection does, so that thousands of them cost little memory. Returns at once
+    /// when TLS plaintext is already buffered.
+    ///
+    /// # Errors
+    /// [`ConnError::TimedOut`] at `deadline`; [`ConnError::Cancelled`] when `signal` fires.
+    pub(crate) async fn wait_readable(
+        &mut self,
+        deadline: Instant,
+        signal: &SharedCanceller,
+    ) -> Result<(), ConnError> {
+        if let Transport::Tls { session, .. } = &mut self.transport
+            && session.process_new_packets()?.plaintext_bytes_to_read() > 0
+        {
+            return Ok(());
+        }
+        if signal.fired.get() {
+            return Err(ConnError::Cancelled);
+        }
+        // A readiness poll consumes no data, so dropping it on timeout loses nothing.
+        let readable = self.tcp.readable(false);
+        let timer = monoio::time::sleep_until(deadline.into());
+        let fired = signal.fired();
+        monoio::select! {
+            result = readable => result.map_err(ConnError::Io),
+            () = timer => Err(ConnError::TimedOut),
+            () = fired => Err(ConnError::Cancelled),
+        }
+    }
+
+    /// Gives back the connection's own buffers (TLS ciphertext in and out); they are
+    /// allocated again on the next read or write.
+    pub(crate) fn release_buffers(&mut self) {
+        if let Transport::Tls {
+            incoming, outgoing, ..
+        } = &mut self.transport
+        {
+            *incoming = Vec::new();
+            *outgoing = Vec::new();
+        }
+    }
+
     /// Writes all of `parts`, in order, before `deadline`.
     pub(crate) async fn write_all(
         &mut self,
@@ -322,7 +397,7 @@ async fn read_deadline<B: IoBufMut>(
     canceller: Option<&SharedCanceller>,
 ) -> (Result<usize, ConnError>, B) {
     let own = canceller.cloned().unwrap_or_else(shared_canceller);
-    let Some(handle) = own.borrow().as_ref().map(Canceller::handle) else {
+    let Some(handle) = own.canceller.borrow().as_ref().map(Canceller::handle) else {
         // Fired before the read began (shutdown raced us): nothing was read.
         return (Err(ConnError::Cancelled), buf);
     };
@@ -347,6 +422,8 @@ async fn read_deadline<B: IoBufMut>(
 fn map_read(result: io::Result<usize>) -> Result<usize, ConnError> {
     match result {
         Ok(n) => Ok(n),
+        // A reset is how many senders hang up: an ordinary close, not a fault.
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(0),
         Err(e) if e.raw_os_error() == Some(libc_ecanceled()) => Err(ConnError::Cancelled),
         Err(e) => Err(ConnError::Io(e)),
     }

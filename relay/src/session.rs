@@ -6,7 +6,7 @@
 //! a counter; a panic inside the session is caught by the worker (see `worker.rs`).
 
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use mllp::ack::{
     self, AckCode, AckDecision, AckParams, AckPolicy, ErrorCode, ErrorDetail, Outcome,
@@ -25,6 +25,11 @@ use crate::worker::WorkerContext;
 /// Read size for a sender's connection: a few TCP segments. The buffer grows for bigger
 /// frames (up to the frame limit) and is reused for the connection's life.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// How long a connection may sit quiet before it gives its buffers back: a sender that keeps
+/// sending never reallocates, an idle one holds none (the goal is ≤ 16 KiB per idle TLS
+/// connection).
+const BUFFER_RELEASE_DELAY: Duration = Duration::from_secs(1);
 
 /// What to do with the sender after one message.
 enum Reply {
@@ -132,14 +137,29 @@ pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
             None => idle_deadline,
         };
 
-        session.deframer.reserve_for_read(&mut buf, READ_CHUNK);
-        // Between messages the read can be cancelled by shutdown; inside a frame it cannot.
+        // Between messages the wait can be cancelled by shutdown; inside a frame it cannot.
         let canceller = in_frame.is_none().then(shared_canceller);
         let registration = canceller.as_ref().map(|c| ctx.register_idle(c));
-        let (result, returned) = conn
-            .read_into(buf, READ_CHUNK, deadline, canceller.as_ref())
-            .await;
-        buf = returned;
+        let nothing_kept = buf.len() == session.deframer.discardable();
+        let waited = match &canceller {
+            Some(signal) if nothing_kept => {
+                session
+                    .wait_idle(&mut conn, &mut buf, now, deadline, signal)
+                    .await
+            }
+            _ => Ok(()),
+        };
+        let result = match waited {
+            Ok(()) => {
+                session.deframer.reserve_for_read(&mut buf, READ_CHUNK);
+                let (result, returned) = conn
+                    .read_into(buf, READ_CHUNK, deadline, canceller.as_ref())
+                    .await;
+                buf = returned;
+                result
+            }
+            Err(e) => Err(e),
+        };
         if let Some(id) = registration {
             ctx.unregister_idle(id);
         }
@@ -378,6 +398,31 @@ impl Session<'_> {
                 Reply::Send
             }
             AckDecision::NotDue => Reply::Nothing,
+        }
+    }
+
+    /// Waits for the next message on a connection with nothing buffered. A connection that
+    /// stays quiet for [`BUFFER_RELEASE_DELAY`] gives its buffers back and waits holding none,
+    /// so idle connections cost little memory while busy ones never reallocate.
+    async fn wait_idle(
+        &mut self,
+        conn: &mut Conn,
+        buf: &mut Vec<u8>,
+        now: Instant,
+        deadline: Instant,
+        signal: &crate::conn::SharedCanceller,
+    ) -> Result<(), ConnError> {
+        let quiet = (now + BUFFER_RELEASE_DELAY).min(deadline);
+        match conn.wait_readable(quiet, signal).await {
+            Err(ConnError::TimedOut) if Instant::now() < deadline => {
+                self.deframer.compact(buf);
+                *buf = Vec::new();
+                self.ack = Vec::new();
+                self.reply = Vec::new();
+                conn.release_buffers();
+                conn.wait_readable(deadline, signal).await
+            }
+            other => other,
         }
     }
 

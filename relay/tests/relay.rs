@@ -670,6 +670,12 @@ fn mtls_refuses_bad_clients_before_reading_a_byte() {
             .write_all(&framed)
             .and_then(|()| client.io.flush());
         assert_eq!(client.receive(), None, "{reason:?}: refused");
+        // The verifier counts before rustls sends the alert; "no certificate" is decided by
+        // rustls itself and counted by the session just after, so wait (bounded) for it.
+        let started = Instant::now();
+        while rejections.get(reason) != before + 1 && started.elapsed() < PATIENCE {
+            thread::sleep(Duration::from_millis(2));
+        }
         assert_eq!(rejections.get(reason), before + 1, "{reason:?} counted");
     }
     assert!(
@@ -737,9 +743,7 @@ fn metrics_endpoint_counts_messages_codes_and_latency() {
     }
     client.round_trip(b"not hl7");
     let metrics = relay.metrics_addr().expect("metrics bound");
-    let body = http_get(metrics, "/metrics");
-    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-    for line in [
+    let expected = [
         "mllp_relay_messages_in_total 4",
         "mllp_relay_messages_delivered_total 3",
         "mllp_relay_acks_total{code=\"AE\",origin=\"downstream\"} 3",
@@ -749,7 +753,20 @@ fn metrics_endpoint_counts_messages_codes_and_latency() {
         "mllp_relay_ack_wait_seconds_count 3",
         "mllp_relay_tls_rejections_total{reason=\"unknown_ca\"} 0",
         "mllp_relay_connections_open 1",
-    ] {
+    ];
+    // The total latency is recorded just after the ACK is written, so a fast scrape can come
+    // first: scrape until every line is there (bounded).
+    let started = Instant::now();
+    let body = loop {
+        let body = http_get(metrics, "/metrics");
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        let complete = expected.iter().all(|line| body.lines().any(|l| l == *line));
+        if complete || started.elapsed() > PATIENCE {
+            break body;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    for line in expected {
         assert!(
             body.lines().any(|l| l == line),
             "missing {line:?} in\n{body}"
