@@ -178,6 +178,18 @@ pub struct ListenerConfig {
     pub allowed_sources: Vec<SourceNet>,
 }
 
+/// How a downstream's connections are shared among workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LinkPolicy {
+    /// Each worker keeps its own pooled connections: fastest.
+    #[default]
+    PerCore,
+    /// Exactly one connection for the whole relay, owned by worker 0; the other workers hand
+    /// their messages over through a bounded queue. For receivers that accept one connection
+    /// only or need one global order.
+    Single,
+}
+
 /// A downstream link.
 #[derive(Debug, Clone)]
 pub struct DownstreamConfig {
@@ -203,6 +215,8 @@ pub struct DownstreamConfig {
     /// Framing of the link (the downstream's ACKs are deframed with it; its tolerances apply
     /// to what the downstream sends).
     pub framing: FramingConfig,
+    /// How connections to it are shared among workers.
+    pub link: LinkPolicy,
 }
 
 /// One value of a route rule: anything, or exactly these bytes.
@@ -371,6 +385,7 @@ impl DownstreamConfig {
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_cap: DEFAULT_BACKOFF_CAP,
             framing: FramingConfig::MLLP,
+            link: LinkPolicy::PerCore,
         }
     }
 }

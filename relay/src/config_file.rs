@@ -59,6 +59,8 @@
 //! connect_timeout = "5s"
 //! ack_timeout = "10s"
 //! retries = 2                  # after the first attempt (0..=100)
+//! link = "per-core"             # per-core: each worker pools its own connections (fastest);
+//!                              # single: one connection for the whole relay (global order)
 //! backoff_base = "200ms"       # doubled each retry, with jitter ...
 //! backoff_cap = "5s"           # ... up to this (at least backoff_base)
 //!
@@ -131,8 +133,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use crate::config::{
-    self, AckMode, Config, DownstreamConfig, Driver, ListenerConfig, OnDownstreamFailure, Pattern,
-    Route, RouteMatch,
+    self, AckMode, Config, DownstreamConfig, Driver, LinkPolicy, ListenerConfig,
+    OnDownstreamFailure, Pattern, Route, RouteMatch,
 };
 use crate::tls::{
     self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections, TlsSetupError,
@@ -356,6 +358,8 @@ pub struct RawDownstream {
     /// ACK timeout.
     pub ack_timeout: Option<RawDuration>,
     /// Retries after the first attempt.
+    /// `per-core` (default) or `single`.
+    pub link: Option<String>,
     pub retries: Option<i64>,
     /// First backoff.
     pub backoff_base: Option<RawDuration>,
@@ -1083,6 +1087,15 @@ impl Checker<'_> {
             raw.ack_timeout.as_ref(),
             config::DEFAULT_ACK_TIMEOUT,
             false,
+        );
+        config.link = self.choice(
+            &format!("{prefix}.link"),
+            raw.link.as_deref(),
+            &[
+                ("per-core", LinkPolicy::PerCore),
+                ("single", LinkPolicy::Single),
+            ],
+            LinkPolicy::PerCore,
         );
         config.retries = self.integer(
             &format!("{prefix}.retries"),

@@ -74,6 +74,8 @@ pub(crate) enum Failure {
         got: String,
         expected: String,
     },
+    #[error("the queue to the single link {addr} is full (the receiver is not keeping up)")]
+    HandoffFull { addr: SocketAddr },
 }
 
 impl Failure {
@@ -89,6 +91,7 @@ impl Failure {
             Self::Framing { .. } => DownstreamFailureKind::Framing,
             Self::NotAnAck { .. } => DownstreamFailureKind::NotAnAck,
             Self::WrongControlId { .. } => DownstreamFailureKind::WrongControlId,
+            Self::HandoffFull { .. } => DownstreamFailureKind::HandoffFull,
         }
     }
 }
@@ -116,6 +119,11 @@ impl Downstream {
 
     pub(crate) fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The downstream's configuration.
+    pub(crate) fn config(&self) -> &DownstreamConfig {
+        &self.config
     }
 
     /// Delivers one message (the payload of a frame) and, when `expect_ack`, waits for the

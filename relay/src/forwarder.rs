@@ -117,22 +117,17 @@ pub(crate) async fn run(ctx: Rc<WorkerContext>) {
             );
             ack.clear();
             // Sessions queue only routable messages, and routing is a pure function of MSH.
-            let Some(downstream) = ctx
-                .config
-                .route(&msh)
-                .ok()
-                .and_then(|i| ctx.downstreams.get(i))
-            else {
+            let Ok(downstream) = ctx.config.route(&msh) else {
                 queue.busy.set(false);
                 continue;
             };
-            match downstream
+            match ctx
                 .deliver(
+                    downstream,
                     &message,
                     msh.control_id(),
                     expect_ack,
                     &mut ack,
-                    stats,
                     &mut timing,
                 )
                 .await

@@ -21,20 +21,22 @@
 //! - `session`: one inbound connection, message by message.
 //! - `downstream`: the per-worker connection pool, delivery, ACK checks, retries.
 //! - `forwarder`: `local` ACK mode's per-worker queue and forwarding task.
+//! - `handoff`: the `single` link policy's cross-core queue to the link task on worker 0.
 //! - `conn`: plain/TLS connections with cancel-safe deadline I/O over rustls's sans-IO core.
 //! - [`tls`]: certificate loading and client-certificate verification (CA and/or SHA-256
 //!   thumbprints).
 //! - [`metrics`]: the counters the workers keep.
 //!
-//! # Not here (yet)
-//! The `single` link policy (one downstream connection for the whole relay, fed through
-//! cross-core queues): it arrives in the next step of the relay issue.
+//! # Not here
+//! Durable store-and-forward (a later issue); message transformation of any kind: bytes pass
+//! through unchanged.
 
 pub mod config;
 pub mod config_file;
 mod conn;
 mod downstream;
 mod forwarder;
+mod handoff;
 pub mod metrics;
 mod session;
 mod time;

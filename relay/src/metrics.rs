@@ -41,11 +41,13 @@ pub enum DownstreamFailureKind {
     NotAnAck,
     /// The ACK's MSA-2 was not the message's MSH-10.
     WrongControlId,
+    /// A `single` link's handoff queue was full.
+    HandoffFull,
 }
 
 impl DownstreamFailureKind {
     /// Every kind, in counter order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Connect,
         Self::ConnectTimeout,
         Self::Handshake,
@@ -56,6 +58,7 @@ impl DownstreamFailureKind {
         Self::Framing,
         Self::NotAnAck,
         Self::WrongControlId,
+        Self::HandoffFull,
     ];
 
     /// The metric label.
@@ -71,6 +74,7 @@ impl DownstreamFailureKind {
             Self::Framing => "framing",
             Self::NotAnAck => "not_an_ack",
             Self::WrongControlId => "wrong_control_id",
+            Self::HandoffFull => "handoff_full",
         }
     }
 
@@ -120,6 +124,8 @@ pub struct Stats {
     pub session_panics: AtomicU64,
     /// Payload bytes written to the downstream.
     pub bytes_forwarded: AtomicU64,
+    /// `single` links: messages waiting in the cross-core handoff queues now.
+    pub handoff_queue_depth: AtomicU64,
     /// `local` mode: messages waiting to be forwarded now.
     pub local_queue_depth: AtomicU64,
     /// `local` mode: messages refused with AE/CE because the forwarding queue was full.
@@ -191,7 +197,12 @@ impl Stats {
     /// The Prometheus text exposition (format 0.0.4) of every counter and histogram.
     pub fn render(&self, rejections: &TlsRejections) -> String {
         let mut out = String::with_capacity(8 << 10);
-        let counters: [(&str, &str, &AtomicU64); 25] = [
+        let counters: [(&str, &str, &AtomicU64); 26] = [
+            (
+                "handoff_queue_depth",
+                "single links: messages waiting in the cross-core handoff queue.",
+                &self.handoff_queue_depth,
+            ),
             (
                 "rejects_unrouted_total",
                 "AR sent for messages that match no route (ERR 200/201).",

@@ -250,7 +250,7 @@ impl Session<'_> {
             "message received"
         );
         let downstream = match self.ctx.config.route(&msh) {
-            Ok(index) => &self.ctx.downstreams[index],
+            Ok(index) => index,
             Err(code) => {
                 Stats::bump(&stats.rejects_unrouted);
                 warn!(
@@ -291,13 +291,14 @@ impl Session<'_> {
             ack::decide(&msh, Outcome::Accepted, AckPolicy::Negotiated),
             AckDecision::Send(_)
         );
-        match downstream
+        let ctx = self.ctx;
+        match ctx
             .deliver(
+                downstream,
                 payload,
                 msh.control_id(),
                 expect_ack,
                 &mut self.ack,
-                stats,
                 &mut self.timing,
             )
             .await
@@ -315,7 +316,7 @@ impl Session<'_> {
             }
             Err(failure) => {
                 warn!(
-                    downstream = %downstream.name(),
+                    downstream = %ctx.downstreams[downstream].name(),
                     msh9 = %String::from_utf8_lossy(msh.raw_field(9)),
                     msh10 = %String::from_utf8_lossy(msh.control_id()),
                     error = %failure,

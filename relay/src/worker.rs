@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,11 +23,13 @@ use monoio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{error, info, warn};
 
-use crate::config::{AckMode, Config, Driver};
+use crate::config::{AckMode, Config, Driver, LinkPolicy};
 use crate::conn::{Conn, SharedCanceller, fire};
-use crate::downstream::Downstream;
+use crate::downstream::{Downstream, Failure, Timing};
+use crate::handoff::{Handoff, ReplySlot, Request};
 use crate::metrics::Stats;
 use crate::session;
+use mllp::ack::AckCode;
 
 /// How often an accepting worker looks at the shutdown flag. Shutdown is rare; a fifth of a
 /// second is prompt for an operator and costs five wake-ups a second per worker.
@@ -112,6 +114,10 @@ pub(crate) struct WorkerContext {
     generated: Cell<u64>,
     /// `local` mode: messages acknowledged and waiting for the forwarder.
     pub(crate) local_queue: Option<crate::forwarder::LocalQueue>,
+    /// Per downstream: the cross-core handoff of a `single` link (shared by all workers).
+    handoffs: Arc<Vec<Option<Arc<Handoff>>>>,
+    /// Workers still running; worker 0 keeps the `single` links alive until it is the last.
+    workers_running: Arc<AtomicUsize>,
 }
 
 impl WorkerContext {
@@ -129,6 +135,43 @@ impl WorkerContext {
 
     pub(crate) fn unregister_idle(&self, id: u64) {
         self.idle.borrow_mut().remove(&id);
+    }
+
+    /// Delivers one message to downstream `index`: through this worker's own pool, or, for a
+    /// `single` link, through the handoff to the link task on worker 0.
+    pub(crate) async fn deliver(
+        &self,
+        index: usize,
+        payload: &[u8],
+        control_id: &[u8],
+        expect_ack: bool,
+        ack: &mut Vec<u8>,
+        timing: &mut Timing,
+    ) -> Result<Option<AckCode>, Failure> {
+        let downstream = &self.downstreams[index];
+        let Some(handoff) = self.handoffs.get(index).and_then(Option::as_ref) else {
+            return downstream
+                .deliver(payload, control_id, expect_ack, ack, &self.stats, timing)
+                .await;
+        };
+        let reply = Arc::new(ReplySlot::default());
+        let request = Request {
+            payload: payload.to_vec(),
+            control_id: control_id.to_vec(),
+            expect_ack,
+            reply: Arc::clone(&reply),
+        };
+        if handoff.submit(request).is_err() {
+            self.stats
+                .downstream_failure(crate::metrics::DownstreamFailureKind::HandoffFull);
+            return Err(Failure::HandoffFull {
+                addr: downstream.config().addr,
+            });
+        }
+        let (code, bytes, took) = reply.wait().await?;
+        ack.extend_from_slice(&bytes);
+        *timing = took;
+        Ok(code)
     }
 
     /// A control id for a relay-generated ACK, unique within this process run:
@@ -183,6 +226,14 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         );
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let handoffs: Arc<Vec<Option<Arc<Handoff>>>> = Arc::new(
+        config
+            .downstreams
+            .iter()
+            .map(|d| (d.link == LinkPolicy::Single).then(|| Arc::new(Handoff::new(stats.clone()))))
+            .collect(),
+    );
+    let workers_running = Arc::new(AtomicUsize::new(workers));
     let driver = match config.driver {
         Driver::Auto if !monoio::utils::detect_uring() => {
             info!("io_uring is not available here: workers use the epoll driver");
@@ -199,6 +250,8 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         let config = config.clone();
         let shutdown = shutdown.clone();
         let stats = stats.clone();
+        let handoffs = handoffs.clone();
+        let workers_running = workers_running.clone();
         let thread = std::thread::Builder::new()
             .name(format!("mllp-relay-w{id}"))
             .spawn(move || {
@@ -225,6 +278,8 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                     active: Cell::new(0),
                     generated: Cell::new(0),
                     local_queue,
+                    handoffs,
+                    workers_running,
                 });
                 let run = || accept_loop(socket, context);
                 let built = match driver {
@@ -277,6 +332,13 @@ async fn accept_loop(socket: Socket, ctx: Rc<WorkerContext>) {
     if ctx.local_queue.is_some() {
         monoio::spawn(crate::forwarder::run(ctx.clone()));
     }
+    if ctx.id == 0 {
+        for (index, handoff) in ctx.handoffs.iter().enumerate() {
+            if let Some(handoff) = handoff {
+                monoio::spawn(link_task(ctx.clone(), index, Arc::clone(handoff)));
+            }
+        }
+    }
     while !ctx.shutting_down() {
         let canceller = monoio::io::Canceller::new();
         let accept = listener.cancelable_accept(canceller.handle());
@@ -306,6 +368,37 @@ async fn accept_loop(socket: Socket, ctx: Rc<WorkerContext>) {
     }
     drop(listener);
     drain(&ctx).await;
+    if ctx.id == 0 && ctx.handoffs.iter().any(Option::is_some) {
+        // The other workers' sessions may still wait for the single links, which run here.
+        let deadline = Instant::now() + ctx.config.shutdown_grace;
+        while ctx.workers_running.load(Ordering::SeqCst) > 1 && Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    ctx.workers_running.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Owns the only connection of a `single` downstream: delivers handed-over messages one at a
+/// time, in arrival order, and hands each outcome back.
+async fn link_task(ctx: Rc<WorkerContext>, index: usize, handoff: Arc<Handoff>) {
+    let mut ack = Vec::new();
+    loop {
+        let request = handoff.next().await;
+        ack.clear();
+        let mut timing = Timing::default();
+        let outcome = ctx.downstreams[index]
+            .deliver(
+                &request.payload,
+                &request.control_id,
+                request.expect_ack,
+                &mut ack,
+                &ctx.stats,
+                &mut timing,
+            )
+            .await
+            .map(|code| (code, std::mem::take(&mut ack), timing));
+        request.reply.complete(outcome);
+    }
 }
 
 /// Starts a session for an accepted connection, or refuses it when the worker is full.

@@ -1169,3 +1169,19 @@ fn the_relay_runs_from_a_config_file_with_overrides() {
     // It accepts connections on the printed address.
     std::net::TcpStream::connect(addr).unwrap();
 }
+
+#[test]
+fn the_link_policy_is_read_and_checked() {
+    let single = MINIMAL.replace("name = \"ehr\"", "name = \"ehr\"\nlink = \"single\"");
+    let dir = TempDir::new("cfg-link");
+    let loaded = load_config(&write(&dir, "relay.toml", &single)).unwrap();
+    assert_eq!(
+        loaded.config.downstreams[0].link,
+        config::LinkPolicy::Single
+    );
+    let message = problem_at(
+        &MINIMAL.replace("name = \"ehr\"", "name = \"ehr\"\nlink = \"shared\""),
+        "downstream.link",
+    );
+    assert!(message.contains("single"), "{message}");
+}

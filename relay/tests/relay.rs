@@ -1032,3 +1032,51 @@ fn messages_are_routed_by_msh_and_unrouted_ones_refused() {
     assert_eq!(Stats::get(&relay.stats().rejects_unrouted), 2);
     relay.shutdown();
 }
+
+// --- single link policy ----------------------------------------------------------------------
+
+#[test]
+fn a_single_link_carries_every_worker_on_one_connection() {
+    let receiver = Receiver::start(Behaviour::Ack);
+    let mut cfg = config(receiver.addr);
+    cfg.workers = 2;
+    cfg.downstreams[0].link = relay::config::LinkPolicy::Single;
+    let relay = relay::start(cfg).unwrap();
+    let addr = relay.listen_addr();
+    // Several senders at once, spread over both workers by SO_REUSEPORT.
+    let senders: Vec<_> = (0..12)
+        .map(|s| {
+            thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                for i in 0..15 {
+                    let ack = client.round_trip(&message(&format!("S{s}-{i}")));
+                    assert_eq!(code_and_id(&ack), (AckCode::AA, format!("S{s}-{i}")));
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    assert_eq!(
+        receiver.connections.load(Ordering::SeqCst),
+        1,
+        "exactly one downstream connection"
+    );
+    let received = receiver.received();
+    assert_eq!(received.len(), 180);
+    // Each sender's messages arrive in the order it sent them.
+    for s in 0..12 {
+        let prefix = format!("|S{s}-");
+        let order: Vec<usize> = received
+            .iter()
+            .filter_map(|m| {
+                let text = String::from_utf8_lossy(m);
+                let at = text.find(&prefix)?;
+                text[at + prefix.len()..].split('|').next()?.parse().ok()
+            })
+            .collect();
+        assert_eq!(order, (0..15).collect::<Vec<_>>(), "sender {s}");
+    }
+    relay.shutdown();
+}
