@@ -283,9 +283,27 @@ impl Conn {
                 }
                 write_deadline(&mut self.tcp, joined, deadline).await
             }
-            Transport::Tls { session, .. } => {
+            Transport::Tls { .. } => {
+                // rustls buffers at most 64 KiB of outgoing data: a larger write is taken in
+                // pieces, with the ciphertext flushed to the socket whenever the buffer fills.
                 for part in parts {
-                    session.writer().write_all(part)?;
+                    let mut rest = *part;
+                    while !rest.is_empty() {
+                        let Transport::Tls { session, .. } = &mut self.transport else {
+                            unreachable!("transport does not change");
+                        };
+                        let taken = session.writer().write(rest)?;
+                        rest = &rest[taken..];
+                        if !rest.is_empty() {
+                            if taken == 0 && !session.wants_write() {
+                                return Err(ConnError::Io(io::Error::new(
+                                    io::ErrorKind::WriteZero,
+                                    "TLS layer accepts no more data",
+                                )));
+                            }
+                            self.flush_tls(deadline).await?;
+                        }
+                    }
                 }
                 self.flush_tls(deadline).await
             }

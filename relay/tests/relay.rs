@@ -59,6 +59,15 @@ struct Receiver {
 
 impl Receiver {
     fn start(behaviour: Behaviour) -> Self {
+        Self::start_with(behaviour, None)
+    }
+
+    /// A receiver that terminates TLS with `tls`.
+    fn start_tls(behaviour: Behaviour, tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_with(behaviour, Some(tls))
+    }
+
+    fn start_with(behaviour: Behaviour, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -69,7 +78,17 @@ impl Receiver {
                 let Ok(stream) = stream else { return };
                 c.fetch_add(1, Ordering::SeqCst);
                 let r = r.clone();
-                thread::spawn(move || serve(stream, behaviour, &r));
+                let tls = tls.clone();
+                thread::spawn(move || {
+                    stream.set_nodelay(true).unwrap();
+                    match tls {
+                        None => serve(stream, behaviour, &r),
+                        Some(tls) => {
+                            let session = rustls::ServerConnection::new(tls).unwrap();
+                            serve(rustls::StreamOwned::new(session, stream), behaviour, &r);
+                        }
+                    }
+                });
             }
         });
         Self {
@@ -107,8 +126,7 @@ fn mock_ack(message: &[u8], code: AckCode, control_id_override: Option<&[u8]>) -
     out
 }
 
-fn serve(mut stream: TcpStream, behaviour: Behaviour, received: &Mutex<Vec<Vec<u8>>>) {
-    stream.set_nodelay(true).unwrap();
+fn serve(mut stream: impl Read + Write, behaviour: Behaviour, received: &Mutex<Vec<Vec<u8>>>) {
     let mut deframer = Deframer::new(FramingConfig::MLLP);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -1079,4 +1097,58 @@ fn a_single_link_carries_every_worker_on_one_connection() {
         assert_eq!(order, (0..15).collect::<Vec<_>>(), "sender {s}");
     }
     relay.shutdown();
+}
+
+#[test]
+fn downstream_over_tls_carries_large_messages_byte_for_byte() {
+    use relay::tls::ClientTlsSettings;
+    let pki = pki::Pki::new("e2e-downstream-tls");
+    let settings = ServerTlsSettings {
+        cert_chain: pki.server.cert_path.clone(),
+        key: pki.server.key_path.clone(),
+        client_ca: None,
+        client_thumbprints: vec![],
+    };
+    let server = relay::tls::server_config(&settings, Arc::new(TlsRejections::new())).unwrap();
+    let receiver = Receiver::start_tls(Behaviour::Ack, server);
+    // Larger than rustls's 64 KiB send buffer: written in pieces.
+    let mut big = message("TLS-BIG");
+    big.extend(std::iter::repeat_n(b'A', 300_000));
+    big.push(b'\r');
+    let trusts = [
+        ClientTlsSettings {
+            ca: Some(pki.ca.cert_path.clone()),
+            pinned: vec![],
+            client_cert: None,
+        },
+        ClientTlsSettings {
+            ca: None,
+            pinned: vec![pki.server.thumbprint()],
+            client_cert: None,
+        },
+    ];
+    for trust in trusts {
+        let mut cfg = config(receiver.addr);
+        let client = relay::tls::client_config(&trust).unwrap();
+        cfg.downstreams[0].tls = Some((client, relay::tls::server_name("localhost").unwrap()));
+        let relay = relay::start(cfg).unwrap();
+        let mut sender = Client::connect(relay.listen_addr());
+        assert_eq!(
+            code_and_id(&sender.round_trip(&big)),
+            (AckCode::AA, "TLS-BIG".to_string())
+        );
+        assert_eq!(
+            code_and_id(&sender.round_trip(&message("TLS-SMALL"))).0,
+            AckCode::AA
+        );
+        relay.shutdown();
+    }
+    let received = receiver.received();
+    assert_eq!(received.len(), 4);
+    assert_eq!(received[0], big, "byte for byte through TLS");
+    assert_eq!(
+        receiver.connections.load(Ordering::SeqCst),
+        2,
+        "one pooled TLS connection per relay"
+    );
 }
