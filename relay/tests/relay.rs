@@ -1152,3 +1152,45 @@ fn downstream_over_tls_carries_large_messages_byte_for_byte() {
         "one pooled TLS connection per relay"
     );
 }
+
+#[test]
+fn downstream_requiring_a_client_certificate_gets_the_relays() {
+    use relay::tls::ClientTlsSettings;
+    let pki = pki::Pki::new("e2e-downstream-mtls");
+    let settings = ServerTlsSettings {
+        cert_chain: pki.server.cert_path.clone(),
+        key: pki.server.key_path.clone(),
+        client_ca: Some(pki.ca.cert_path.clone()),
+        client_thumbprints: vec![],
+    };
+    let server = relay::tls::server_config(&settings, Arc::new(TlsRejections::new())).unwrap();
+    let receiver = Receiver::start_tls(Behaviour::Ack, server);
+    let run = |client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>| {
+        let trust = ClientTlsSettings {
+            ca: Some(pki.ca.cert_path.clone()),
+            pinned: vec![],
+            client_cert,
+        };
+        let mut cfg = config(receiver.addr);
+        cfg.downstreams[0].retries = 0;
+        let client = relay::tls::client_config(&trust).unwrap();
+        cfg.downstreams[0].tls = Some((client, relay::tls::server_name("localhost").unwrap()));
+        let relay = relay::start(cfg).unwrap();
+        let mut sender = Client::connect(relay.listen_addr());
+        let ack = code_and_id(&sender.round_trip(&message("DS-MTLS"))).0;
+        relay.shutdown();
+        ack
+    };
+    let identity = (pki.client.cert_path.clone(), pki.client.key_path.clone());
+    assert_eq!(
+        run(Some(identity)),
+        AckCode::AA,
+        "the receiver accepts the relay's certificate"
+    );
+    assert_eq!(
+        run(None),
+        AckCode::AE,
+        "without one the receiver refuses, and the sender hears it"
+    );
+    assert_eq!(receiver.received().len(), 1);
+}
