@@ -83,8 +83,10 @@ enum Transport {
     Plain,
     Tls {
         session: Box<rustls::Connection>,
-        /// Ciphertext received but not yet fed to rustls.
+        /// Ciphertext read from the socket; `incoming[fed..]` is not yet fed to rustls.
+        /// Invariant: `fed <= incoming.len()`.
         incoming: Vec<u8>,
+        fed: usize,
         /// Ciphertext produced by rustls, written to the socket before the next read.
         outgoing: Vec<u8>,
     },
@@ -134,6 +136,7 @@ impl Conn {
         let transport = Transport::Tls {
             session: Box::new(session),
             incoming: Vec::new(),
+            fed: 0,
             outgoing: Vec::new(),
         };
         Self {
@@ -237,9 +240,16 @@ impl Conn {
         deadline: Instant,
         signal: &SharedCanceller,
     ) -> Result<(), ConnError> {
-        if let Transport::Tls { session, .. } = &mut self.transport
-            && session.process_new_packets()?.plaintext_bytes_to_read() > 0
+        if let Transport::Tls {
+            session,
+            incoming,
+            fed,
+            ..
+        } = &mut self.transport
+            && (*fed < incoming.len()
+                || session.process_new_packets()?.plaintext_bytes_to_read() > 0)
         {
+            // Bytes already here: ciphertext waiting to be fed, or plaintext to be read.
             return Ok(());
         }
         if signal.fired.get() {
@@ -260,10 +270,17 @@ impl Conn {
     /// allocated again on the next read or write.
     pub(crate) fn release_buffers(&mut self) {
         if let Transport::Tls {
-            incoming, outgoing, ..
+            incoming,
+            fed,
+            outgoing,
+            ..
         } = &mut self.transport
         {
-            *incoming = Vec::new();
+            // Ciphertext not yet fed to rustls is kept: it is part of the stream.
+            if *fed == incoming.len() {
+                *incoming = Vec::new();
+                *fed = 0;
+            }
             *outgoing = Vec::new();
         }
     }
@@ -351,46 +368,56 @@ impl Conn {
         deadline: Instant,
         canceller: Option<&SharedCanceller>,
     ) -> Result<(), ConnError> {
-        let Transport::Tls { incoming, .. } = &mut self.transport else {
+        let Transport::Tls { incoming, fed, .. } = &mut self.transport else {
             return Ok(());
         };
-        let mut buf = std::mem::take(incoming);
-        buf.clear();
-        buf.reserve(TLS_READ_CHUNK);
-        let end = buf.capacity();
-        let (result, slice) =
-            read_deadline(&mut self.tcp, buf.slice_mut(0..end), deadline, canceller).await;
-        let buf = slice.into_inner();
+        // Ciphertext left over from the last read is fed before the socket is read again.
+        if *fed == incoming.len() {
+            let mut buf = std::mem::take(incoming);
+            buf.clear();
+            buf.reserve(TLS_READ_CHUNK);
+            let end = buf.capacity();
+            let (result, slice) =
+                read_deadline(&mut self.tcp, buf.slice_mut(0..end), deadline, canceller).await;
+            let Transport::Tls { incoming, fed, .. } = &mut self.transport else {
+                unreachable!("transport does not change");
+            };
+            *incoming = slice.into_inner();
+            *fed = 0;
+            match result {
+                Ok(0) => return Err(ConnError::Closed),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let Transport::Tls {
-            session, incoming, ..
+            session,
+            incoming,
+            fed,
+            ..
         } = &mut self.transport
         else {
             unreachable!("transport does not change");
         };
-        let n = match result {
-            Ok(0) => {
-                *incoming = buf;
-                return Err(ConnError::Closed);
-            }
-            Ok(n) => n,
-            Err(e) => {
-                *incoming = buf;
-                return Err(e);
-            }
-        };
-        let mut fed = &buf[..n];
+        // Feed only while rustls wants more: its plaintext buffer holds 16 KiB, and a read
+        // can carry more than that in small records. What is left waits until the caller has
+        // taken the plaintext.
         let mut outcome = Ok(());
-        while !fed.is_empty() {
-            if let Err(e) = session.read_tls(&mut fed) {
-                outcome = Err(ConnError::Io(e));
-                break;
+        while *fed < incoming.len() && session.wants_read() {
+            let mut rest = &incoming[*fed..];
+            match session.read_tls(&mut rest) {
+                Ok(0) => break,
+                Ok(taken) => *fed += taken,
+                Err(e) => {
+                    outcome = Err(ConnError::Io(e));
+                    break;
+                }
             }
             if let Err(e) = session.process_new_packets() {
                 outcome = Err(ConnError::Tls(e));
                 break;
             }
         }
-        *incoming = buf;
         if let Err(error) = outcome {
             // Tell the peer why (the alert), then report.
             let _ = self.flush_tls(deadline).await;

@@ -1194,3 +1194,63 @@ fn downstream_requiring_a_client_certificate_gets_the_relays() {
     );
     assert_eq!(receiver.received().len(), 1);
 }
+
+#[test]
+fn a_big_tls_record_split_across_reads_then_small_records() {
+    let pki = pki::Pki::new("e2e-small-records");
+    let receiver = Receiver::start(Behaviour::Ack);
+    let (cfg, _) = tls_config(&pki, receiver.addr, None, &[]);
+    let relay = relay::start(cfg).unwrap();
+    let tcp = TcpStream::connect(relay.listen_addr()).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let session = rustls::ClientConnection::new(pki.client(TLS_BOTH, None), name).unwrap();
+    let mut stream = rustls::StreamOwned::new(session, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).unwrap();
+    }
+    // One socket write holding: a ~1.3 KB record, a full 16 KiB record, then small records.
+    // The relay's first 17 KiB read ends inside the big record; completing it on the next
+    // read yields 16 KiB of plaintext at once, and the small records behind it push rustls past
+    // its 16 KiB plaintext buffer before that read is fed entirely.
+    let mut sent = Vec::new();
+    let mut add = |msg: Vec<u8>, out: &mut Vec<u8>| {
+        FramingConfig::MLLP.encode(&msg, out).unwrap();
+        sent.push(msg);
+    };
+    let pad = |id: &str, extra: usize| {
+        let mut msg = message(id);
+        msg.extend(std::iter::repeat_n(b'x', extra));
+        msg.push(b'\r');
+        msg
+    };
+    let mut first = Vec::new();
+    add(pad("REC-0", 1100), &mut first);
+    let mut big = Vec::new();
+    add(pad("REC-1", 16_384), &mut big);
+    stream.conn.writer().write_all(&first).unwrap();
+    stream.conn.writer().write_all(&big[..16_384]).unwrap(); // exactly one full record
+    stream.conn.writer().write_all(&big[16_384..]).unwrap();
+    for i in 2..12 {
+        let mut small = Vec::new();
+        add(pad(&format!("REC-{i}"), 800), &mut small);
+        stream.conn.writer().write_all(&small).unwrap();
+    }
+    let mut wire = Vec::new();
+    while stream.conn.wants_write() {
+        stream.conn.write_tls(&mut wire).unwrap();
+    }
+    stream.sock.write_all(&wire).unwrap();
+    let mut client = Client {
+        tcp: stream.sock.try_clone().unwrap(),
+        io: Box::new(stream),
+        deframer: Deframer::new(FramingConfig::MLLP),
+        buf: Vec::new(),
+    };
+    for i in 0..12 {
+        let ack = client.receive().expect("every message answered");
+        assert_eq!(code_and_id(&ack), (AckCode::AA, format!("REC-{i}")));
+    }
+    assert_eq!(receiver.received(), sent);
+    relay.shutdown();
+}
