@@ -1127,20 +1127,4 @@ mod tests {
             assert!(right.keys_match().is_ok());
         }
     }
-
-    #[test]
-    fn server_names() {
-        assert!(matches!(
-            server_name("localhost"),
-            Ok(ServerName::DnsName(_))
-        ));
-        assert!(matches!(
-            server_name("127.0.0.1"),
-            Ok(ServerName::IpAddress(_))
-        ));
-        assert!(matches!(server_name("[::1]"), Ok(ServerName::IpAddress(_))));
-        assert!(matches!(server_name("::1"), Ok(ServerName::IpAddress(_))));
-        let err = server_name("not a host").unwrap_err();
-        assert!(err.to_string().contains("not a host"));
-    }
 }

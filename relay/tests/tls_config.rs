@@ -683,6 +683,8 @@ fn server_names_accept_dns_and_ip() {
         server_name("[2001:db8::1]"),
         Ok(ServerName::IpAddress(_))
     ));
+    assert!(matches!(server_name("[::1]"), Ok(ServerName::IpAddress(_))));
+    assert!(matches!(server_name("::1"), Ok(ServerName::IpAddress(_))));
     let err = server_name("bad name!").unwrap_err();
     assert!(err.to_string().contains("bad name!"), "{err}");
 }
