@@ -35,15 +35,28 @@ const TLS_READ_CHUNK: usize = 17 * 1024;
 /// waiting on [`CancelSignal::fired`]. monoio's `Canceller` is consumed by `cancel`, hence the
 /// slot: whoever fires first takes it.
 #[derive(Default)]
-pub(crate) struct CancelSignal {
+pub struct CancelSignal {
     canceller: RefCell<Option<Canceller>>,
     fired: Cell<bool>,
     waiter: RefCell<Option<Waker>>,
 }
 
+impl std::fmt::Debug for CancelSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelSignal")
+            .field("fired", &self.fired.get())
+            .finish_non_exhaustive()
+    }
+}
+
 impl CancelSignal {
+    /// Whether the signal has fired.
+    pub fn is_fired(&self) -> bool {
+        self.fired.get()
+    }
+
     /// Completes once the signal has fired.
-    pub(crate) async fn fired(&self) {
+    pub async fn fired(&self) {
         poll_fn(|cx| {
             if self.fired.get() {
                 Poll::Ready(())
@@ -57,10 +70,10 @@ impl CancelSignal {
 }
 
 /// A [`CancelSignal`] shared by its owners.
-pub(crate) type SharedCanceller = Rc<CancelSignal>;
+pub type SharedCanceller = Rc<CancelSignal>;
 
 /// A fresh [`SharedCanceller`].
-pub(crate) fn shared_canceller() -> SharedCanceller {
+pub fn shared_canceller() -> SharedCanceller {
     Rc::new(CancelSignal {
         canceller: RefCell::new(Some(Canceller::new())),
         ..CancelSignal::default()
@@ -68,7 +81,7 @@ pub(crate) fn shared_canceller() -> SharedCanceller {
 }
 
 /// Fires `signal`: cancels its operations and wakes its waiter (idempotent).
-pub(crate) fn fire(signal: &SharedCanceller) {
+pub fn fire(signal: &SharedCanceller) {
     signal.fired.set(true);
     if let Some(c) = signal.canceller.borrow_mut().take() {
         let _ = c.cancel();
@@ -80,7 +93,11 @@ pub(crate) fn fire(signal: &SharedCanceller) {
 
 /// How the bytes of a connection are carried.
 enum Transport {
-    Plain,
+    Plain {
+        /// The bytes of the write in progress, kept between writes so that writing allocates
+        /// nothing once the buffer has grown to the usual message size.
+        outgoing: Vec<u8>,
+    },
     Tls {
         session: Box<rustls::Connection>,
         /// Ciphertext read from the socket; `incoming[fed..]` is not yet fed to rustls.
@@ -93,7 +110,7 @@ enum Transport {
 }
 
 /// A connection with deadline-bound I/O; see the module docs.
-pub(crate) struct Conn {
+pub struct Conn {
     tcp: TcpStream,
     transport: Transport,
     peer: SocketAddr,
@@ -101,7 +118,7 @@ pub(crate) struct Conn {
 
 /// Why a read or write did not complete.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ConnError {
+pub enum ConnError {
     /// The deadline passed first.
     #[error("timed out")]
     TimedOut,
@@ -120,19 +137,30 @@ pub(crate) enum ConnError {
     Tls(rustls::Error),
 }
 
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("peer", &self.peer)
+            .field("tls", &self.is_tls())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Conn {
     /// A plain connection.
-    pub(crate) fn plain(tcp: TcpStream, peer: SocketAddr) -> Self {
+    pub fn plain(tcp: TcpStream, peer: SocketAddr) -> Self {
         Self {
             tcp,
-            transport: Transport::Plain,
+            transport: Transport::Plain {
+                outgoing: Vec::new(),
+            },
             peer,
         }
     }
 
     /// A TLS connection whose handshake has not run yet; [`handshake`](Self::handshake) runs
     /// it.
-    pub(crate) fn tls(tcp: TcpStream, peer: SocketAddr, session: rustls::Connection) -> Self {
+    pub fn tls(tcp: TcpStream, peer: SocketAddr, session: rustls::Connection) -> Self {
         let transport = Transport::Tls {
             session: Box::new(session),
             incoming: Vec::new(),
@@ -147,23 +175,23 @@ impl Conn {
     }
 
     /// The underlying socket (for non-blocking probes; all I/O goes through this type).
-    pub(crate) fn tcp(&self) -> &TcpStream {
+    pub fn tcp(&self) -> &TcpStream {
         &self.tcp
     }
 
     /// The remote address.
-    pub(crate) fn peer(&self) -> SocketAddr {
+    pub fn peer(&self) -> SocketAddr {
         self.peer
     }
 
     /// Whether the connection is TLS.
-    pub(crate) fn is_tls(&self) -> bool {
+    pub fn is_tls(&self) -> bool {
         matches!(self.transport, Transport::Tls { .. })
     }
 
     /// Runs the TLS handshake to completion (no-op for plain connections). A refused peer
     /// gets its alert before this returns the error.
-    pub(crate) async fn handshake(&mut self, deadline: Instant) -> Result<(), ConnError> {
+    pub async fn handshake(&mut self, deadline: Instant) -> Result<(), ConnError> {
         loop {
             let Transport::Tls { session, .. } = &self.transport else {
                 return Ok(());
@@ -179,14 +207,14 @@ impl Conn {
     /// Appends plaintext to `buf`, waiting until at least one byte arrives or `deadline`
     /// passes. `buf` is taken and given back (io_uring owns it while the kernel reads);
     /// `want` is how much spare room to read into.
-    pub(crate) async fn read_into(
+    pub async fn read_into(
         &mut self,
         mut buf: Vec<u8>,
         want: usize,
         deadline: Instant,
         canceller: Option<&SharedCanceller>,
     ) -> (Result<usize, ConnError>, Vec<u8>) {
-        if matches!(self.transport, Transport::Plain) {
+        if matches!(self.transport, Transport::Plain { .. }) {
             buf.reserve(want);
             let start = buf.len();
             let end = buf.capacity();
@@ -235,7 +263,7 @@ impl Conn {
     ///
     /// # Errors
     /// [`ConnError::TimedOut`] at `deadline`; [`ConnError::Cancelled`] when `signal` fires.
-    pub(crate) async fn wait_readable(
+    pub async fn wait_readable(
         &mut self,
         deadline: Instant,
         signal: &SharedCanceller,
@@ -266,9 +294,37 @@ impl Conn {
         }
     }
 
+    /// Whether the peer has already closed its side (a TLS close_notify was read, or a
+    /// non-blocking peek of the socket sees end of stream), so that a message written now
+    /// would go nowhere. Unread bytes (say, TLS session tickets) do not count as closed. One
+    /// `recv(MSG_PEEK)` system call.
+    pub fn peer_has_closed(&mut self) -> bool {
+        if let Transport::Tls { session, .. } = &mut self.transport
+            && session
+                .process_new_packets()
+                .is_ok_and(|state| state.peer_has_closed())
+        {
+            return true;
+        }
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::AsRawFd;
+        let mut probe = [0u8; 1];
+        matches!(
+            recv(
+                self.tcp.as_raw_fd(),
+                &mut probe,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+            ),
+            Ok(0) | Err(nix::errno::Errno::ECONNRESET)
+        )
+    }
+
     /// Gives back the connection's own buffers (TLS ciphertext in and out); they are
     /// allocated again on the next read or write.
-    pub(crate) fn release_buffers(&mut self) {
+    pub fn release_buffers(&mut self) {
+        if let Transport::Plain { outgoing } = &mut self.transport {
+            *outgoing = Vec::new();
+        }
         if let Transport::Tls {
             incoming,
             fed,
@@ -286,19 +342,22 @@ impl Conn {
     }
 
     /// Writes all of `parts`, in order, before `deadline`.
-    pub(crate) async fn write_all(
-        &mut self,
-        parts: &[&[u8]],
-        deadline: Instant,
-    ) -> Result<(), ConnError> {
+    pub async fn write_all(&mut self, parts: &[&[u8]], deadline: Instant) -> Result<(), ConnError> {
         match &mut self.transport {
-            Transport::Plain => {
-                let total: usize = parts.iter().map(|p| p.len()).sum();
-                let mut joined = Vec::with_capacity(total);
+            Transport::Plain { outgoing } => {
+                // One buffer, one write: the parts (start byte, message, end bytes) leave in a
+                // single segment.
+                let mut joined = std::mem::take(outgoing);
+                joined.clear();
                 for part in parts {
                     joined.extend_from_slice(part);
                 }
-                write_deadline(&mut self.tcp, joined, deadline).await
+                let (result, joined) =
+                    write_deadline_returning(&mut self.tcp, joined, deadline).await;
+                if let Transport::Plain { outgoing } = &mut self.transport {
+                    *outgoing = joined;
+                }
+                result
             }
             Transport::Tls { .. } => {
                 // rustls buffers at most 64 KiB of outgoing data: a larger write is taken in
@@ -328,7 +387,7 @@ impl Conn {
     }
 
     /// Sends a TLS close_notify (if TLS) and shuts the socket's write side, best effort.
-    pub(crate) async fn close(mut self) {
+    pub async fn close(mut self) {
         if let Transport::Tls { session, .. } = &mut self.transport {
             session.send_close_notify();
             let deadline = Instant::now() + Duration::from_millis(200);
@@ -477,15 +536,6 @@ fn map_read(result: io::Result<usize>) -> Result<usize, ConnError> {
 /// `ECANCELED` on Linux: what a cancelled io_uring operation completes with.
 const fn libc_ecanceled() -> i32 {
     125
-}
-
-/// Writes all of `data` before `deadline`.
-async fn write_deadline(
-    tcp: &mut TcpStream,
-    data: Vec<u8>,
-    deadline: Instant,
-) -> Result<(), ConnError> {
-    write_deadline_returning(tcp, data, deadline).await.0
 }
 
 /// Writes all of `data` before `deadline` and gives the buffer back for reuse.

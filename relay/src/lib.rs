@@ -22,7 +22,8 @@
 //! - `downstream`: the per-worker connection pool, delivery, ACK checks, retries.
 //! - `forwarder`: `local` ACK mode's per-worker queue and forwarding task.
 //! - `handoff`: the `single` link policy's cross-core queue to the link task on worker 0.
-//! - `conn`: plain/TLS connections with cancel-safe deadline I/O over rustls's sans-IO core.
+//! - [`conn`]: plain/TLS connections with cancel-safe deadline I/O over rustls's sans-IO core
+//!   (also the load generator's connection layer).
 //! - [`tls`]: certificate loading and client-certificate verification (CA and/or SHA-256
 //!   thumbprints).
 //! - [`metrics`]: the counters the workers keep.
@@ -33,13 +34,13 @@
 
 pub mod config;
 pub mod config_file;
-mod conn;
+pub mod conn;
 mod downstream;
 mod forwarder;
 mod handoff;
 pub mod metrics;
 mod session;
-mod time;
+pub mod time;
 pub mod tls;
 pub mod worker;
 

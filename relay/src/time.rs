@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `YYYYMMDDHHMMSS.mmm+0000` (HL7 DTM, UTC) for `now`: the MSH-7 of generated ACKs.
-pub(crate) fn hl7_timestamp(now: SystemTime) -> Vec<u8> {
+pub fn hl7_timestamp(now: SystemTime) -> Vec<u8> {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);

@@ -884,15 +884,43 @@ pub fn client_config(settings: &ClientTlsSettings) -> Result<Arc<ClientConfig>, 
         }
         None => None,
     };
-    let certified = match &settings.client_cert {
+    let verifier = ServerVerifier {
+        pinned: settings.pinned.clone(),
+        ca,
+        accept_any: false,
+        provider: Arc::clone(&provider),
+    };
+    build_client_config(verifier, settings.client_cert.as_ref())
+}
+
+/// A client configuration that accepts **any** server certificate (still checking that the
+/// server holds its key): for load tests against self-signed test servers only. Optionally
+/// with a client certificate for mutual TLS.
+///
+/// # Errors
+/// When the client certificate or key cannot be loaded.
+pub fn insecure_client_config(
+    client_cert: Option<&(PathBuf, PathBuf)>,
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    let verifier = ServerVerifier {
+        pinned: Vec::new(),
+        ca: None,
+        accept_any: true,
+        provider: provider(),
+    };
+    build_client_config(verifier, client_cert)
+}
+
+fn build_client_config(
+    verifier: ServerVerifier,
+    client_cert: Option<&(PathBuf, PathBuf)>,
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    let provider = Arc::clone(&verifier.provider);
+    let certified = match client_cert {
         Some((cert, key)) => Some(load_certified_key(cert, key, &provider)?),
         None => None,
     };
-    let verifier = Arc::new(ServerVerifier {
-        pinned: settings.pinned.clone(),
-        ca,
-        provider: Arc::clone(&provider),
-    });
+    let verifier = Arc::new(verifier);
     let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)
         .map_err(TlsSetupError::Provider)?
@@ -907,11 +935,13 @@ pub fn client_config(settings: &ClientTlsSettings) -> Result<Arc<ClientConfig>, 
     Ok(Arc::new(config))
 }
 
-/// Server certificate verifier implementing "(pinned AND valid) OR (CA AND webpki incl. name)".
+/// Server certificate verifier implementing "(pinned AND valid) OR (CA AND webpki incl. name)",
+/// or accepting any certificate when `accept_any` (load tests only).
 #[derive(Debug)]
 struct ServerVerifier {
     pinned: Vec<Thumbprint>,
     ca: Option<Arc<WebPkiServerVerifier>>,
+    accept_any: bool,
     provider: Arc<CryptoProvider>,
 }
 
@@ -938,6 +968,8 @@ impl ServerCertVerifier for ServerVerifier {
             }
         } else if let Some(ca) = &self.ca {
             ca.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        } else if self.accept_any {
+            Ok(ServerCertVerified::assertion())
         } else {
             Err(CertificateError::ApplicationVerificationFailure.into())
         };

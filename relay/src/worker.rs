@@ -234,18 +234,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
             .collect(),
     );
     let workers_running = Arc::new(AtomicUsize::new(workers));
-    let driver = match config.driver {
-        Driver::Auto if !monoio::utils::detect_uring() => {
-            info!("io_uring is not available here: workers use the epoll driver");
-            Driver::Epoll
-        }
-        Driver::IoUring if !monoio::utils::detect_uring() => {
-            return Err(io::Error::other(
-                "io_uring was asked for but this kernel does not offer it",
-            ));
-        }
-        other => other,
-    };
+    let driver = resolve_driver(config.driver)?;
     for (id, socket) in sockets.into_iter().enumerate() {
         let config = config.clone();
         let shutdown = shutdown.clone();
@@ -281,20 +270,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                     handoffs,
                     workers_running,
                 });
-                let run = || accept_loop(socket, context);
-                let built = match driver {
-                    Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-                        .enable_timer()
-                        .build()
-                        .map(|mut runtime| runtime.block_on(run())),
-                    Driver::Auto | Driver::IoUring => {
-                        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                            .enable_timer()
-                            .build()
-                            .map(|mut runtime| runtime.block_on(run()))
-                    }
-                };
-                if let Err(e) = built {
+                if let Err(e) = block_on(driver, accept_loop(socket, context)) {
                     error!(worker = id, error = %e, "cannot build the runtime");
                 }
             })?;
@@ -308,6 +284,67 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         threads,
         stats,
     })
+}
+
+/// The driver `wanted` resolves to on this machine: `Auto` becomes io_uring when the kernel
+/// offers it and epoll otherwise (said once in the log); an explicit io_uring that is not there
+/// is an error.
+pub fn resolve_driver(wanted: Driver) -> io::Result<Driver> {
+    let uring = monoio::utils::detect_uring();
+    match wanted {
+        Driver::Auto if uring => Ok(Driver::IoUring),
+        Driver::Auto => {
+            info!("io_uring is not available here: the epoll driver is used");
+            Ok(Driver::Epoll)
+        }
+        Driver::IoUring if !uring => Err(io::Error::other(
+            "io_uring was asked for but this kernel does not offer it",
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Runs `future` to completion on a new single-threaded monoio runtime (timers enabled) on
+/// the calling thread, with the io_uring driver unless `driver` is `Epoll`.
+///
+/// # Errors
+/// When the runtime cannot be built (for example, io_uring set-up refused).
+pub fn block_on<F: Future>(driver: Driver, future: F) -> io::Result<F::Output> {
+    match driver {
+        Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut runtime| runtime.block_on(future)),
+        Driver::Auto | Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut runtime| runtime.block_on(future)),
+    }
+}
+
+/// Accepts one connection, or gives up after `wait` (returning `None`) so the caller can look
+/// at its shutdown flag. The accept is cancelled and awaited, never dropped: a dropped
+/// io_uring accept can still complete in the kernel, and that connection would be lost.
+pub async fn accept_within(
+    listener: &TcpListener,
+    wait: Duration,
+) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+    let canceller = monoio::io::Canceller::new();
+    let accept = listener.cancelable_accept(canceller.handle());
+    let mut accept = std::pin::pin!(accept);
+    let tick = monoio::time::sleep(wait);
+    let mut tick = std::pin::pin!(tick);
+    monoio::select! {
+        result = &mut accept => Some(result),
+        () = &mut tick => {
+            let _ = canceller.cancel();
+            // A connection accepted just before the cancel is still ours to serve.
+            match accept.await {
+                Ok(pair) => Some(Ok(pair)),
+                Err(_) => None,
+            }
+        }
+    }
 }
 
 /// A listening socket with `SO_REUSEPORT`, so every worker can bind the same address.
@@ -340,23 +377,7 @@ async fn accept_loop(socket: Socket, ctx: Rc<WorkerContext>) {
         }
     }
     while !ctx.shutting_down() {
-        let canceller = monoio::io::Canceller::new();
-        let accept = listener.cancelable_accept(canceller.handle());
-        let mut accept = std::pin::pin!(accept);
-        let tick = monoio::time::sleep(SHUTDOWN_POLL);
-        let mut tick = std::pin::pin!(tick);
-        let accepted = monoio::select! {
-            result = &mut accept => Some(result),
-            () = &mut tick => {
-                let _ = canceller.cancel();
-                // A connection accepted just before the cancel is still ours to serve.
-                match accept.await {
-                    Ok(pair) => Some(Ok(pair)),
-                    Err(_) => None,
-                }
-            }
-        };
-        match accepted {
+        match accept_within(&listener, SHUTDOWN_POLL).await {
             Some(Ok((tcp, peer))) => admit(tcp, peer, &ctx),
             Some(Err(e)) => {
                 warn!(error = %e, "accept failed");

@@ -6,101 +6,19 @@
 //! `MLLP_INTEROP_PYTHON` at that interpreter. Without it these tests print a note and pass,
 //! unless `MLLP_INTEROP_REQUIRED=1` (CI sets it), in which case they fail.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use relay::config::{Config, DownstreamConfig, Driver, ListenerConfig};
 use relay::tls::{ServerTlsSettings, TlsRejections};
 
+#[path = "support/peers.rs"]
+mod peers;
 #[path = "support/pki.rs"]
 mod pki;
 
-/// Longest a peer may take to start or a client to finish.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn python() -> Option<PathBuf> {
-    let required = std::env::var("MLLP_INTEROP_REQUIRED").is_ok_and(|v| v == "1");
-    let found = std::env::var_os("MLLP_INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .filter(|p| {
-            Command::new(p)
-                .args(["-c", "import hl7, hl7apy"])
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-    if found.is_none() {
-        assert!(
-            !required,
-            "MLLP_INTEROP_REQUIRED=1 but MLLP_INTEROP_PYTHON has no python-hl7/hl7apy"
-        );
-        eprintln!(
-            "interop peers not installed (run scripts/interop-setup.sh, set MLLP_INTEROP_PYTHON): skipped"
-        );
-    }
-    found
-}
-
-fn peers_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/peers.py")
-}
-
-/// A peer process that is killed when dropped, with its stdout lines on a channel.
-struct Peer {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Peer {
-    fn spawn(python: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(python)
-            .arg(peers_script())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The next stdout line, waiting at most [`PATIENCE`].
-    fn line(&self) -> String {
-        self.lines.recv_timeout(PATIENCE).expect("peer output")
-    }
-
-    /// A server peer's port, from its "LISTENING <port>" line.
-    fn port(&self) -> u16 {
-        let line = self.line();
-        line.strip_prefix("LISTENING ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("{line}"))
-    }
-
-    /// Every line printed so far, without waiting.
-    fn drain(&self) -> Vec<String> {
-        self.lines.try_iter().collect()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use peers::{Peer, python};
 
 /// Messages of different shapes, written to files for the client: a small ADT, a UTF-8 ORU
 /// with MSH-18, and a 200 KB ORU with a base64 document in OBX-5.

@@ -15,6 +15,17 @@ import asyncio
 import hashlib
 import ssl
 import sys
+import threading
+
+_stdout_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Prints one whole line: hl7apy serves each connection on its own thread, and print()
+    writes the text and the newline separately, so lines of two threads could interleave."""
+    with _stdout_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def control_id(raw: str) -> str:
@@ -32,7 +43,7 @@ def pyhl7_server() -> None:
             while not writer.is_closing():
                 message = await reader.readmessage()
                 raw = str(message)
-                print(f"RECV {hashlib.sha256(raw.encode()).hexdigest()} {control_id(raw)}", flush=True)
+                say(f"RECV {hashlib.sha256(raw.encode()).hexdigest()} {control_id(raw)}")
                 writer.writemessage(message.create_ack())
                 await writer.drain()
         except asyncio.IncompleteReadError:
@@ -43,7 +54,7 @@ def pyhl7_server() -> None:
     async def main():
         server = await start_hl7_server(handle, host="127.0.0.1", port=0, encoding="utf-8",
                                         limit=16 * 1024 * 1024)
-        print(f"LISTENING {server.sockets[0].getsockname()[1]}", flush=True)
+        say(f"LISTENING {server.sockets[0].getsockname()[1]}")
         async with server:
             await server.serve_forever()
 
@@ -56,7 +67,7 @@ def hl7apy_server() -> None:
     class Ack(AbstractHandler):
         def reply(self):
             raw = self.incoming_message
-            print(f"RECV {hashlib.sha256(raw.encode()).hexdigest()} {control_id(raw)}", flush=True)
+            say(f"RECV {hashlib.sha256(raw.encode()).hexdigest()} {control_id(raw)}")
             header = raw.split("\r")[0]
             fs = header[3]
             f = header.split(fs)
@@ -70,7 +81,7 @@ def hl7apy_server() -> None:
             return (Ack,)
 
     server = MLLPServer("127.0.0.1", 0, Every(), timeout=10)
-    print(f"LISTENING {server.server_address[1]}", flush=True)
+    say(f"LISTENING {server.server_address[1]}")
     server.serve_forever()
 
 
@@ -95,7 +106,7 @@ def pyhl7_client(args) -> int:
             await writer.drain()
             ack = await asyncio.wait_for(reader.readmessage(), 10)
             code, acked = str(ack.segment("MSA")(1)), str(ack.segment("MSA")(2))
-            print(f"ACK {code} {acked}", flush=True)
+            say(f"ACK {code} {acked}")
             ok &= code in ("AA", "CA") and acked == control_id(raw.decode())
         writer.close()
         return ok
