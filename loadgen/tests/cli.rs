@@ -1,0 +1,275 @@
+//! The `mllp-loadgen` binary as a user runs it: sink and send as separate processes, the
+//! report files, merge, ramp, and the one-line errors for bad input.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mllp-loadgen");
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("loadgen-cli-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A sink process, stopped with SIGINT on drop; its stdout lines after the first are kept.
+struct Sink {
+    child: Child,
+    addr: String,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Sink {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["sink", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// Stops the sink (SIGINT) and returns its final report line.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let mut rest = String::new();
+        let mut line = String::new();
+        while self.stdout.read_line(&mut line).unwrap_or(0) > 0 {
+            rest.push_str(&line);
+            line.clear();
+        }
+        let _ = self.child.wait();
+        rest
+    }
+}
+
+fn loadgen(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(path: &Path) -> simd_json::OwnedValue {
+    let mut bytes = std::fs::read(path).unwrap();
+    simd_json::to_owned_value(&mut bytes).unwrap()
+}
+
+#[test]
+fn send_to_sink_writes_every_report_and_merge_adds_them() {
+    use simd_json::prelude::*;
+    let scratch = Scratch::new("reports");
+    let sink = Sink::start(&[]);
+    let (a, b) = (scratch.path("a.json"), scratch.path("b.json"));
+    for out in [&a, &b] {
+        let result = loadgen(&[
+            "send",
+            "--target",
+            &sink.addr,
+            "--connections",
+            "4",
+            "--count",
+            "500",
+            "--json",
+            out.to_str().unwrap(),
+            "--hgrm",
+            scratch.path("run.hgrm").to_str().unwrap(),
+            "--plot",
+            scratch.path("run.svg").to_str().unwrap(),
+        ]);
+        assert!(result.status.success(), "{}", stderr(&result));
+        assert!(
+            stdout(&result).contains("throughput"),
+            "{}",
+            stdout(&result)
+        );
+    }
+    let report = sink.stop();
+    assert!(
+        report.contains("received 1000  unique 1000  duplicates 0"),
+        "{report}"
+    );
+
+    let doc = json(&a);
+    assert_eq!(doc["sent"].as_u64(), Some(500));
+    assert_eq!(doc["acked"].as_u64(), Some(500));
+    assert_eq!(doc["ack_codes"]["AA"].as_u64(), Some(500));
+    assert!(doc["errors"].as_object().unwrap().is_empty());
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(doc["latency_us"][key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    assert!(doc["throughput_msgs_per_s"].as_f64().unwrap() > 0.0);
+    assert!(doc["histogram"].as_str().unwrap().starts_with("HISTF"));
+    let hgrm = std::fs::read_to_string(scratch.path("run.hgrm")).unwrap();
+    assert!(hgrm.contains("Percentile"), "{hgrm}");
+    let svg = std::fs::read_to_string(scratch.path("run.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+
+    let merged = scratch.path("merged.json");
+    let result = loadgen(&[
+        "merge",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let doc = json(&merged);
+    assert_eq!(doc["sent"].as_u64(), Some(1_000));
+    assert_eq!(doc["latency_us"]["count"].as_u64(), Some(1_000));
+}
+
+#[test]
+fn ramp_finds_a_sustainable_rate_and_writes_json() {
+    use simd_json::prelude::*;
+    let scratch = Scratch::new("ramp");
+    let sink = Sink::start(&["--ack-delay", "1ms"]);
+    let out = scratch.path("ramp.json");
+    let result = loadgen(&[
+        "ramp",
+        "--target",
+        &sink.addr,
+        "--connections",
+        "8",
+        "--start",
+        "200",
+        "--step",
+        "200",
+        "--max-rate",
+        "600",
+        "--step-duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--p99-target",
+        "50ms",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    sink.stop();
+    assert!(result.status.success(), "{}", stderr(&result));
+    let text = stdout(&result);
+    assert!(text.contains("highest sustainable rate"), "{text}");
+    let doc = json(&out);
+    let steps = doc["steps"].as_array().unwrap();
+    assert!(!steps.is_empty());
+    // Every step's latency includes the sink's 1 ms delay.
+    for step in steps {
+        assert!(step["p50_us"].as_f64().unwrap() >= 1_000.0, "{step:?}");
+    }
+}
+
+#[test]
+fn bad_input_gets_one_line_errors_naming_the_cause() {
+    let scratch = Scratch::new("bad");
+    // A corpus path that does not exist.
+    let missing = scratch.path("nowhere");
+    let out = loadgen(&[
+        "send",
+        "--target",
+        "127.0.0.1:9",
+        "--corpus",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nowhere"), "{}", stderr(&out));
+
+    // A file without an MSH segment.
+    std::fs::write(scratch.path("notes.hl7"), "this is not HL7\r").unwrap();
+    let out = loadgen(&[
+        "send",
+        "--target",
+        "127.0.0.1:9",
+        "--corpus",
+        scratch.0.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("notes.hl7") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // Nothing listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let target = format!("127.0.0.1:{port}");
+    let out = loadgen(&["send", "--target", &target, "--count", "1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+
+    // TLS without trust.
+    let out = loadgen(&["send", "--target", &target, "--tls"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--ca"), "{}", stderr(&out));
+
+    // A target that answers, but not with ACKs: nothing acknowledged, exit status 3.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming().take(2) {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let out = loadgen(&[
+        "send",
+        "--target",
+        &addr,
+        "--count",
+        "1",
+        "--ack-timeout",
+        "1s",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no message was acknowledged"));
+    drop(server);
+}
