@@ -487,7 +487,7 @@ struct InFlight {
     origin: Instant,
     /// When it was written (for the ACK timeout).
     written: Instant,
-    /// Sent after warm-up: its outcome is recorded.
+    /// Due (open loop) or sent (closed loop) after warm-up: its outcome is recorded.
     measured: bool,
 }
 
@@ -815,7 +815,10 @@ impl ConnState {
             Some(t) if t < self.free_since => t,
             _ => written_at,
         };
-        let measured = written_at >= state.measure_start;
+        // A message belongs to the measured period by its intended time (open loop), so the
+        // backlog of a slow warm-up is not counted as measured traffic; by its send time
+        // otherwise.
+        let measured = intended.unwrap_or(written_at) >= state.measure_start;
         let deadline = written_at + config.ack_timeout;
         let result = conn.write_all(&[&self.out], deadline).await;
         if let Some(schedule) = &mut self.schedule {
