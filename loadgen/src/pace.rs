@@ -124,12 +124,12 @@ pub struct Schedule {
     /// Fractional nanoseconds carried so that rounding never drifts the rate.
     carry_ns: f64,
     arrival: Arrival,
-    rng: u64,
+    rng: mllp::fuzzing::XorShift,
 }
 
 impl Schedule {
     /// A schedule of `rate` sends per second beginning at `start`. `seed` makes Poisson gaps
-    /// repeatable (any value; 0 is replaced).
+    /// repeatable (any value).
     ///
     /// # Panics
     /// When `rate` is not a positive finite number (the command line checks it first).
@@ -140,7 +140,7 @@ impl Schedule {
             gap_ns: 1e9 / rate,
             carry_ns: 0.0,
             arrival,
-            rng: seed | 1,
+            rng: mllp::fuzzing::XorShift::new(seed),
         }
     }
 
@@ -156,8 +156,7 @@ impl Schedule {
             Arrival::Uniform => self.gap_ns,
             Arrival::Poisson => {
                 // Inverse-CDF sampling of the exponential distribution from a uniform in (0, 1].
-                let u = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
-                -(1.0 - u).ln() * self.gap_ns
+                -(1.0 - self.rng.unit()).ln() * self.gap_ns
             }
         } + self.carry_ns;
         let whole = gap.floor();
@@ -167,16 +166,6 @@ impl Schedule {
         let whole_ns = whole as u64;
         self.next = current + Duration::from_nanos(whole_ns);
         current
-    }
-
-    /// xorshift64*: fast, seedable, good enough for arrival jitter.
-    fn next_random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 }
 

@@ -378,22 +378,14 @@ async fn accept_loop(socket: std::net::TcpListener, shared: Shared) {
         .extend_from_slice(&mine);
 }
 
-/// A connection's fault dice and counters.
-struct Dice(u64);
+/// A connection's fault dice: seeded, so a run with the same seed and traffic misbehaves the
+/// same way.
+struct Dice(mllp::fuzzing::XorShift);
 
 impl Dice {
     /// True with probability `p`.
     fn roll(&mut self, p: f64) -> bool {
-        if p <= 0.0 {
-            return false;
-        }
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        let u = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
-        u < p
+        p > 0.0 && self.0.unit() < p
     }
 
     /// A uniformly random duration up to `max`.
@@ -401,13 +393,7 @@ impl Dice {
         if max.is_zero() {
             return Duration::ZERO;
         }
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        let u = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
-        max.mul_f64(u)
+        max.mul_f64(self.0.unit())
     }
 }
 
@@ -440,9 +426,9 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: &ThreadCtx) {
     };
     let n = ctx.accepted.get();
     ctx.accepted.set(n + 1);
-    let mut dice = Dice(
-        (config.seed ^ (shared.thread as u64) << 48 ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1,
-    );
+    let mut dice = Dice(mllp::fuzzing::XorShift::new(
+        config.seed ^ (shared.thread as u64) << 48 ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    ));
     let framing = FramingConfig::MLLP
         .with_max_frame_len(config.max_frame_len)
         .unwrap_or(FramingConfig::MLLP);

@@ -35,6 +35,14 @@ impl XorShift {
         x
     }
 
+    /// A value uniformly distributed in `[0, 1)`, from the top 53 bits (an `f64`'s precision).
+    pub fn unit(&mut self) -> f64 {
+        // 53 bits convert to f64 exactly.
+        #[allow(clippy::cast_precision_loss)]
+        let top = (self.next_u64() >> 11) as f64;
+        top / (1u64 << 53) as f64
+    }
+
     /// A value in `0..n` (`n > 0`); the slight modulo bias does not matter for test data.
     pub fn below(&mut self, n: usize) -> usize {
         let n = u64::try_from(n).unwrap_or(u64::MAX).max(1);
