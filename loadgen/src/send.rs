@@ -508,6 +508,7 @@ async fn connection_task(state: &ThreadState, index: usize, quota: Option<u64>, 
         index,
         index_u32: u32::try_from(index).unwrap_or(u32::MAX),
         seq: 0,
+        next_message: index % config.messages.len(),
         quota,
         measured_sent: 0,
         acked_on_connections: 0,
@@ -629,6 +630,8 @@ struct ConnState {
     index_u32: u32,
     /// Sequence number of the next message (part of its control id).
     seq: u64,
+    /// Index of the next message to send; connections start at different ones.
+    next_message: usize,
     /// Measured messages left to send, for count runs.
     quota: Option<u64>,
     measured_sent: u64,
@@ -801,9 +804,8 @@ impl ConnState {
     ) -> Result<(), ErrorKind> {
         let config = &state.config;
         let messages = &config.messages;
-        let message = &messages[(self.index
-            + usize::try_from(self.seq % messages.len() as u64).unwrap_or(0))
-            % messages.len()];
+        let message = &messages[self.next_message];
+        self.next_message = (self.next_message + 1) % messages.len();
         let id: [u8; CONTROL_ID_LEN] = control_id(config.run_tag, self.index_u32, self.seq);
         {
             let mut timestamps = state.timestamps.borrow_mut();

@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use mllp::ack::{
     self, AckCode, AckDecision, AckParams, AckPolicy, ErrorCode, ErrorDetail, Outcome,
@@ -33,6 +33,7 @@ use relay::conn::{Conn, ConnError, SharedCanceller, fire, shared_canceller};
 use tracing::{debug, warn};
 
 use crate::pace::PreciseTimer;
+use crate::source::{TIMESTAMP_LEN, TimestampCache};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -320,6 +321,8 @@ struct ThreadCtx {
     ids: RefCell<Vec<u8>>,
     /// Connections accepted on this thread (seeds each one's dice).
     accepted: std::cell::Cell<u64>,
+    /// The ACKs' MSH-7, per second.
+    timestamps: RefCell<TimestampCache>,
     /// Payload files written by this thread.
     payloads_written: std::cell::Cell<u64>,
     uring: bool,
@@ -340,6 +343,7 @@ async fn accept_loop(socket: std::net::TcpListener, shared: Shared) {
         ids: RefCell::new(Vec::new()),
         accepted: std::cell::Cell::new(0),
         payloads_written: std::cell::Cell::new(0),
+        timestamps: RefCell::new(TimestampCache::default()),
         uring,
     });
     let open = Rc::new(std::cell::Cell::new(0usize));
@@ -538,7 +542,8 @@ fn answer(ctx: &ThreadCtx, payload: &[u8], dice: &mut Dice, out: &mut Vec<u8>) -
         }
     }
     out.clear();
-    let timestamp = relay::time::hl7_timestamp(SystemTime::now());
+    // MSH-7 of the ACK, recomputed once a second rather than formatted per message.
+    let timestamp: [u8; TIMESTAMP_LEN] = *ctx.timestamps.borrow_mut().now();
     let Ok(msh) = Msh::parse(payload) else {
         counters.unreadable.fetch_add(1, Ordering::Relaxed);
         ack::write_headerless_reject(
