@@ -26,6 +26,8 @@
 //! assert_eq!(msh.message_type().code, b"ORU");
 //! ```
 
+pub mod peers;
+
 use mllp::frame::{CR, FS, FramingConfig, VT};
 
 pub use loadgen::source::oru_message;
