@@ -3,6 +3,7 @@
 
   peers.py pyhl7-server                 python-hl7 (asyncio MLLP) receiver; ACKs every message
   peers.py hl7apy-server                hl7apy MLLPServer receiver (closes after each message)
+  peers.py txhl7-server                 txHL7 (Twisted) MLLPFactory receiver; ACKs every message
   peers.py pyhl7-client --port P [--ca F --cert F --key F] FILE...
                                         python-hl7 sender: one connection, one ACK per file
 
@@ -85,6 +86,31 @@ def hl7apy_server() -> None:
     server.serve_forever()
 
 
+def txhl7_server() -> None:
+    from twisted.internet import defer, reactor
+    from txHL7.mllp import MLLPFactory
+    from txHL7.receiver import AbstractHL7Receiver
+
+    class Ack(AbstractHL7Receiver):
+        def getCodec(self):
+            # Bytes that are not UTF-8 survive the round trip instead of failing the decode.
+            return "utf-8", "surrogateescape"
+
+        def handleMessage(self, container):
+            # txHL7 splits its stream on FS and strips only VT, so every message after a
+            # connection's first arrives as "\r\x0bMSH...": the previous frame's trailing CR
+            # and this frame's VT. Reported without them, as the bytes the sender framed.
+            raw = container.raw_message.lstrip("\r\x0b")
+            body = raw.encode("utf-8", "surrogateescape")
+            say(f"RECV {hashlib.sha256(body).hexdigest()} {control_id(raw)}")
+            # python-hl7's create_ack: MSH swapped, MSH-10 new, "MSA|AA|<MSH-10>".
+            return defer.succeed(container.ack())
+
+    port = reactor.listenTCP(0, MLLPFactory(Ack()), interface="127.0.0.1")
+    say(f"LISTENING {port.getHost().port}")
+    reactor.run()
+
+
 def pyhl7_client(args) -> int:
     import hl7
     from hl7.mllp import open_hl7_connection
@@ -116,7 +142,8 @@ def pyhl7_client(args) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["pyhl7-server", "hl7apy-server", "pyhl7-client"])
+    parser.add_argument("mode", choices=["pyhl7-server", "hl7apy-server", "txhl7-server",
+                                         "pyhl7-client"])
     parser.add_argument("--port", type=int)
     parser.add_argument("--ca")
     parser.add_argument("--cert")
@@ -127,5 +154,7 @@ if __name__ == "__main__":
         pyhl7_server()
     elif args.mode == "hl7apy-server":
         hl7apy_server()
+    elif args.mode == "txhl7-server":
+        txhl7_server()
     else:
         sys.exit(pyhl7_client(args))

@@ -1,5 +1,5 @@
-//! Third-party HL7 peers (python-hl7, hl7apy) run by `relay/tests/interop/peers.py`, shared by
-//! the relay's and the load generator's interop tests.
+//! Third-party HL7 peers (python-hl7, hl7apy, txHL7) run by `relay/tests/interop/peers.py`,
+//! shared by the relay's and the load generator's interop tests.
 //!
 //! The peers come from PyPI, installed by `scripts/interop-setup.sh`; `MLLP_INTEROP_PYTHON`
 //! points at that interpreter. Without it the tests print a note and pass, unless
@@ -18,19 +18,25 @@ use std::time::Duration;
 pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
 pub(crate) fn python() -> Option<PathBuf> {
+    python_with("hl7, hl7apy")
+}
+
+/// Like [`python`], for a peer that needs more modules: `MLLP_INTEROP_PYTHON` if it can
+/// `import <modules>` (e.g. `"txHL7.mllp, twisted.internet"`), else skip or fail the same way.
+pub(crate) fn python_with(modules: &str) -> Option<PathBuf> {
     let required = std::env::var("MLLP_INTEROP_REQUIRED").is_ok_and(|v| v == "1");
     let found = std::env::var_os("MLLP_INTEROP_PYTHON")
         .map(PathBuf::from)
         .filter(|p| {
             Command::new(p)
-                .args(["-c", "import hl7, hl7apy"])
+                .args(["-c", &format!("import {modules}")])
                 .status()
                 .is_ok_and(|s| s.success())
         });
     if found.is_none() {
         assert!(
             !required,
-            "MLLP_INTEROP_REQUIRED=1 but MLLP_INTEROP_PYTHON has no python-hl7/hl7apy"
+            "MLLP_INTEROP_REQUIRED=1 but MLLP_INTEROP_PYTHON cannot import {modules}"
         );
         eprintln!(
             "interop peers not installed (run scripts/interop-setup.sh, set MLLP_INTEROP_PYTHON): skipped"
