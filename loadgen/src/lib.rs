@@ -8,6 +8,7 @@
 //!       times: latency from the intended time, coordinated omission corrected)
 //!       ◄── ACKs: MSA-2 matched to MSH-10, MSA-1 counted, latency into an HdrHistogram
 //!  sink ◄── messages: every MSH-10 recorded; ACK (original/enhanced) or an injected fault
+//!  hold ── N connections opened, handshaken, then kept idle until released ──► target
 //! ```
 //!
 //! This crate is the project's measuring instrument, so a wrong number is worse than none:
@@ -23,6 +24,8 @@
 //!   schedules (uniform or Poisson).
 //! - [`sink`]: the receiver with fault injection and loss/duplicate accounting.
 //! - [`ramp`]: steps an open-loop rate up until a p99 target breaks.
+//! - [`hold`]: opens many (TLS) connections and keeps them idle, to measure what an idle
+//!   connection costs the target.
 //! - [`stats`]: what a run measured; per-thread intervals added into one result.
 //! - [`report`]: the table, JSON (simd-json), HdrHistogram percentile text, SVG plots, merge.
 //!
@@ -34,6 +37,7 @@
 //! (a load test that retried would hide loss), and the end-to-end benchmark scenarios (the
 //! `bench` crate's `mllp-bench` runs this tool).
 
+pub mod hold;
 pub mod pace;
 pub mod ramp;
 pub mod report;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use loadgen::hold::{self, HoldConfig};
 use loadgen::pace::Arrival;
 use loadgen::ramp::{self, RampPlan, StepFailure};
 use loadgen::report;
@@ -31,6 +32,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// sink   an ACKing receiver that records every MSH-10 and can misbehave on purpose
 /// ramp   raise an open-loop rate step by step until p99 or errors break a target
 /// merge  add the histograms of several `send --json` results (several processes or hosts)
+/// hold   open N (TLS) connections and keep them idle: the target's memory per connection
 ///
 /// Examples:
 ///
@@ -38,6 +40,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   mllp-loadgen send --target 127.0.0.1:6661 --connections 32 --duration 10s
 ///   mllp-loadgen send --target 127.0.0.1:6661 --rate 20000 --duration 30s --json run.json
 ///   mllp-loadgen ramp --target 127.0.0.1:6661 --start 5000 --step 5000 --p99-target 2ms
+///   mllp-loadgen hold --target 127.0.0.1:6661 --connections 1000 --duration 30s
 #[derive(Debug, Parser)]
 #[command(name = "mllp-loadgen", version, verbatim_doc_comment)]
 struct Cli {
@@ -59,11 +62,33 @@ enum Command {
     Ramp(RampArgs),
     /// Merge `send --json` results: counts and histograms add up.
     Merge(MergeArgs),
+    /// Open N connections and keep them idle (for the target's memory per connection).
+    ///
+    /// For measuring what an idle connection costs the target: read its memory (VmRSS in
+    /// /proc/PID/status) while holding 100 connections and while holding 1000; the difference
+    /// divided by 900 is the cost of one idle connection, TLS session state included.
+    ///
+    /// Every TCP connect and TLS handshake completes first (at most --concurrent-opens at once,
+    /// so a thousand handshakes do not time out in the target's backlog). Then exactly one line
+    /// is printed on stdout: `holding N connections`. If any connection could not be opened, an
+    /// error naming how many and the first cause goes to stderr instead, the others are closed,
+    /// and the exit status is 1. Nothing is sent while holding. At SIGINT/SIGTERM, or after
+    /// --duration, every connection is closed (TLS close_notify, then FIN), `closed by peer: K`
+    /// is printed, and the exit status is 0, or 4 when the target closed any held connection.
+    ///
+    /// Example: the relay's memory per idle TLS connection:
+    ///
+    ///   mllp-loadgen hold --target 127.0.0.1:2575 --tls --ca ca.pem --connections 1000 &
+    ///   # after `holding 1000 connections`:
+    ///   grep VmRSS /proc/$(pidof mllp-relay)/status
+    ///   kill -TERM %1
+    #[command(verbatim_doc_comment)]
+    Hold(HoldArgs),
 }
 
-/// Where and how to connect, and what to send (shared by `send` and `ramp`).
+/// Where and how to connect (shared by `send`, `ramp` and `hold`).
 #[derive(Debug, Args)]
-struct TargetArgs {
+struct ConnectArgs {
     /// The MLLP listener to drive, HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     target: String,
@@ -94,6 +119,19 @@ struct TargetArgs {
     /// number of CPUs, at most one per connection.
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// How long connecting (TCP and TLS handshake) may take.
+    #[arg(long, default_value = "5s", value_parser = duration_arg, value_name = "D")]
+    connect_timeout: Duration,
+    /// I/O driver: io_uring (falls back to epoll when the kernel lacks it), or epoll.
+    #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
+    driver: DriverArg,
+}
+
+/// Where and how to connect, and what to send (shared by `send` and `ramp`).
+#[derive(Debug, Args)]
+struct TargetArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Messages in flight per connection (1 = HL7 stop-and-wait); ACKs are matched by MSA-2.
     #[arg(long, default_value_t = 1, value_name = "W")]
     pipeline: usize,
@@ -118,12 +156,6 @@ struct TargetArgs {
     /// How long a message may wait for its ACK.
     #[arg(long, default_value = "10s", value_parser = duration_arg, value_name = "D")]
     ack_timeout: Duration,
-    /// How long connecting (TCP and TLS handshake) may take.
-    #[arg(long, default_value = "5s", value_parser = duration_arg, value_name = "D")]
-    connect_timeout: Duration,
-    /// I/O driver: io_uring (falls back to epoll when the kernel lacks it), or epoll.
-    #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
-    driver: DriverArg,
 }
 
 /// Reports to write (shared by `send` and `ramp`).
@@ -217,6 +249,19 @@ struct MergeArgs {
     /// Also write an SVG plot of the merged result.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+}
+
+/// Flags of `hold`.
+#[derive(Debug, Args)]
+struct HoldArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Let go after holding this long (default: until SIGINT/SIGTERM).
+    #[arg(long, value_parser = duration_arg, value_name = "D")]
+    duration: Option<Duration>,
+    /// Connections being opened (TCP connect and TLS handshake) at once, over all threads.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    concurrent_opens: usize,
 }
 
 #[derive(Debug, Args)]
@@ -332,12 +377,16 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    raise_fd_limit();
+    // Many connections need many descriptors: lift the soft limit to the hard one.
+    if let Err(e) = relay::worker::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit to its hard limit");
+    }
     let outcome = match cli.command {
         Command::Send(args) => cmd_send(args),
         Command::Sink(args) => cmd_sink(args),
         Command::Ramp(args) => cmd_ramp(args),
         Command::Merge(args) => cmd_merge(args),
+        Command::Hold(args) => cmd_hold(args),
     };
     match outcome {
         Ok(code) => code,
@@ -345,16 +394,6 @@ fn main() -> ExitCode {
             eprintln!("mllp-loadgen: error: {error:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Many connections need many descriptors: lift the soft limit to the hard one.
-fn raise_fd_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
-        let _ = setrlimit(Resource::Nofile, limit);
     }
 }
 
@@ -377,8 +416,16 @@ fn driver(arg: DriverArg) -> anyhow::Result<Driver> {
     Ok(relay::worker::resolve_driver(wanted)?)
 }
 
-/// Builds a `send` configuration (without loop mode and stop) from the shared flags.
-fn base_config(args: &TargetArgs) -> anyhow::Result<SendConfig> {
+/// Where to connect, resolved: the address, TLS, and the thread count.
+struct Endpoint {
+    target: SocketAddr,
+    tls: Option<ClientTls>,
+    threads: usize,
+    driver: Driver,
+}
+
+/// Resolves the target and builds the TLS client from the shared connection flags.
+fn endpoint(args: &ConnectArgs) -> anyhow::Result<Endpoint> {
     let target = args
         .target
         .to_socket_addrs()
@@ -390,29 +437,40 @@ fn base_config(args: &TargetArgs) -> anyhow::Result<SendConfig> {
     } else {
         None
     };
-    let messages = load_messages(args)?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    Ok(SendConfig {
+    Ok(Endpoint {
         target,
         tls,
-        connections: args.connections,
         threads,
+        driver: driver(args.driver)?,
+    })
+}
+
+/// Builds a `send` configuration (without loop mode and stop) from the shared flags.
+fn base_config(args: &TargetArgs) -> anyhow::Result<SendConfig> {
+    let endpoint = endpoint(&args.connect)?;
+    let messages = load_messages(args)?;
+    Ok(SendConfig {
+        target: endpoint.target,
+        tls: endpoint.tls,
+        connections: args.connect.connections,
+        threads: endpoint.threads,
         pipeline: args.pipeline,
         mode: Loop::Closed,
         stop: Stop::Duration(Duration::from_secs(10)),
         warmup: Duration::ZERO,
         messages: Arc::new(messages),
         ack_timeout: args.ack_timeout,
-        connect_timeout: args.connect_timeout,
+        connect_timeout: args.connect.connect_timeout,
         reconnect_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
         run_tag: RunTag::random(),
-        driver: driver(args.driver)?,
+        driver: endpoint.driver,
     })
 }
 
-fn client_tls(args: &TargetArgs) -> anyhow::Result<ClientTls> {
+fn client_tls(args: &ConnectArgs) -> anyhow::Result<ClientTls> {
     let client_cert = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
         _ => None,
@@ -493,7 +551,8 @@ fn cmd_send(args: SendArgs) -> anyhow::Result<ExitCode> {
     }
     send::probe(&config)?;
     let stop = stop_on_signals()?;
-    let stats = run_with_progress(config, &stop, args.output.quiet)?;
+    let mut stats = run_with_progress(config, &stop, args.output.quiet)?;
+    stats.process_cpu_s = loadgen::stats::process_cpu_seconds();
     print!("{}", report::summary_table(&stats));
     write_outputs(&stats, &args.output, "mllp-loadgen send")?;
     if stats.sent > 0 && stats.acked == 0 {
@@ -631,6 +690,69 @@ fn cmd_ramp(args: RampArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.json {
         std::fs::write(path, outcome.to_json())
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_hold(args: HoldArgs) -> anyhow::Result<ExitCode> {
+    let endpoint = endpoint(&args.connect)?;
+    let config = HoldConfig {
+        target: endpoint.target,
+        tls: endpoint.tls,
+        connections: args.connect.connections,
+        threads: endpoint.threads,
+        connect_timeout: args.connect.connect_timeout,
+        concurrent_opens: args.concurrent_opens,
+        hold_for: args.duration,
+        driver: endpoint.driver,
+    };
+    let stop = stop_on_signals()?;
+    let report = hold::run(&config, &stop, |opened| {
+        if !opened.all_open() {
+            return false;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "holding {} connections", opened.opened);
+        let _ = out.flush();
+        true
+    })?;
+    let opened = &report.opened;
+    if opened.failed > 0 || opened.closed_at_once > 0 {
+        let lost = opened.failed + opened.closed_at_once;
+        let closed = if opened.opened > opened.closed_at_once {
+            format!(
+                " (the {} open were closed)",
+                opened.opened - opened.closed_at_once
+            )
+        } else {
+            String::new()
+        };
+        bail!(
+            "{lost} of {} connections to {} could not be opened{closed}; first error: {}",
+            opened.requested,
+            config.target,
+            opened.first_error.as_deref().unwrap_or("unknown")
+        );
+    }
+    if !report.held {
+        bail!(
+            "interrupted while opening: {} of {} connections were open (now closed)",
+            opened.opened,
+            opened.requested
+        );
+    }
+    // Written, not println!: whoever reads stdout may be gone by now (a closed pipe is not
+    // worth a panic).
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "closed by peer: {}", report.closed_by_peer);
+    let _ = out.flush();
+    drop(out);
+    if report.closed_by_peer > 0 {
+        eprintln!(
+            "mllp-loadgen: the target closed {} of the {} held connections (an idle timeout?)",
+            report.closed_by_peer, opened.opened
+        );
+        return Ok(ExitCode::from(4));
     }
     Ok(ExitCode::SUCCESS)
 }

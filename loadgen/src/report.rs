@@ -77,7 +77,10 @@ pub enum ReportError {
 /// Writes a run as a pretty-printed JSON document (`format_version` 1).
 ///
 /// Keys: `format_version`, `sent`, `acked`, `ack_codes` (MSA-1 → count), `errors` (kind →
-/// count), `reconnects`, `duration_s`, `throughput_msgs_per_s`, `latency_us` (`p50`, `p90`,
+/// count), `reconnects`, `warmup_sent` and `warmup_acked` (messages written and ACKs matched
+/// during the warm-up, not in `sent` and `acked`), `process_cpu_s` (user + system CPU seconds
+/// of the generating process over its whole life; 0 if not measured), `duration_s`,
+/// `throughput_msgs_per_s`, `latency_us` (`p50`, `p90`,
 /// `p99`, `p999`, `p9999`, `max`, `mean` in µs and `count`), `histogram_unit` (`"ns"`),
 /// `histogram` (base64 of the HdrHistogram V2 + DEFLATE serialization of the latency
 /// histogram, values in nanoseconds: the encoding HdrHistogram interval logs use, so the
@@ -108,6 +111,12 @@ pub fn to_json(stats: &RunStats) -> Vec<u8> {
     doc.insert("ack_codes".to_owned(), counts_value(&stats.ack_codes));
     doc.insert("errors".to_owned(), counts_value(&stats.errors));
     doc.insert("reconnects".to_owned(), stats.reconnects.into());
+    doc.insert("warmup_sent".to_owned(), stats.warmup_sent.into());
+    doc.insert("warmup_acked".to_owned(), stats.warmup_acked.into());
+    doc.insert(
+        "process_cpu_s".to_owned(),
+        finite(stats.process_cpu_s).into(),
+    );
     doc.insert("duration_s".to_owned(), finite(stats.duration_s).into());
     doc.insert(
         "throughput_msgs_per_s".to_owned(),
@@ -139,8 +148,9 @@ pub fn to_json(stats: &RunStats) -> Vec<u8> {
 /// scribbled on).
 ///
 /// The run is rebuilt from the raw keys (`sent`, `acked`, `ack_codes`, `errors`,
-/// `reconnects`, `duration_s`, `histogram`, `timeline_acked_per_s`, `meta`); the summary keys
-/// are derived data and are not trusted. `format_version` must be 1 and `histogram_unit`
+/// `reconnects`, `duration_s`, `histogram`, `timeline_acked_per_s`, `meta`, and the optional
+/// `warmup_sent`, `warmup_acked` and `process_cpu_s`, read as 0 when absent, as in documents
+/// written before they existed); the summary keys are derived data and are not trusted. `format_version` must be 1 and `histogram_unit`
 /// `"ns"`. A histogram encoded with other bounds than this project's (1 ns to one hour, 3
 /// significant digits), e.g. by another HdrHistogram tool, is re-recorded into those bounds
 /// so that every restored run can be merged with every other.
@@ -170,6 +180,9 @@ pub fn from_json(bytes: &mut [u8]) -> Result<RunStats, ReportError> {
         ack_codes: get_counts(doc, "ack_codes")?,
         errors: get_counts(doc, "errors")?,
         reconnects: get_u64(doc, "reconnects")?,
+        warmup_sent: optional(doc, "warmup_sent", get_u64)?.unwrap_or(0),
+        warmup_acked: optional(doc, "warmup_acked", get_u64)?.unwrap_or(0),
+        process_cpu_s: optional(doc, "process_cpu_s", get_f64)?.unwrap_or(0.0),
         duration_s: get_f64(doc, "duration_s")?,
         latency,
         timeline: get_u64_array(doc, "timeline_acked_per_s")?,
@@ -235,6 +248,20 @@ fn wrong(key: &str, expected: &'static str) -> ReportError {
     ReportError::WrongType {
         key: key.to_owned(),
         expected,
+    }
+}
+
+/// `read(doc, key)` when `key` is present, `None` when it is absent (keys added after format
+/// version 1 was first written).
+fn optional<T>(
+    doc: &Object,
+    key: &str,
+    read: fn(&Object, &str) -> Result<T, ReportError>,
+) -> Result<Option<T>, ReportError> {
+    if doc.contains_key(key) {
+        read(doc, key).map(Some)
+    } else {
+        Ok(None)
     }
 }
 
@@ -1078,6 +1105,9 @@ mod tests {
             run.add_interval(&iv, second);
         }
         run.duration_s = 10.0 + f64::from(u32::try_from(seed % 7).unwrap()) / 3.0;
+        run.warmup_sent = seed * 100 + 3;
+        run.warmup_acked = seed * 100 + 1;
+        run.process_cpu_s = 1.5 + f64::from(u32::try_from(seed % 11).unwrap()) / 7.0;
         run.meta.insert("mode".to_owned(), "open".to_owned());
         run.meta.insert(
             "target".to_owned(),
@@ -1092,6 +1122,9 @@ mod tests {
         assert_eq!(a.ack_codes, b.ack_codes);
         assert_eq!(a.errors, b.errors);
         assert_eq!(a.reconnects, b.reconnects);
+        assert_eq!(a.warmup_sent, b.warmup_sent);
+        assert_eq!(a.warmup_acked, b.warmup_acked);
+        assert_eq!(a.process_cpu_s.to_bits(), b.process_cpu_s.to_bits());
         assert_eq!(a.duration_s.to_bits(), b.duration_s.to_bits());
         assert_eq!(a.timeline, b.timeline);
         assert_eq!(a.meta, b.meta);
@@ -1137,6 +1170,9 @@ mod tests {
             "ack_codes",
             "errors",
             "reconnects",
+            "warmup_sent",
+            "warmup_acked",
+            "process_cpu_s",
             "duration_s",
             "throughput_msgs_per_s",
             "latency_us",
@@ -1204,6 +1240,27 @@ mod tests {
             );
             assert!(err.to_string().contains(&format!("`{key}`")), "{err}");
         }
+    }
+
+    #[test]
+    fn documents_without_the_warmup_and_cpu_keys_read_as_zero() {
+        let run = sample_run(8, 100);
+        assert!(run.warmup_sent > 0 && run.process_cpu_s > 0.0);
+        let mut doc = parse(&to_json(&run));
+        let object = doc.as_object_mut().unwrap();
+        for key in ["warmup_sent", "warmup_acked", "process_cpu_s"] {
+            assert!(object.remove(key).is_some(), "{key} was written");
+        }
+        let back = from_json(&mut doc.encode().into_bytes()).unwrap();
+        assert_eq!((back.warmup_sent, back.warmup_acked), (0, 0));
+        assert_eq!(back.process_cpu_s, 0.0);
+        assert_eq!(back.sent, run.sent);
+        // Present but wrong is still an error naming the key.
+        let mut doc = parse(&to_json(&run));
+        let object = doc.as_object_mut().unwrap();
+        object.insert("warmup_sent".to_owned(), "3".into());
+        let err = from_json(&mut doc.encode().into_bytes()).unwrap_err();
+        assert!(err.to_string().contains("`warmup_sent`"), "{err}");
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! get a matching ACK (timeout, connection closed with it in flight, still unanswered at the
 //! end), plus ACKs whose MSA-2 names no message in flight, unreadable ACKs, connect and TLS
 //! failures, reconnects. Messages are never re-sent: a load test that retried would hide loss.
-//! The warm-up period's messages are sent and answered but not recorded.
+//! The warm-up period's messages are sent and answered but not recorded: only counted apart
+//! (`warmup_sent`, `warmup_acked`), so that every message written is accounted for.
 //!
 //! # Shape
 //! One monoio runtime per thread; connections are spread over threads and each lives on one.
@@ -587,8 +588,9 @@ fn jitter(base: Duration, seed: u64) -> Duration {
     base.mul_f64(fraction)
 }
 
-/// Opens a connection (TCP_NODELAY) and runs the TLS handshake.
-async fn open(
+/// Opens a connection (TCP_NODELAY) and runs the TLS handshake, both within `timeout`; a
+/// failure is [`ErrorKind::Connect`] or [`ErrorKind::Tls`] with the cause in words.
+pub(crate) async fn open(
     target: SocketAddr,
     tls: Option<&ClientTls>,
     timeout: Duration,
@@ -831,6 +833,8 @@ impl ConnState {
         if measured {
             self.measured_sent += 1;
             state.interval.borrow_mut().sent += 1;
+        } else {
+            state.interval.borrow_mut().warmup_sent += 1;
         }
         self.inflight.push_back(InFlight {
             seq,
@@ -885,6 +889,8 @@ impl ConnState {
             let latency = now.saturating_duration_since(message.origin);
             let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
             interval.ack(ack.code.as_str().as_bytes(), ns);
+        } else {
+            interval.warmup_acked += 1;
         }
     }
 

@@ -22,6 +22,14 @@ pub fn new_latency_histogram() -> Histogram<u64> {
         .expect("constant histogram bounds are valid")
 }
 
+/// CPU time, user plus system, that this process (all its threads, live and finished) has
+/// used since it started, in seconds: `CLOCK_PROCESS_CPUTIME_ID`, what `getrusage(RUSAGE_SELF)`
+/// adds up, at nanosecond resolution.
+pub fn process_cpu_seconds() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
 /// The first MSA-1 codes of HL7 (original and enhanced mode), in report order. Anything else a
 /// receiver sends is counted under its own text.
 pub const ACK_CODES: [&str; 6] = ["AA", "AE", "AR", "CA", "CE", "CR"];
@@ -102,6 +110,10 @@ pub struct Interval {
     pub errors: [u64; ErrorKind::ALL.len()],
     /// Connections re-opened after a failure.
     pub reconnects: u64,
+    /// Messages written during the warm-up (not in `sent`).
+    pub warmup_sent: u64,
+    /// ACKs matched to warm-up messages (not in `acked`; their latency is not recorded).
+    pub warmup_acked: u64,
     /// ACK latency of every matched ACK, in ns.
     pub latency: Histogram<u64>,
 }
@@ -115,6 +127,8 @@ impl Default for Interval {
             other_codes: BTreeMap::new(),
             errors: [0; ErrorKind::ALL.len()],
             reconnects: 0,
+            warmup_sent: 0,
+            warmup_acked: 0,
             latency: new_latency_histogram(),
         }
     }
@@ -159,6 +173,8 @@ impl Interval {
         self.other_codes.clear();
         self.errors = [0; ErrorKind::ALL.len()];
         self.reconnects = 0;
+        self.warmup_sent = 0;
+        self.warmup_acked = 0;
         self.latency.reset();
         snapshot
     }
@@ -177,6 +193,14 @@ pub struct RunStats {
     pub errors: BTreeMap<String, u64>,
     /// Connections re-opened after a failure.
     pub reconnects: u64,
+    /// Messages written during the warm-up, before the measured period (not in `sent`).
+    /// `sent + warmup_sent` is every message the run wrote.
+    pub warmup_sent: u64,
+    /// ACKs matched to warm-up messages (not in `acked`), whenever they arrived.
+    pub warmup_acked: u64,
+    /// CPU time (user + system, all threads) the generating process used over its whole life,
+    /// in seconds; 0 when not measured. Merged runs add up.
+    pub process_cpu_s: f64,
     /// Length of the measured period, in seconds (for merged runs: the longest).
     pub duration_s: f64,
     /// ACK latency in ns (from the intended send time in open loop).
@@ -195,6 +219,9 @@ impl Default for RunStats {
             ack_codes: BTreeMap::new(),
             errors: BTreeMap::new(),
             reconnects: 0,
+            warmup_sent: 0,
+            warmup_acked: 0,
+            process_cpu_s: 0.0,
             duration_s: 0.0,
             latency: new_latency_histogram(),
             timeline: Vec::new(),
@@ -222,6 +249,8 @@ impl RunStats {
             }
         }
         self.reconnects += interval.reconnects;
+        self.warmup_sent += interval.warmup_sent;
+        self.warmup_acked += interval.warmup_acked;
         self.latency
             .add(&interval.latency)
             .expect("histograms share bounds");
@@ -243,6 +272,9 @@ impl RunStats {
             *self.errors.entry(kind.clone()).or_default() += n;
         }
         self.reconnects += other.reconnects;
+        self.warmup_sent += other.warmup_sent;
+        self.warmup_acked += other.warmup_acked;
+        self.process_cpu_s += other.process_cpu_s;
         self.duration_s = self.duration_s.max(other.duration_s);
         self.latency
             .add(&other.latency)
@@ -300,9 +332,13 @@ mod tests {
         a.ack(b"AE", 20_000);
         a.ack(b"ZZ", 30_000);
         a.error(ErrorKind::AckTimeout);
+        a.warmup_sent = 4;
+        a.warmup_acked = 2;
         let mut run = RunStats::default();
         run.add_interval(&a.take(), 2);
         assert_eq!(a.acked, 0, "take empties the interval");
+        assert_eq!((a.warmup_sent, a.warmup_acked), (0, 0));
+        assert_eq!((run.warmup_sent, run.warmup_acked), (4, 2));
         assert!(a.latency.is_empty());
         assert_eq!(run.sent, 3);
         assert_eq!(run.acked, 3);
@@ -327,11 +363,41 @@ mod tests {
             one.add_interval(&iv, second);
             parts[usize::try_from(i % 2).unwrap()].add_interval(&iv, second);
         }
+        parts[0].warmup_sent = 5;
+        parts[1].warmup_sent = 7;
+        parts[0].warmup_acked = 4;
+        parts[1].warmup_acked = 6;
+        parts[0].process_cpu_s = 1.25;
+        parts[1].process_cpu_s = 0.5;
         let mut merged = parts[0].clone();
         merged.merge(&parts[1]);
+        assert_eq!((merged.warmup_sent, merged.warmup_acked), (12, 10));
+        assert_eq!(merged.process_cpu_s, 1.75);
         assert_eq!(merged.sent, one.sent);
         assert_eq!(merged.ack_codes, one.ack_codes);
         assert_eq!(merged.timeline, one.timeline);
         assert_eq!(merged.latency, one.latency);
+    }
+
+    #[test]
+    fn process_cpu_time_grows_with_work() {
+        // Spin until 20 ms of CPU have been charged (a busy machine may take longer in wall
+        // time); the clock must get there, and never run backwards.
+        let before = process_cpu_seconds();
+        let started = std::time::Instant::now();
+        let mut x = 1u64;
+        let mut last = before;
+        while last - before < 0.02 {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005) | 1);
+            }
+            let now = process_cpu_seconds();
+            assert!(now >= last, "{last} → {now}");
+            last = now;
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{before} → {last}"
+            );
+        }
     }
 }

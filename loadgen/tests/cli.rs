@@ -273,3 +273,192 @@ fn bad_input_gets_one_line_errors_naming_the_cause() {
     assert!(stderr(&out).contains("no message was acknowledged"));
     drop(server);
 }
+
+/// ESTABLISHED TCP sockets whose local port is `port`: on a listener's port, the server ends
+/// of the connections it holds (from /proc/net/tcp and tcp6).
+fn established_on(port: u16) -> usize {
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == "01" && local_port == Some(port) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Starts `mllp-loadgen hold` and returns it with its first stdout line.
+fn start_hold(args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>, String) {
+    let mut child = Command::new(BIN)
+        .arg("hold")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    (child, stdout, line)
+}
+
+fn rest_of(mut stdout: BufReader<std::process::ChildStdout>) -> String {
+    use std::io::Read;
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    rest
+}
+
+#[test]
+fn hold_keeps_every_connection_open_until_sigterm() {
+    let sink = Sink::start(&[]);
+    let port: u16 = sink.addr.rsplit(':').next().unwrap().parse().unwrap();
+    // --duration bounds the test should the signal go astray.
+    let (mut child, stdout, line) = start_hold(&[
+        "--target",
+        &sink.addr,
+        "--connections",
+        "50",
+        "--threads",
+        "2",
+        "--concurrent-opens",
+        "8",
+        "--duration",
+        "60s",
+    ]);
+    assert_eq!(line, "holding 50 connections\n");
+    // Every one is open on the sink's side (established; the sink has accepted them).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while established_on(port) < 50 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(established_on(port), 50);
+    // Idle: a moment later, still all there.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(established_on(port), 50);
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(rest_of(stdout), "closed by peer: 0\n");
+    let report = sink.stop();
+    // Nothing was sent; the sink saw 50 connections.
+    assert!(report.contains("received 0 "), "{report}");
+    assert!(report.contains("connections 50"), "{report}");
+}
+
+#[test]
+fn hold_counts_connections_the_target_closes_and_reports_failures() {
+    // A target that accepts 5 connections, keeps them until told, then closes them all.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (close, closing) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(5).map(Result::unwrap).collect();
+        let _ = closing.recv();
+        drop(held);
+    });
+    let (mut child, held_stdout, line) =
+        start_hold(&["--target", &addr, "--connections", "5", "--duration", "60s"]);
+    assert_eq!(line, "holding 5 connections\n");
+    close.send(()).unwrap();
+    server.join().unwrap();
+    // Being closed does not end the hold: the time or a signal does.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{status:?}");
+    assert_eq!(rest_of(held_stdout), "closed by peer: 5\n");
+
+    // Nothing listening: no `holding` line, one error naming how many failed and why.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let out = loadgen(&[
+        "hold",
+        "--target",
+        &format!("127.0.0.1:{port}"),
+        "--connections",
+        "3",
+        "--duration",
+        "10s",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    let err = stderr(&out);
+    assert!(
+        err.contains("3 of 3 connections") && err.contains("refused") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn send_json_accounts_for_the_warmup_and_the_process_cpu() {
+    use simd_json::prelude::*;
+    let scratch = Scratch::new("warmup");
+    let sink = Sink::start(&[]);
+    let out = scratch.path("run.json");
+    let result = loadgen(&[
+        "send",
+        "--target",
+        &sink.addr,
+        "--connections",
+        "4",
+        "--warmup",
+        "300ms",
+        "--duration",
+        "500ms",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let report = sink.stop();
+    let doc = json(&out);
+    let sent = doc["sent"].as_u64().unwrap();
+    let warmup_sent = doc["warmup_sent"].as_u64().unwrap();
+    assert!(sent > 0 && warmup_sent > 0, "{sent} {warmup_sent}");
+    // Closed loop against a well-behaved sink: every warm-up message is answered too.
+    assert_eq!(doc["warmup_acked"].as_u64(), Some(warmup_sent));
+    // The sink received every message written, warm-up included.
+    let total = sent + warmup_sent;
+    assert!(
+        report.contains(&format!("received {total}  unique {total}  duplicates 0")),
+        "{total}: {report}"
+    );
+    // CPU: some, and no more than the threads could have used over the process's life.
+    let cpu = doc["process_cpu_s"].as_f64().unwrap();
+    assert!(cpu > 0.0 && cpu < 60.0, "{cpu}");
+
+    // merge adds them up.
+    let merged = scratch.path("merged.json");
+    let result = loadgen(&[
+        "merge",
+        out.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let doc = json(&merged);
+    assert_eq!(doc["warmup_sent"].as_u64(), Some(2 * warmup_sent));
+    assert_eq!(doc["process_cpu_s"].as_f64(), Some(2.0 * cpu));
+}

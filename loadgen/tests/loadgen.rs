@@ -363,3 +363,87 @@ fn the_sink_counts_duplicates() {
     assert_eq!(report.unique, 1);
     assert_eq!(report.duplicates, 2);
 }
+
+#[test]
+fn hold_opens_tls_connections_and_notices_a_refused_client_certificate() {
+    use loadgen::hold::{self, HoldConfig};
+    let pki = pki::Pki::new("loadgen-hold");
+    let trust = ClientTlsSettings {
+        ca: Some(pki.ca.cert_path.clone()),
+        pinned: Vec::new(),
+        client_cert: None,
+    };
+    let tls_client = |settings: &ClientTlsSettings| ClientTls {
+        config: client_config(settings).unwrap(),
+        server_name: server_name("localhost").unwrap(),
+    };
+    let (server_tls, _) = pki.server_with(None, &[]);
+    let mut sink_config = SinkConfig::new(loopback());
+    sink_config.tls = Some(server_tls);
+    let sink = sink::start(sink_config).unwrap();
+    let mut config = HoldConfig {
+        target: sink.local_addr(),
+        tls: Some(tls_client(&trust)),
+        connections: 40,
+        threads: 2,
+        connect_timeout: Duration::from_secs(5),
+        concurrent_opens: 4,
+        hold_for: Some(Duration::from_millis(300)),
+        driver: Driver::Auto,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut seen = None;
+    let report = hold::run(&config, &stop, |opened| {
+        seen = Some(opened.clone());
+        true
+    })
+    .unwrap();
+    let seen = seen.expect("on_opened was called");
+    assert!(seen.all_open(), "{seen:?}");
+    assert_eq!((seen.opened, seen.failed), (40, 0));
+    assert!(report.held);
+    assert!(report.held_for >= Duration::from_millis(300));
+    assert_eq!(report.closed_by_peer, 0);
+    let sink_report = sink.stop();
+    assert_eq!(sink_report.connections, 40);
+    assert_eq!(sink_report.received, 0);
+
+    // Mutual TLS without a client certificate: in TLS 1.3 the client's handshake completes,
+    // then the server refuses. Those connections count as closed at once, not as held.
+    let (server_mtls, _) = pki.server_with(Some(&pki.ca), &[]);
+    let mut sink_config = SinkConfig::new(loopback());
+    sink_config.tls = Some(server_mtls);
+    let sink = sink::start(sink_config).unwrap();
+    config.target = sink.local_addr();
+    config.connections = 3;
+    let mut called = false;
+    let report = hold::run(&config, &stop, |opened| {
+        called = true;
+        opened.all_open()
+    })
+    .unwrap();
+    assert!(called);
+    let opened = &report.opened;
+    assert_eq!(opened.failed + opened.closed_at_once, 3, "{opened:?}");
+    assert!(!opened.all_open() && !report.held);
+    let cause = opened.first_error.as_deref().unwrap_or_default();
+    assert!(cause.to_lowercase().contains("certificate"), "{cause}");
+    sink.stop();
+
+    // The stop flag set during holding lets go at once.
+    let sink = sink::start(SinkConfig::new(loopback())).unwrap();
+    config.target = sink.local_addr();
+    config.tls = None;
+    config.hold_for = None;
+    let flag = Arc::clone(&stop);
+    let started = std::time::Instant::now();
+    let report = hold::run(&config, &stop, |opened| {
+        assert!(opened.all_open());
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        true
+    })
+    .unwrap();
+    assert!(report.held && report.closed_by_peer == 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    sink.stop();
+}

@@ -324,7 +324,8 @@ pub struct Config {
     pub default_downstream: Option<usize>,
     /// Worker threads, one runtime each, pinned to cores in order.
     pub workers: usize,
-    /// Whether to pin worker `i` to CPU `i % cores`.
+    /// Whether to pin worker `i` to the `i`-th CPU this process may run on (its affinity mask,
+    /// so `taskset` and container cpusets are respected).
     pub pin_workers: bool,
     /// The I/O driver.
     pub driver: Driver,

@@ -24,7 +24,7 @@
 //!
 //! ```toml
 //! workers = 2                  # worker threads; default: one per CPU (1..=1024)
-//! pin_workers = true           # pin worker i to CPU i; default: true
+//! pin_workers = true           # pin worker i to the i-th allowed CPU; default: true
 //! driver = "auto"              # auto | io-uring | epoll; default: auto
 //! shutdown_grace = "30s"       # how long SIGTERM waits for in-flight messages
 //! metrics = "127.0.0.1:9464"   # serve Prometheus metrics here; default: nowhere

@@ -126,7 +126,8 @@ struct Cli {
     #[arg(long, value_enum, default_value = "nak")]
     on_downstream_failure: FailureArg,
 
-    /// Worker threads (one io_uring runtime each); default: one per CPU.
+    /// Worker threads (one io_uring runtime each); default: one per CPU the process may run
+    /// on (its affinity, e.g. under taskset or a container's cpuset).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
 
@@ -139,7 +140,8 @@ struct Cli {
     #[arg(long, value_enum, default_value = "auto")]
     driver: DriverArg,
 
-    /// Do not pin worker threads to CPUs. Default: worker i is pinned to CPU i.
+    /// Do not pin worker threads to CPUs. Default: worker i is pinned to the i-th CPU the
+    /// process may run on (under `taskset -c 4-7`, worker 0 on CPU 4).
     #[arg(long)]
     no_pin: bool,
 
@@ -295,6 +297,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
+    // Every connection (sender and downstream) is a descriptor: the usual soft limit of 1024
+    // would refuse connections long before memory or CPU run out.
+    if let Err(e) = relay::worker::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit to its hard limit");
+    }
     let config = match &cli.config {
         Some(path) => config_from_file(path, &cli, &matches)?,
         None => build_config(&cli)?,

@@ -225,7 +225,17 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                 .spawn(move || crate::metrics::serve(listener, stats, rejections, stop))?,
         );
     }
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    // The CPUs this process may run on (taskset, a container's cpuset): workers are pinned
+    // within them, never onto a CPU outside the set.
+    let allowed = if config.pin_workers {
+        allowed_cpus()
+    } else {
+        Vec::new()
+    };
+    if config.pin_workers && allowed.is_empty() {
+        warn!("cannot read the process's CPU affinity: workers are not pinned");
+    }
+    let allowed = Arc::new(allowed);
     let handoffs: Arc<Vec<Option<Arc<Handoff>>>> = Arc::new(
         config
             .downstreams
@@ -241,13 +251,14 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         let stats = stats.clone();
         let handoffs = handoffs.clone();
         let workers_running = workers_running.clone();
+        let cpu = cpu_for_worker(id, &allowed);
         let thread = std::thread::Builder::new()
             .name(format!("mllp-relay-w{id}"))
             .spawn(move || {
-                if config.pin_workers
-                    && let Err(e) = monoio::utils::bind_to_cpu_set(Some(id % cores))
+                if let Some(cpu) = cpu
+                    && let Err(e) = pin_current_thread(cpu)
                 {
-                    warn!(worker = id, error = %e, "could not pin the worker to a core");
+                    warn!(worker = id, cpu, error = %e, "could not pin the worker to a core");
                 }
                 let local_queue = (config.listener.ack_mode == AckMode::Local)
                     .then(|| crate::forwarder::LocalQueue::new(stats.clone()));
@@ -284,6 +295,61 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         threads,
         stats,
     })
+}
+
+/// The CPUs this process may run on, in ascending order: its affinity mask as `taskset` or a
+/// container's cpuset left it (read from the calling thread, which has not been pinned yet).
+/// Empty when the mask cannot be read.
+pub fn allowed_cpus() -> Vec<usize> {
+    use rustix::thread::{CpuSet, sched_getaffinity};
+    match sched_getaffinity(None) {
+        Ok(set) => (0..CpuSet::MAX_CPU)
+            .filter(|&cpu| set.is_set(cpu))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The CPU worker `id` is pinned to: the `id`-th of the `allowed` CPUs, wrapping around when
+/// there are more workers than CPUs; `None` when no CPU is known (no pinning).
+pub fn cpu_for_worker(id: usize, allowed: &[usize]) -> Option<usize> {
+    if allowed.is_empty() {
+        return None;
+    }
+    Some(allowed[id % allowed.len()])
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    use rustix::thread::{CpuSet, sched_setaffinity};
+    if cpu >= CpuSet::MAX_CPU {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "CPU {cpu} is beyond the affinity mask's {} CPUs",
+                CpuSet::MAX_CPU
+            ),
+        ));
+    }
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    sched_setaffinity(None, &set).map_err(io::Error::from)
+}
+
+/// Lifts the soft limit on open file descriptors to the hard limit, so that many connections
+/// do not run out of descriptors at the usual soft default of 1024. Returns the soft limit in
+/// force afterwards (`None`: unlimited).
+///
+/// # Errors
+/// When the kernel refuses the new limit (the old one stays).
+pub fn raise_fd_limit() -> io::Result<Option<u64>> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        setrlimit(Resource::Nofile, limit).map_err(io::Error::from)?;
+    }
+    Ok(limit.current)
 }
 
 /// The driver `wanted` resolves to on this machine: `Auto` becomes io_uring when the kernel
@@ -526,5 +592,53 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Err(_) => Poll::Ready(Err(())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_take_the_allowed_cpus_in_order_and_wrap_around() {
+        // `taskset -c 1`: every worker on CPU 1, never CPU 0.
+        assert_eq!(cpu_for_worker(0, &[1]), Some(1));
+        assert_eq!(cpu_for_worker(3, &[1]), Some(1));
+        // A cpuset of 2, 5 and 7.
+        let allowed = [2, 5, 7];
+        let cpus: Vec<Option<usize>> = (0..7).map(|id| cpu_for_worker(id, &allowed)).collect();
+        assert_eq!(
+            cpus,
+            [
+                Some(2),
+                Some(5),
+                Some(7),
+                Some(2),
+                Some(5),
+                Some(7),
+                Some(2)
+            ]
+        );
+        // Unknown affinity: no pinning.
+        assert_eq!(cpu_for_worker(0, &[]), None);
+    }
+
+    #[test]
+    fn the_allowed_cpus_are_this_process_s_affinity() {
+        let allowed = allowed_cpus();
+        assert!(!allowed.is_empty());
+        assert!(allowed.windows(2).all(|w| w[0] < w[1]), "{allowed:?}");
+        let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
+        // available_parallelism also honours cgroup CPU quotas, so it may be lower.
+        assert!(parallelism <= allowed.len(), "{parallelism} > {allowed:?}");
+    }
+
+    #[test]
+    fn the_fd_limit_is_raised_to_the_hard_limit() {
+        use rustix::process::{Resource, getrlimit};
+        let soft = raise_fd_limit().unwrap();
+        let limit = getrlimit(Resource::Nofile);
+        assert_eq!(soft, limit.current);
+        assert!(limit.current == limit.maximum || limit.maximum.is_none());
     }
 }
