@@ -1,9 +1,18 @@
-//! Benchmarks of the `mllp` core.
+//! `mllp-bench` and the criterion micro-benchmarks.
 //!
-//! The crate holds the criterion micro-benchmarks (`benches/`: scanning, deframing, the HL7
-//! view, ACKs and escapes) and, later, the `mllp-bench` end-to-end runner. This library is only
-//! what they share: deterministic fixture builders, so that every run (and every machine)
-//! measures exactly the same bytes.
+//! Two things live in this crate:
+//!
+//! - **`mllp-bench`** (`src/bin/mllp-bench.rs`), the end-to-end benchmark: it starts a sink,
+//!   the system under test and `mllp-loadgen` as child processes on 127.0.0.1, pinned apart,
+//!   and measures throughput, ACK latency, CPU per message and memory, per [`scenario`]. Its
+//!   parts: [`pki`] (throwaway certificates), [`process`] (children, `/proc` accounting),
+//!   [`system`] and [`peers`] (what is measured: `mllp-relay`, the direct baselines, HAProxy,
+//!   stunnel, nginx), [`runner`] (one run per round, phase and system, interleaved) and
+//!   [`results`] (tables, verdict, `results.json`, `summary.md`, plots). It is not a load
+//!   generator itself: every message is sent and timed by `mllp-loadgen`.
+//! - the criterion micro-benchmarks (`benches/`: scanning, deframing, the HL7 view, ACKs and
+//!   escapes), and the deterministic fixture builders they share, so that every run (and every
+//!   machine) measures exactly the same bytes.
 //!
 //! Fixtures are generated, not checked in: a tiny xorshift generator seeded by the caller picks
 //! names, identifiers and values, so a seed always yields the same bytes and different seeds
@@ -27,6 +36,12 @@
 //! ```
 
 pub mod peers;
+pub mod pki;
+pub mod process;
+pub mod results;
+pub mod runner;
+pub mod scenario;
+pub mod system;
 
 use mllp::frame::{CR, FS, FramingConfig, VT};
 
