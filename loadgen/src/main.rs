@@ -327,6 +327,9 @@ struct SinkArgs {
     /// Seed of the fault dice.
     #[arg(long, default_value_t = 1, value_name = "S")]
     seed: u64,
+    /// Close a connection that sends nothing for this long
+    #[arg(long, default_value = "10m", value_parser = duration_arg, value_name = "D")]
+    idle_timeout: Duration,
     /// I/O driver.
     #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
     driver: DriverArg,
@@ -802,6 +805,7 @@ fn cmd_sink(args: SinkArgs) -> anyhow::Result<ExitCode> {
         max_frame_len: args.max_frame_size,
         seed: args.seed,
         driver: driver(args.driver)?,
+        idle_timeout: args.idle_timeout,
     };
     let handle = sink::start(config)?;
     println!(

@@ -37,8 +37,8 @@ use crate::source::{TIMESTAMP_LEN, TimestampCache};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
-/// A connection with nothing to say for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// A connection with nothing to say for this long is closed, by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The answer given instead of AA when a NAK is injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,8 @@ pub struct SinkConfig {
     pub seed: u64,
     /// io_uring or epoll.
     pub driver: Driver,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl SinkConfig {
@@ -106,6 +108,7 @@ impl SinkConfig {
             max_frame_len: mllp::frame::DEFAULT_MAX_FRAME_LEN,
             seed: 1,
             driver: Driver::Auto,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -315,8 +318,14 @@ struct Shared {
 /// One thread's state.
 struct ThreadCtx {
     shared: Shared,
-    /// Fired on stop: cancels every read on this thread.
-    stop_signal: SharedCanceller,
+    /// The cancel signal of every read in progress on this thread, fired all at once on stop.
+    /// Each read has its own: a read that times out fires its signal, and a shared one would
+    /// cancel every other connection's read with it.
+    reads: RefCell<std::collections::HashMap<u64, SharedCanceller>>,
+    /// Numbers the entries of `reads`.
+    next_read: std::cell::Cell<u64>,
+    /// Set on stop, before the reads are cancelled: no new read starts after it.
+    stopping: std::cell::Cell<bool>,
     /// This thread's received ids, handed to `shared.ids` when the thread ends.
     ids: RefCell<Vec<u8>>,
     /// Connections accepted on this thread (seeds each one's dice).
@@ -339,7 +348,9 @@ async fn accept_loop(socket: std::net::TcpListener, shared: Shared) {
     let uring = shared.config.driver != Driver::Epoll && monoio::utils::detect_uring();
     let ctx = Rc::new(ThreadCtx {
         shared,
-        stop_signal: shared_canceller(),
+        reads: RefCell::new(std::collections::HashMap::new()),
+        next_read: std::cell::Cell::new(0),
+        stopping: std::cell::Cell::new(false),
         ids: RefCell::new(Vec::new()),
         accepted: std::cell::Cell::new(0),
         payloads_written: std::cell::Cell::new(0),
@@ -369,7 +380,11 @@ async fn accept_loop(socket: std::net::TcpListener, shared: Shared) {
         }
     }
     // Stop: cancel every read, let connections close, then hand the ids over.
-    fire(&ctx.stop_signal);
+    ctx.stopping.set(true);
+    let reads: Vec<SharedCanceller> = ctx.reads.borrow_mut().drain().map(|(_, s)| s).collect();
+    for signal in &reads {
+        fire(signal);
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     while open.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
@@ -485,10 +500,19 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: &ThreadCtx) {
         }
         deframer.compact(&mut buf);
         deframer.reserve_for_read(&mut buf, READ_CHUNK);
-        let deadline = Instant::now() + IDLE_TIMEOUT;
+        if ctx.stopping.get() {
+            conn.close().await;
+            return;
+        }
+        let deadline = Instant::now() + ctx.shared.config.idle_timeout;
+        let signal = shared_canceller();
+        let id = ctx.next_read.get();
+        ctx.next_read.set(id + 1);
+        ctx.reads.borrow_mut().insert(id, signal.clone());
         let (result, returned) = conn
-            .read_into(buf, READ_CHUNK, deadline, Some(&ctx.stop_signal))
+            .read_into(buf, READ_CHUNK, deadline, Some(&signal))
             .await;
+        ctx.reads.borrow_mut().remove(&id);
         buf = returned;
         match result {
             Ok(_) => {}

@@ -447,3 +447,43 @@ fn hold_opens_tls_connections_and_notices_a_refused_client_certificate() {
     assert!(started.elapsed() < Duration::from_secs(5));
     sink.stop();
 }
+
+#[test]
+fn an_idle_connection_timing_out_does_not_disturb_the_others() {
+    // Each read has its own cancel signal: the idle connection's timeout must cancel its own
+    // read only, while a busy connection on the same thread goes on being answered.
+    let mut config = SinkConfig::new(loopback());
+    config.idle_timeout = Duration::from_millis(300);
+    let sink = sink::start(config).unwrap();
+    let mut idle = TcpStream::connect(sink.local_addr()).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut busy = TcpStream::connect(sink.local_addr()).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let message = source::template(TemplateKind::Adt, 300, 3).unwrap();
+    let started = std::time::Instant::now();
+    let mut answered = 0_u32;
+    let mut sequence = 0;
+    // Keep the busy connection talking well past the idle timeout (bounded by the loop count).
+    while started.elapsed() < Duration::from_millis(900) && sequence < 10_000 {
+        let mut framed = Vec::new();
+        let id = source::control_id(RunTag::new(5), 1, sequence);
+        sequence += 1;
+        message.write_framed(&mut framed, &id, b"20260101000000");
+        busy.write_all(&framed).unwrap();
+        let mut ack = [0u8; 512];
+        let n = busy.read(&mut ack).unwrap();
+        assert!(
+            n > 0,
+            "the busy connection was closed after {answered} ACKs"
+        );
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The idle one was closed by the sink: reading gives end of stream.
+    let mut byte = [0u8; 1];
+    assert_eq!(idle.read(&mut byte).unwrap(), 0);
+    drop(busy);
+    let report = sink.stop();
+    assert_eq!(u64::from(answered), report.received);
+    assert!(answered >= 10, "{answered}");
+}
