@@ -114,6 +114,9 @@ pub struct Conn {
     tcp: TcpStream,
     transport: Transport,
     peer: SocketAddr,
+    /// The cancel signal of reads the caller gives none: kept from read to read while it has
+    /// not fired (a timeout fires it), so that a read costs no allocation.
+    own_cancel: SharedCanceller,
 }
 
 /// Why a read or write did not complete.
@@ -150,6 +153,7 @@ impl Conn {
     /// A plain connection.
     pub fn plain(tcp: TcpStream, peer: SocketAddr) -> Self {
         Self {
+            own_cancel: shared_canceller(),
             tcp,
             transport: Transport::Plain {
                 outgoing: Vec::new(),
@@ -168,6 +172,7 @@ impl Conn {
             outgoing: Vec::new(),
         };
         Self {
+            own_cancel: shared_canceller(),
             tcp,
             transport,
             peer,
@@ -222,9 +227,10 @@ impl Conn {
                 &mut self.tcp,
                 buf.slice_mut(start..end),
                 deadline,
-                canceller,
+                canceller.unwrap_or(&self.own_cancel),
             )
             .await;
+            self.renew_own_cancel();
             let buf = slice.into_inner();
             return match result {
                 Ok(0) => (Err(ConnError::Closed), buf),
@@ -422,6 +428,13 @@ impl Conn {
 
     /// Reads ciphertext from the socket and feeds it to rustls; on a TLS error, sends the
     /// alert rustls queued and returns the error.
+    /// Replaces the connection's own cancel signal once a timeout has fired it.
+    fn renew_own_cancel(&mut self) {
+        if self.own_cancel.is_fired() {
+            self.own_cancel = shared_canceller();
+        }
+    }
+
     async fn pump_ciphertext(
         &mut self,
         deadline: Instant,
@@ -436,8 +449,14 @@ impl Conn {
             buf.clear();
             buf.reserve(TLS_READ_CHUNK);
             let end = buf.capacity();
-            let (result, slice) =
-                read_deadline(&mut self.tcp, buf.slice_mut(0..end), deadline, canceller).await;
+            let (result, slice) = read_deadline(
+                &mut self.tcp,
+                buf.slice_mut(0..end),
+                deadline,
+                canceller.unwrap_or(&self.own_cancel),
+            )
+            .await;
+            self.renew_own_cancel();
             let Transport::Tls { incoming, fed, .. } = &mut self.transport else {
                 unreachable!("transport does not change");
             };
@@ -492,15 +511,16 @@ impl From<rustls::Error> for ConnError {
     }
 }
 
-/// Reads into `buf`, giving up at `deadline` (or when `canceller` fires): the read is
-/// cancelled and awaited, so the buffer always comes back and no completed read is lost.
+/// Reads into `buf`, giving up at `deadline` (or when `own` fires): the read is cancelled and
+/// awaited, so the buffer always comes back and no completed read is lost. A timeout fires
+/// `own`, so it must belong to this read's connection alone (never one signal shared by many
+/// connections: firing it would cancel all their reads).
 async fn read_deadline<B: IoBufMut>(
     tcp: &mut TcpStream,
     buf: B,
     deadline: Instant,
-    canceller: Option<&SharedCanceller>,
+    own: &SharedCanceller,
 ) -> (Result<usize, ConnError>, B) {
-    let own = canceller.cloned().unwrap_or_else(shared_canceller);
     let Some(handle) = own.canceller.borrow().as_ref().map(Canceller::handle) else {
         // Fired before the read began (shutdown raced us): nothing was read.
         return (Err(ConnError::Cancelled), buf);
@@ -512,7 +532,7 @@ async fn read_deadline<B: IoBufMut>(
     monoio::select! {
         (result, buf) = &mut read => (map_read(result), buf),
         () = &mut timer => {
-            fire(&own);
+            fire(own);
             let (result, buf) = read.await;
             // The read may have completed before the cancel took effect: keep its bytes.
             match result {
