@@ -61,15 +61,9 @@ impl PeerKind {
     /// `/usr/sbin` and `/usr/bin` (HAProxy and nginx live in `/usr/sbin`, which a non-root
     /// `PATH` often lacks).
     pub fn find(self) -> Option<PathBuf> {
-        let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).collect())
-            .unwrap_or_default();
-        dirs.extend([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")]);
-        self.executable_names().iter().find_map(|name| {
-            dirs.iter()
-                .map(|dir| dir.join(name))
-                .find(|candidate| is_executable(candidate))
-        })
+        self.executable_names()
+            .iter()
+            .find_map(|name| crate::process::find_program(name))
     }
 
     /// One short line naming the peer's version and the OpenSSL it runs with, e.g.
@@ -625,10 +619,6 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), PeerError> {
     file.sync_all().map_err(error)
 }
 
-fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-}
-
 /// The version line of [`PeerKind::version`] from the peer's version output.
 fn parse_version(kind: PeerKind, text: &str) -> Option<String> {
     let line_after = |prefix: &str| {
@@ -959,7 +949,7 @@ mod tests {
             || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/mllp-loadgen"),
             PathBuf::from,
         );
-        assert!(is_executable(&loadgen), "build {} first", loadgen.display());
+        assert!(loadgen.is_file(), "build {} first", loadgen.display());
         let dir = scratch_dir("e2e");
         let (tls, ca) = test_pki(&dir);
         let mut sink = Command::new(&loadgen)

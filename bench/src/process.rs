@@ -78,13 +78,20 @@ pub fn allowed_cpus() -> Option<CpuSet> {
     CpuSet::parse(list.trim()).ok()
 }
 
-/// Finds a program on `PATH` (and in the sbin directories, where Debian puts daemons).
+/// Finds an executable program on `PATH`, then in the sbin and bin directories (Debian puts
+/// daemons such as HAProxy and nginx in `/usr/sbin`, which a non-root `PATH` often lacks).
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
 /// How many of a child's last output lines are kept for error messages.
@@ -135,9 +142,8 @@ impl Managed {
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                     remember(&tail, &line);
-                    if sender.send(line).is_err() {
-                        // Nobody listens any more; keep draining so the child never blocks.
-                    }
+                    // Nobody may listen any more: keep draining so the child never blocks.
+                    let _ = sender.send(line);
                 }
             });
         }

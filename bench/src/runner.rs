@@ -629,9 +629,7 @@ impl Bench {
             self.tools.taskset.as_deref(),
         )?;
         let sink_addr = sink.wait_for_line(START_TIMEOUT, |line| {
-            line.strip_prefix("mllp-loadgen sink listening on ")
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|addr| addr.parse::<SocketAddr>().ok())
+            address_after(line, "mllp-loadgen sink listening on ")
         })?;
         let (sut, target) = match system {
             System::DirectTls | System::DirectPlain => (None, sink_addr),
@@ -664,9 +662,7 @@ impl Bench {
                     self.tools.taskset.as_deref(),
                 )?;
                 let addr = relay.wait_for_line(START_TIMEOUT, |line| {
-                    line.strip_prefix("mllp-relay listening on ")
-                        .and_then(|rest| rest.split_whitespace().next())
-                        .and_then(|addr| addr.parse::<SocketAddr>().ok())
+                    address_after(line, "mllp-relay listening on ")
                 })?;
                 (Some(relay), addr)
             }
@@ -949,6 +945,15 @@ fn wait_until_accepting(peer: &mut Managed, addr: SocketAddr, log: &Path) -> any
             format!("; its log:\n    {log_tail}")
         }
     )
+}
+
+/// The address a start-up line announces after `prefix` (`… listening on 127.0.0.1:4242 (TLS)`).
+fn address_after(line: &str, prefix: &str) -> Option<SocketAddr> {
+    line.strip_prefix(prefix)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A free port on 127.0.0.1 (for peers, which cannot report the port they picked).

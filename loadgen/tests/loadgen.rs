@@ -53,6 +53,23 @@ fn sink_with(faults: Faults) -> SinkHandle {
     sink::start(config).unwrap()
 }
 
+/// Client settings that trust the test CA.
+fn trusting(pki: &pki::Pki) -> ClientTlsSettings {
+    ClientTlsSettings {
+        ca: Some(pki.ca.cert_path.clone()),
+        pinned: Vec::new(),
+        client_cert: None,
+    }
+}
+
+/// A client TLS configuration for `localhost` from `settings`.
+fn tls_client(settings: &ClientTlsSettings) -> ClientTls {
+    ClientTls {
+        config: client_config(settings).unwrap(),
+        server_name: server_name("localhost").unwrap(),
+    }
+}
+
 fn error(stats: &RunStats, key: &str) -> u64 {
     stats.errors.get(key).copied().unwrap_or(0)
 }
@@ -223,15 +240,7 @@ fn pipelined_acks_are_matched_by_msa2_out_of_order() {
 #[test]
 fn tls_and_mutual_tls() {
     let pki = pki::Pki::new("loadgen-tls");
-    let trust = ClientTlsSettings {
-        ca: Some(pki.ca.cert_path.clone()),
-        pinned: Vec::new(),
-        client_cert: None,
-    };
-    let tls_client = |settings: &ClientTlsSettings| ClientTls {
-        config: client_config(settings).unwrap(),
-        server_name: server_name("localhost").unwrap(),
-    };
+    let trust = trusting(&pki);
 
     // TLS: server certificate checked against the CA.
     let (server_tls, _) = pki.server_with(None, &[]);
@@ -368,15 +377,7 @@ fn the_sink_counts_duplicates() {
 fn hold_opens_tls_connections_and_notices_a_refused_client_certificate() {
     use loadgen::hold::{self, HoldConfig};
     let pki = pki::Pki::new("loadgen-hold");
-    let trust = ClientTlsSettings {
-        ca: Some(pki.ca.cert_path.clone()),
-        pinned: Vec::new(),
-        client_cert: None,
-    };
-    let tls_client = |settings: &ClientTlsSettings| ClientTls {
-        config: client_config(settings).unwrap(),
-        server_name: server_name("localhost").unwrap(),
-    };
+    let trust = trusting(&pki);
     let (server_tls, _) = pki.server_with(None, &[]);
     let mut sink_config = SinkConfig::new(loopback());
     sink_config.tls = Some(server_tls);
