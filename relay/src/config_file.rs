@@ -19,8 +19,9 @@
 //! touching certificate files (for documentation examples and dry runs elsewhere).
 //!
 //! # Schema
-//! Every key but `listener.listen`, `downstream.name`, `downstream.address` and
-//! `route.downstream` is optional; defaults are the constants of [`crate::config`].
+//! Every key but `listener.listen`, `downstream.name`, `downstream.address`,
+//! `route.downstream` and `journal.dir` is optional; defaults are the constants of
+//! [`crate::config`].
 //!
 //! ```toml
 //! workers = 2                  # worker threads; default: one per CPU (1..=1024)
@@ -35,6 +36,9 @@
 //! listen = "0.0.0.0:2575"      # IP:PORT (required); port 0 picks a free port
 //! ack_mode = "passthrough"     # passthrough: the receiver's own ACK | local: the relay ACKs on
 //!                              # receipt and forwards afterwards (no durability: can lose messages)
+//!                              # | durable: the relay ACKs (AA/CA) once the message is fsync'ed to
+//!                              # the [journal] and delivers it afterwards, retrying, also after a
+//!                              # crash
 //! on_downstream_failure = "nak"   # nak (generated AE/CE with ERR 207) | close
 //! ack_policy = "negotiated"    # negotiated | always | never | errors-only
 //! max_frame_size = 16777216    # bytes, or a string such as "512KiB", "16MiB" (at most 1GiB)
@@ -80,10 +84,29 @@
 //! message_type = "ORU"         # MSH-9.1
 //! trigger_event = "R01"        # MSH-9.2
 //! downstream = "ehr"           # required: the name of a [[downstream]]
+//!
+//! [journal]                    # required with ack_mode = "durable", refused with other modes
+//! dir = "/var/lib/mllp-relay/journal"  # required: one sub-directory per worker, dead letters
+//! commit_interval = "1ms"      # longest a message waits for others to share its fsync
+//!                              # (more than 0, at most 100ms); a lone message is committed at once
+//! max_size = "8GiB"            # cap on each worker's journal (undelivered + not yet reclaimed)
+//! segment_size = "64MiB"       # size of one journal file (at least 1MiB, at most max_size)
+//! memory = "64MiB"             # undelivered messages each worker keeps in memory; the rest are
+//!                              # read back from the journal when their turn comes
+//! forward_lanes = 8            # connections per per-core downstream delivering from the journal
+//!                              # (1..=256); each sender connection keeps its order on one lane
+//! when_full = "nak"            # at max_size: nak (the sender gets AE/CE "journal full") | pause
+//!                              # (the sender's connection is not read until space is freed)
 //! ```
 //!
-//! Top-level keys (`workers`, `default_route`, …) must come before the first `[[…]]` table:
-//! TOML puts a key written after a table header inside that table.
+//! Top-level keys (`workers`, `default_route`, …) must come before the first `[[…]]` or
+//! `[journal]` table: TOML puts a key written after a table header inside that table.
+//!
+//! # The journal
+//! `ack_mode = "durable"` needs a `[journal]` table (a file without one is refused at
+//! `journal.dir`), and a `[journal]` table is refused with any other ACK mode: it would be
+//! unused, and a file that looks durable but is not must not pass. `journal.max_size` must be at
+//! least `listener.max_frame_size`, so that the largest accepted message fits.
 //!
 //! # Routing
 //! Each message goes to exactly one downstream. The `[[route]]` rules are tried in the order
@@ -106,9 +129,9 @@
 //! digits, optionally separated by `:` or spaces (as `openssl x509 -fingerprint -sha256`
 //! prints them).
 //!
-//! **Relative paths** (`cert`, `key`, `client_ca`, `ca`, `client_cert`, `client_key`) are
-//! resolved against the directory of the config file, not the working directory, so a file
-//! and its certificates can move together.
+//! **Relative paths** (`cert`, `key`, `client_ca`, `ca`, `client_cert`, `client_key`,
+//! `journal.dir`) are resolved against the directory of the config file, not the working
+//! directory, so a file and its certificates can move together.
 //!
 //! Problems inside a downstream are named `downstream.key` when the file has one
 //! `[[downstream]]`, and `downstream[i].key` (`i` counted from 0 in file order) when it has
@@ -116,6 +139,7 @@
 //!
 //! Command-line overrides (`--listen`, `--forward`, `--workers`, `--metrics`, `--driver`,
 //! `--no-pin`) arrive as [`Overrides`]; a problem with an overridden value is named by its flag.
+//! (`--journal` is not among them: with a file, `journal.dir` says where the journal is.)
 //! `--forward` replaces the address of the one downstream, and is refused when the file
 //! defines several.
 
@@ -133,8 +157,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use crate::config::{
-    self, AckMode, Config, DownstreamConfig, Driver, LinkPolicy, ListenerConfig,
-    OnDownstreamFailure, Pattern, Route, RouteMatch,
+    self, AckMode, Config, DownstreamConfig, Driver, JournalConfig, LinkPolicy, ListenerConfig,
+    OnDownstreamFailure, Pattern, Route, RouteMatch, WhenJournalFull,
 };
 use crate::tls::{
     self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections, TlsSetupError,
@@ -155,6 +179,23 @@ pub const MAX_RETRIES: u32 = 100;
 /// Most inbound connections per worker a file may allow: each costs buffers and a file
 /// descriptor; a million per worker is beyond any hospital's sender count.
 pub const MAX_CONNECTIONS_PER_WORKER_LIMIT: usize = 1_000_000;
+
+/// Longest `journal.commit_interval` a file may set: every positive ACK waits up to this long
+/// while messages keep arriving, and a sender stops and waits for each ACK (original mode), so
+/// a longer wait only adds latency without saving more fsyncs.
+pub const MAX_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Smallest `journal.segment_size` (and so `journal.max_size`): below it, files are created,
+/// fsync'ed and reclaimed so often that the directory operations dominate.
+pub const MIN_SEGMENT_SIZE: u64 = 1 << 20;
+
+/// Smallest `journal.memory`: room for a useful number of ordinary messages; less would read
+/// nearly every message back from disk.
+pub const MIN_JOURNAL_MEMORY: u64 = 1 << 20;
+
+/// Most `journal.forward_lanes`: each lane is a connection per worker to every `per-core`
+/// downstream, and receivers rarely take hundreds from one peer.
+pub const MAX_FORWARD_LANES: usize = 256;
 
 // ---------------------------------------------------------------------------------------------
 // Durations and sizes
@@ -253,7 +294,7 @@ pub fn parse_size(text: &str) -> Result<usize, SizeError> {
 }
 
 /// Formats a byte count in the largest exact binary unit (`16MiB`, `1000` bytes as `1000B`).
-fn format_size(bytes: usize) -> String {
+fn format_size(bytes: u64) -> String {
     match bytes {
         0 => "0B".to_owned(),
         _ if bytes.is_multiple_of(1 << 30) => format!("{}GiB", bytes >> 30),
@@ -292,6 +333,8 @@ pub struct RawConfig {
     /// `[[route]]` tables, in file order.
     #[serde(default, deserialize_with = "array_of_tables")]
     pub route: Vec<RawRoute>,
+    /// The `[journal]` table (`durable` ACK mode).
+    pub journal: Option<RawJournal>,
 }
 
 /// One `[[listener]]` table as written.
@@ -357,9 +400,9 @@ pub struct RawDownstream {
     pub connect_timeout: Option<RawDuration>,
     /// ACK timeout.
     pub ack_timeout: Option<RawDuration>,
-    /// Retries after the first attempt.
     /// `per-core` (default) or `single`.
     pub link: Option<String>,
+    /// Retries after the first attempt.
     pub retries: Option<i64>,
     /// First backoff.
     pub backoff_base: Option<RawDuration>,
@@ -404,6 +447,26 @@ pub struct RawRoute {
     pub trigger_event: Option<String>,
     /// The `[[downstream]]` name matching messages go to.
     pub downstream: Option<String>,
+}
+
+/// The `[journal]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJournal {
+    /// The journal directory.
+    pub dir: Option<PathBuf>,
+    /// Longest wait for more messages to share a commit.
+    pub commit_interval: Option<RawDuration>,
+    /// Cap on each worker's journal.
+    pub max_size: Option<RawSize>,
+    /// Size of one segment file.
+    pub segment_size: Option<RawSize>,
+    /// Memory each worker keeps of undelivered messages.
+    pub memory: Option<RawSize>,
+    /// Delivery connections per `per-core` downstream.
+    pub forward_lanes: Option<i64>,
+    /// `nak` or `pause`.
+    pub when_full: Option<String>,
 }
 
 /// A duration as written (a string, parsed during validation so the error can name its key).
@@ -626,6 +689,8 @@ pub struct Settings {
     pub metrics_addr: Option<SocketAddr>,
     /// How long shutdown waits for in-flight messages.
     pub shutdown_grace: Duration,
+    /// The journal (with `listener.ack_mode = "durable"`, and only then).
+    pub journal: Option<JournalConfig>,
 }
 
 /// A validated listener.
@@ -788,6 +853,40 @@ impl Checker<'_> {
         }
     }
 
+    /// A size in bytes within `min..=max` (`u64::MAX`: no upper bound).
+    fn size(&mut self, key: &str, raw: Option<&RawSize>, min: u64, max: u64, default: u64) -> u64 {
+        let Some(size) = raw else {
+            return default;
+        };
+        let parsed = match size {
+            RawSize::Bytes(n) => {
+                u64::try_from(*n).map_err(|_| format!("{n} is not a size in bytes"))
+            }
+            RawSize::Text(text) => parse_size(text)
+                .map(|n| n as u64)
+                .map_err(|e| e.to_string()),
+        };
+        match parsed {
+            Ok(n) if (min..=max).contains(&n) => n,
+            Ok(n) => {
+                let low = match min {
+                    1 => "1 byte".to_owned(),
+                    _ => format_size(min),
+                };
+                let range = match max {
+                    u64::MAX => format!("at least {low}"),
+                    _ => format!("between {low} and {}", format_size(max)),
+                };
+                self.fail(key, format!("{n} bytes: must be {range}"));
+                default
+            }
+            Err(message) => {
+                self.fail(key, message);
+                default
+            }
+        }
+    }
+
     /// A name for logs and metric labels.
     fn name(&mut self, key: &str, raw: Option<&str>, default: Option<&str>) -> String {
         let Some(name) = raw.or(default) else {
@@ -910,17 +1009,16 @@ impl Checker<'_> {
         };
         let mut config = ListenerConfig::plain(addr);
 
-        config.ack_mode = match raw.ack_mode.as_deref() {
-            None | Some("passthrough") => AckMode::Passthrough,
-            Some("local") => AckMode::Local,
-            Some(other) => {
-                self.fail(
-                    "listener.ack_mode",
-                    format!("unknown value {other:?} (known: passthrough, local)"),
-                );
-                AckMode::Passthrough
-            }
-        };
+        config.ack_mode = self.choice(
+            "listener.ack_mode",
+            raw.ack_mode.as_deref(),
+            &[
+                ("passthrough", AckMode::Passthrough),
+                ("local", AckMode::Local),
+                ("durable", AckMode::Durable),
+            ],
+            AckMode::Passthrough,
+        );
         config.on_downstream_failure = self.choice(
             "listener.on_downstream_failure",
             raw.on_downstream_failure.as_deref(),
@@ -943,34 +1041,15 @@ impl Checker<'_> {
         );
 
         let key = "listener.max_frame_size";
-        let max_frame_size = match &raw.max_frame_size {
-            None => DEFAULT_MAX_FRAME_LEN,
-            Some(size) => {
-                let parsed = match size {
-                    RawSize::Bytes(n) => {
-                        usize::try_from(*n).map_err(|_| format!("{n} is not a size in bytes"))
-                    }
-                    RawSize::Text(text) => parse_size(text).map_err(|e| e.to_string()),
-                };
-                match parsed {
-                    Ok(n) if (1..=MAX_FRAME_SIZE_LIMIT).contains(&n) => n,
-                    Ok(n) => {
-                        self.fail(
-                            key,
-                            format!(
-                                "{n} bytes: must be between 1 byte and {}",
-                                format_size(MAX_FRAME_SIZE_LIMIT)
-                            ),
-                        );
-                        DEFAULT_MAX_FRAME_LEN
-                    }
-                    Err(message) => {
-                        self.fail(key, message);
-                        DEFAULT_MAX_FRAME_LEN
-                    }
-                }
-            }
-        };
+        let max_frame_size = self.size(
+            key,
+            raw.max_frame_size.as_ref(),
+            1,
+            MAX_FRAME_SIZE_LIMIT as u64,
+            DEFAULT_MAX_FRAME_LEN as u64,
+        );
+        // At most MAX_FRAME_SIZE_LIMIT, a usize.
+        let max_frame_size = usize::try_from(max_frame_size).unwrap_or(DEFAULT_MAX_FRAME_LEN);
         let mut tolerances = Tolerances::STRICT;
         for (i, name) in raw.tolerate.iter().enumerate() {
             if !tolerances.enable(name) {
@@ -1137,6 +1216,131 @@ impl Checker<'_> {
             config,
             tls,
         }
+    }
+
+    /// The `[journal]` table. `max_frame_size` is the listener's: the largest message must fit
+    /// in the journal.
+    fn journal(&mut self, raw: &RawJournal, max_frame_size: usize) -> JournalConfig {
+        let dir = match raw.dir.as_deref() {
+            Some(raw) if raw.as_os_str().is_empty() => {
+                self.fail("journal.dir", "empty path");
+                PathBuf::new()
+            }
+            Some(raw) => {
+                let dir = self.base.join(raw);
+                // The relay creates the directory at start; a file in its place cannot work.
+                if self.files == Files::Check && dir.exists() && !dir.is_dir() {
+                    self.fail(
+                        "journal.dir",
+                        format!("{} exists and is not a directory", dir.display()),
+                    );
+                }
+                dir
+            }
+            None => {
+                self.fail(
+                    "journal.dir",
+                    "missing: the directory where messages are fsync'ed before they are                      acknowledged, e.g. \"/var/lib/mllp-relay/journal\"",
+                );
+                PathBuf::new()
+            }
+        };
+        let mut journal = JournalConfig::new(dir);
+
+        journal.commit_interval = self.duration(
+            "journal.commit_interval",
+            raw.commit_interval.as_ref(),
+            config::DEFAULT_COMMIT_INTERVAL,
+            false,
+        );
+        if journal.commit_interval > MAX_COMMIT_INTERVAL {
+            self.fail(
+                "journal.commit_interval",
+                format!(
+                    "{}: must be at most {} (every ACK may wait this long for its fsync)",
+                    format_duration(journal.commit_interval),
+                    format_duration(MAX_COMMIT_INTERVAL)
+                ),
+            );
+            journal.commit_interval = config::DEFAULT_COMMIT_INTERVAL;
+        }
+
+        let max_key = "journal.max_size";
+        journal.max_bytes = self.size(
+            max_key,
+            raw.max_size.as_ref(),
+            MIN_SEGMENT_SIZE,
+            u64::MAX,
+            config::DEFAULT_JOURNAL_MAX_BYTES,
+        );
+        let segment_key = "journal.segment_size";
+        journal.segment_bytes = self.size(
+            segment_key,
+            raw.segment_size.as_ref(),
+            MIN_SEGMENT_SIZE,
+            u64::MAX,
+            config::DEFAULT_SEGMENT_BYTES,
+        );
+        if journal.segment_bytes > journal.max_bytes {
+            if raw.segment_size.is_some() {
+                self.fail(
+                    segment_key,
+                    format!(
+                        "{} is larger than {max_key} ({})",
+                        format_size(journal.segment_bytes),
+                        format_size(journal.max_bytes)
+                    ),
+                );
+            } else {
+                self.fail(
+                    max_key,
+                    format!(
+                        "{} is smaller than the default {segment_key} ({}): set \
+                         {segment_key} too (at most {max_key})",
+                        format_size(journal.max_bytes),
+                        format_size(journal.segment_bytes)
+                    ),
+                );
+            }
+        }
+        let frame = max_frame_size as u64;
+        if journal.max_bytes < frame {
+            self.fail(
+                max_key,
+                format!(
+                    "{} is smaller than listener.max_frame_size ({}): the largest message \
+                     accepted could never be journaled",
+                    format_size(journal.max_bytes),
+                    format_size(frame)
+                ),
+            );
+        }
+        let memory = self.size(
+            "journal.memory",
+            raw.memory.as_ref(),
+            MIN_JOURNAL_MEMORY,
+            usize::MAX as u64,
+            config::DEFAULT_JOURNAL_MEMORY_BYTES as u64,
+        );
+        journal.memory_bytes =
+            usize::try_from(memory).unwrap_or(config::DEFAULT_JOURNAL_MEMORY_BYTES);
+        journal.forward_lanes = self.integer(
+            "journal.forward_lanes",
+            raw.forward_lanes,
+            1,
+            MAX_FORWARD_LANES,
+            config::DEFAULT_FORWARD_LANES,
+        );
+        journal.when_full = self.choice(
+            "journal.when_full",
+            raw.when_full.as_deref(),
+            &[
+                ("nak", WhenJournalFull::Nak),
+                ("pause", WhenJournalFull::Pause),
+            ],
+            WhenJournalFull::Nak,
+        );
+        journal
     }
 
     fn resolve(&mut self, key: &str, address: &str) -> SocketAddr {
@@ -1403,6 +1607,35 @@ impl RawConfig {
             None => None,
         };
 
+        let ack_mode = listener.config.ack_mode;
+        let journal = self
+            .journal
+            .as_ref()
+            .map(|raw| check.journal(raw, listener.config.framing.max_frame_len()));
+        match (&journal, ack_mode) {
+            (None, AckMode::Durable) => check.fail(
+                "journal.dir",
+                "missing: listener.ack_mode = \"durable\" acknowledges a message only once it \
+                 is fsync'ed to the journal; add a [journal] table with dir = \"…\"",
+            ),
+            // Without a listener table the mode is only the default; that table is reported.
+            (Some(_), mode) if mode != AckMode::Durable && !self.listener.is_empty() => {
+                let mode = match mode {
+                    AckMode::Local => "local",
+                    _ => "passthrough",
+                };
+                check.fail(
+                    "journal",
+                    format!(
+                        "the journal is only used by ack_mode = \"durable\", and \
+                         listener.ack_mode is {mode:?}: set it to \"durable\" or remove the \
+                         [journal] table"
+                    ),
+                );
+            }
+            _ => {}
+        }
+
         if !check.problems.is_empty() {
             return Err(check.problems);
         }
@@ -1417,6 +1650,7 @@ impl RawConfig {
             driver,
             metrics_addr,
             shutdown_grace,
+            journal,
         })
     }
 }
@@ -1517,6 +1751,7 @@ impl TryFrom<&Settings> for Config {
             driver: settings.driver,
             metrics_addr: settings.metrics_addr,
             shutdown_grace: settings.shutdown_grace,
+            journal: settings.journal.clone(),
         })
     }
 }
@@ -1646,6 +1881,10 @@ impl fmt::Display for Settings {
         let mode = match lc.ack_mode {
             AckMode::Passthrough => "passthrough",
             AckMode::Local => "local (ACK on receipt, no durability: messages can be lost)",
+            AckMode::Durable => {
+                "durable (AA/CA once fsync'ed to the journal; delivered afterwards with \
+                 retries, also after a crash)"
+            }
         };
         let failure = match lc.on_downstream_failure {
             OnDownstreamFailure::Nak => "nak",
@@ -1657,10 +1896,15 @@ impl fmt::Display for Settings {
             AckPolicy::Never => "never",
             AckPolicy::ErrorsOnly => "errors-only",
         };
-        writeln!(
-            f,
-            "  ack mode {mode}, ack policy {policy}, on downstream failure {failure}"
-        )?;
+        if lc.ack_mode == AckMode::Passthrough {
+            writeln!(
+                f,
+                "  ack mode {mode}, ack policy {policy}, on downstream failure {failure}"
+            )?;
+        } else {
+            // The sender is answered before delivery: a downstream failure never reaches it.
+            writeln!(f, "  ack mode {mode}, ack policy {policy}")?;
+        }
         let t = lc.framing.tolerances();
         let tolerated: Vec<&str> = [
             (t.fs_without_cr, EventCode::FsWithoutCr),
@@ -1678,7 +1922,7 @@ impl fmt::Display for Settings {
         writeln!(
             f,
             "  frames: at most {}, tolerating {}",
-            format_size(lc.framing.max_frame_len()),
+            format_size(lc.framing.max_frame_len() as u64),
             if tolerated.is_empty() {
                 "nothing (strict MLLP)".to_owned()
             } else {
@@ -1698,6 +1942,32 @@ impl fmt::Display for Settings {
             format_duration(lc.write_timeout),
             lc.max_connections_per_worker
         )?;
+
+        if let Some(j) = &self.journal {
+            writeln!(
+                f,
+                "journal in {} (one sub-directory per worker)",
+                j.dir.display()
+            )?;
+            writeln!(
+                f,
+                "  commit interval at most {}; per worker: at most {} on disk in segments of {}, \
+                 {} in memory",
+                format_duration(j.commit_interval),
+                format_size(j.max_bytes),
+                format_size(j.segment_bytes),
+                format_size(j.memory_bytes as u64)
+            )?;
+            let full = match j.when_full {
+                WhenJournalFull::Nak => "nak (the sender gets AE/CE \"journal full\")",
+                WhenJournalFull::Pause => "pause (senders are not read until space is freed)",
+            };
+            writeln!(
+                f,
+                "  {} forward lane(s) per per-core downstream; when full: {full}",
+                j.forward_lanes
+            )?;
+        }
 
         for d in &self.downstreams {
             let dc = &d.config;

@@ -168,7 +168,7 @@ impl Downstream {
 
     /// Full-jitter exponential backoff: a random pause up to `base * 2^attempt`, capped, so
     /// that many senders retrying at once do not hit a recovering receiver together.
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let ceiling = self
             .config
             .backoff_base

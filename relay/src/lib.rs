@@ -21,6 +21,9 @@
 //! - `session`: one inbound connection, message by message.
 //! - `downstream`: the per-worker connection pool, delivery, ACK checks, retries.
 //! - `forwarder`: `local` ACK mode's per-worker queue and forwarding task.
+//! - [`journal`]: `durable` ACK mode's per-worker append-only journal (group commit, recovery).
+//! - `durable`: `durable` ACK mode's delivery lanes and dead letters.
+//! - [`dead_letters`]: listing and replaying dead letters (`mllp-relay dead-letters`).
 //! - `handoff`: the `single` link policy's cross-core queue to the link task on worker 0.
 //! - [`conn`]: plain/TLS connections with cancel-safe deadline I/O over rustls's sans-IO core
 //!   (also the load generator's connection layer).
@@ -29,15 +32,18 @@
 //! - [`metrics`]: the counters the workers keep.
 //!
 //! # Not here
-//! Durable store-and-forward (a later issue); message transformation of any kind: bytes pass
-//! through unchanged.
+//! Message transformation of any kind: bytes pass through unchanged. Replication of the
+//! journal to another host: a durable queue beyond one host belongs in an existing log.
 
 pub mod config;
 pub mod config_file;
 pub mod conn;
+pub mod dead_letters;
 mod downstream;
+mod durable;
 mod forwarder;
 mod handoff;
+pub mod journal;
 pub mod metrics;
 mod session;
 pub mod time;

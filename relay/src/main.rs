@@ -14,7 +14,8 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use mllp::frame::{FramingConfig, Tolerances};
 use relay::config::{
-    self, AckMode, Config, DownstreamConfig, Driver, ListenerConfig, OnDownstreamFailure, SourceNet,
+    self, AckMode, Config, DownstreamConfig, Driver, JournalConfig, ListenerConfig,
+    OnDownstreamFailure, SourceNet,
 };
 use relay::config_file::{self, Overrides, parse_duration};
 use relay::tls::{self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections};
@@ -30,6 +31,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Example: terminate TLS on 2575 in front of a plain engine on 6661:
 ///
 ///   mllp-relay --listen 0.0.0.0:2575 --tls-cert server.pem --tls-key server.key --forward 10.0.0.5:6661
+///
+/// The same, acknowledging each message once it is safely on disk (store and forward):
+///
+///   mllp-relay ... --ack-mode durable --journal /var/lib/mllp-relay/journal
 ///
 /// The same from a config file (commented examples: relay/examples/*.toml), checked first:
 ///
@@ -117,9 +122,18 @@ struct Cli {
     #[arg(long, value_name = "NAME", requires = "forward_tls")]
     forward_sni: Option<String>,
 
-    /// Who answers the sender. passthrough: the receiver's own ACK.
+    /// Who answers the sender. passthrough: the receiver's own ACK, byte for byte. local: the
+    /// relay ACKs on receipt, without durability (messages can be lost). durable: the relay
+    /// answers AA/CA only after the message is fsync'ed to the journal in --journal; it is
+    /// delivered afterwards, with retries, also after a crash.
     #[arg(long, value_enum, default_value = "passthrough")]
     ack_mode: AckModeArg,
+
+    /// The journal directory of --ack-mode durable (required with it, refused without it):
+    /// one sub-directory per worker, created if missing. Journal limits take their defaults;
+    /// set them in the journal table of a config file (--config).
+    #[arg(long, value_name = "DIR")]
+    journal: Option<PathBuf>,
 
     /// What the sender hears when the receiver fails after every retry: a generated AE/CE
     /// with ERR 207 (nak), or nothing and a closed connection (close).
@@ -185,8 +199,9 @@ enum Command {
     /// Validate a TOML config file, print what would run, and exit (0: valid, 2: invalid).
     ///
     /// The file is loaded as --config would load it: certificates and keys read, addresses
-    /// resolved. When it is valid, a summary (listener, TLS and client authentication,
-    /// downstream, timeouts, workers) goes to stdout and the exit code is 0; otherwise every
+    /// resolved. When it is valid, a summary (listener, TLS and client authentication, ACK
+    /// mode and journal, downstreams, routes, timeouts, workers) goes to stdout and the exit
+    /// code is 0; otherwise every
     /// error found goes to stderr, each naming its key, and the exit code is 2.
     CheckConfig {
         /// The config file.
@@ -219,6 +234,7 @@ const FILE_ONLY_FLAGS: &[(&str, &str, &str)] = &[
     ),
     ("forward_sni", "--forward-sni", "downstream.tls.sni"),
     ("ack_mode", "--ack-mode", "listener.ack_mode"),
+    ("journal", "--journal", "journal.dir"),
     (
         "on_downstream_failure",
         "--on-downstream-failure",
@@ -252,6 +268,9 @@ enum AckModeArg {
     /// The relay ACKs on receipt and forwards afterwards, without durability: messages can
     /// be lost (for benchmarks and senders that cannot wait).
     Local,
+    /// AA/CA only after the message is fsync'ed to the journal in --journal; delivered
+    /// afterwards with retries, also after a crash.
+    Durable,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -319,9 +338,11 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let workers = config.workers;
-    let mode = match config.listener.ack_mode {
-        AckMode::Passthrough => "passthrough",
-        AckMode::Local => "local (no durability)",
+    let mode = match (config.listener.ack_mode, &config.journal) {
+        (AckMode::Passthrough, _) => "passthrough".to_owned(),
+        (AckMode::Local, _) => "local (no durability)".to_owned(),
+        (AckMode::Durable, Some(journal)) => format!("durable (journal {})", journal.dir.display()),
+        (AckMode::Durable, None) => "durable".to_owned(),
     };
     let handle = relay::start(config).context("cannot start the relay")?;
     // Scripts read this line for the bound address (port 0 picks one).
@@ -417,11 +438,37 @@ fn config_from_file(path: &Path, cli: &Cli, matches: &ArgMatches) -> anyhow::Res
     }
 }
 
+/// `--journal` goes with `--ack-mode durable`, both ways; otherwise a usage error (exit 2).
+fn journal_from_flags(cli: &Cli) -> Option<JournalConfig> {
+    match (cli.ack_mode, &cli.journal) {
+        (AckModeArg::Durable, Some(dir)) => Some(JournalConfig::new(dir)),
+        (AckModeArg::Durable, None) => Cli::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                "--ack-mode durable needs --journal DIR: the directory where each message is \
+                 fsync'ed before it is acknowledged",
+            )
+            .exit(),
+        (mode, Some(_)) => Cli::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "--journal is only used with --ack-mode durable (--ack-mode is {})",
+                    mode.to_possible_value()
+                        .map_or_else(String::new, |v| v.get_name().to_owned())
+                ),
+            )
+            .exit(),
+        (_, None) => None,
+    }
+}
+
 fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     // clap requires both without --config; this only guards against a change to that.
     let (Some(listen), Some(forward)) = (cli.listen, cli.forward.as_deref()) else {
         bail!("--listen and --forward are required without --config");
     };
+    let journal = journal_from_flags(cli);
     let mut tolerances = Tolerances::STRICT;
     for name in &cli.tolerate {
         if !tolerances.enable(name) {
@@ -476,6 +523,7 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     listener.ack_mode = match cli.ack_mode {
         AckModeArg::Passthrough => AckMode::Passthrough,
         AckModeArg::Local => AckMode::Local,
+        AckModeArg::Durable => AckMode::Durable,
     };
     listener.on_downstream_failure = match cli.on_downstream_failure {
         FailureArg::Nak => OnDownstreamFailure::Nak,
@@ -500,6 +548,7 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
         metrics_addr: cli.metrics,
         driver: cli.driver.into(),
         shutdown_grace: config::DEFAULT_SHUTDOWN_GRACE,
+        journal,
     })
 }
 

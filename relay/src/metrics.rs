@@ -136,6 +136,33 @@ pub struct Stats {
     pub local_refused_after_ack: AtomicU64,
     /// ACK payload bytes written to senders.
     pub bytes_out: AtomicU64,
+    /// `durable` mode: messages in the journals not yet delivered (nor dead-lettered).
+    pub journal_messages: AtomicU64,
+    /// `durable` mode: bytes of the journals' segment files.
+    pub journal_bytes: AtomicU64,
+    /// `durable` mode: undelivered messages found at start-up.
+    pub journal_recovered: AtomicU64,
+    /// `durable` mode: segments found with a torn or corrupt tail at start-up.
+    pub journal_damaged_tails: AtomicU64,
+    /// `durable` mode: journals that failed (a write or fdatasync error) and refuse messages.
+    pub journal_failures: AtomicU64,
+    /// `durable` mode: commits (one fdatasync each).
+    pub journal_commits: AtomicU64,
+    /// `durable` mode: messages answered AE/CE because the journal was full.
+    pub journal_full_naks: AtomicU64,
+    /// `durable` mode: messages answered AE/CE because the journal had failed.
+    pub journal_failed_naks: AtomicU64,
+    /// `durable` mode: messages the receiver refused (AE/AR/CE/CR), moved to the dead letters.
+    pub dead_letters: AtomicU64,
+    /// `durable` mode: delivery rounds that failed (every retry) and will be tried again.
+    pub durable_retries: AtomicU64,
+    /// `durable` mode: fdatasync latency per commit.
+    pub journal_fsync: Histogram,
+    /// `durable` mode: messages per commit.
+    pub journal_batch: CountHistogram,
+    /// `durable` mode: per worker, when its oldest undelivered message was taken in (ms since
+    /// the epoch; 0: none). Workers beyond the array share the last slot.
+    journal_oldest_ms: [AtomicU64; OLDEST_SLOTS],
     /// Frame complete → message written to the downstream.
     pub latency_forward: Histogram,
     /// Message written → the downstream's ACK read.
@@ -148,7 +175,29 @@ pub struct Stats {
     acks_generated: [AtomicU64; AckCode::ALL.len()],
 }
 
+/// Workers whose oldest undelivered message is tracked one by one.
+const OLDEST_SLOTS: usize = 32;
+
 impl Stats {
+    /// Sets worker `worker`'s oldest undelivered message time (ms since the epoch; 0: none).
+    pub fn set_journal_oldest(&self, worker: usize, time_ms: u64) {
+        self.journal_oldest_ms[worker.min(OLDEST_SLOTS - 1)].store(time_ms, Ordering::Relaxed);
+    }
+
+    /// Age of the oldest undelivered message in any journal, if there is one.
+    pub fn journal_oldest_age(&self) -> Option<Duration> {
+        let oldest = self
+            .journal_oldest_ms
+            .iter()
+            .map(|t| t.load(Ordering::Relaxed))
+            .filter(|&t| t > 0)
+            .min()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .ok()?;
+        Some(now.saturating_sub(Duration::from_millis(oldest)))
+    }
+
     /// Adds one to a counter.
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -197,7 +246,57 @@ impl Stats {
     /// The Prometheus text exposition (format 0.0.4) of every counter and histogram.
     pub fn render(&self, rejections: &TlsRejections) -> String {
         let mut out = String::with_capacity(8 << 10);
-        let counters: [(&str, &str, &AtomicU64); 26] = [
+        let counters: [(&str, &str, &AtomicU64); 36] = [
+            (
+                "journal_messages",
+                "durable mode: journaled messages not yet delivered.",
+                &self.journal_messages,
+            ),
+            (
+                "journal_bytes",
+                "durable mode: bytes of the journals' segment files.",
+                &self.journal_bytes,
+            ),
+            (
+                "journal_recovered_total",
+                "durable mode: undelivered messages found in the journals at start-up.",
+                &self.journal_recovered,
+            ),
+            (
+                "journal_damaged_tails_total",
+                "durable mode: journal segments found torn or corrupt at start-up.",
+                &self.journal_damaged_tails,
+            ),
+            (
+                "journal_failures_total",
+                "durable mode: journals failed by a write or fdatasync error (they refuse messages).",
+                &self.journal_failures,
+            ),
+            (
+                "journal_commits_total",
+                "durable mode: journal commits (one fdatasync each).",
+                &self.journal_commits,
+            ),
+            (
+                "journal_full_naks_total",
+                "durable mode: messages answered AE/CE because the journal was full.",
+                &self.journal_full_naks,
+            ),
+            (
+                "journal_failed_naks_total",
+                "durable mode: messages answered AE/CE because the journal had failed.",
+                &self.journal_failed_naks,
+            ),
+            (
+                "dead_letters_total",
+                "durable mode: messages the receiver refused, kept as dead letters.",
+                &self.dead_letters,
+            ),
+            (
+                "durable_retries_total",
+                "durable mode: delivery rounds that failed every attempt and are tried again.",
+                &self.durable_retries,
+            ),
             (
                 "handoff_queue_depth",
                 "single links: messages waiting in the cross-core handoff queue.",
@@ -380,7 +479,25 @@ impl Stats {
                 rejections.get(reason)
             );
         }
+        out.push_str("# HELP mllp_relay_journal_oldest_undelivered_seconds durable mode: age of the oldest undelivered message (0: none).\n");
+        out.push_str("# TYPE mllp_relay_journal_oldest_undelivered_seconds gauge\n");
+        let _ = writeln!(
+            out,
+            "mllp_relay_journal_oldest_undelivered_seconds {}",
+            self.journal_oldest_age()
+                .map_or(0.0, |age| age.as_secs_f64())
+        );
+        self.journal_batch.render(
+            "mllp_relay_journal_batch_messages",
+            "durable mode: messages per journal commit.",
+            &mut out,
+        );
         for (name, help, histogram) in [
+            (
+                "journal_fsync_seconds",
+                "durable mode: fdatasync latency per journal commit.",
+                &self.journal_fsync,
+            ),
             (
                 "forward_seconds",
                 "Frame complete to message written to the downstream.",
@@ -460,6 +577,51 @@ impl Histogram {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Upper bounds of the count buckets (messages per commit).
+const BUCKETS_COUNT: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096];
+
+/// A Prometheus histogram of counts with power-of-two buckets, updated with relaxed atomics.
+#[derive(Debug, Default)]
+pub struct CountHistogram {
+    buckets: [AtomicU64; BUCKETS_COUNT.len()],
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl CountHistogram {
+    /// Records one observation.
+    pub fn record_count(&self, value: usize) {
+        let value = value as u64;
+        if let Some(i) = BUCKETS_COUNT.iter().position(|&bound| value <= bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Observations recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Sum of the observations.
+    pub fn sum(&self) -> u64 {
+        self.sum.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS_COUNT.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}\n{name}_count {count}", self.sum());
     }
 }
 

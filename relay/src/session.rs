@@ -15,9 +15,10 @@ use mllp::frame::Deframer;
 use mllp::hl7::Msh;
 use tracing::{debug, info, warn};
 
-use crate::config::{AckMode, OnDownstreamFailure};
+use crate::config::{AckMode, OnDownstreamFailure, WhenJournalFull};
 use crate::conn::{Conn, ConnError, shared_canceller};
 use crate::downstream::Timing;
+use crate::journal::JournalError;
 use crate::metrics::Stats;
 use crate::time::hl7_timestamp;
 use crate::worker::WorkerContext;
@@ -68,6 +69,7 @@ pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
         ack: Vec::new(),
         reply: Vec::new(),
         timing: Timing::default(),
+        lane: ctx.next_lane(),
     };
     let mut buf: Vec<u8> = Vec::new();
     // When the frame being received began (for the whole-frame deadline).
@@ -210,6 +212,8 @@ struct Session<'c> {
     reply: Vec<u8>,
     /// When the current message was written downstream and acknowledged.
     timing: Timing,
+    /// `durable` mode: the lane key that keeps this connection's messages in order.
+    lane: u32,
 }
 
 impl Session<'_> {
@@ -282,8 +286,16 @@ impl Session<'_> {
                 };
             }
         };
-        if listener.ack_mode == AckMode::Local {
-            return self.accept_locally(&msh, payload, &timestamp, control_id.as_bytes());
+        match listener.ack_mode {
+            AckMode::Local => {
+                return self.accept_locally(&msh, payload, &timestamp, control_id.as_bytes());
+            }
+            AckMode::Durable => {
+                return self
+                    .accept_durably(&msh, payload, downstream, &timestamp, control_id.as_bytes())
+                    .await;
+            }
+            AckMode::Passthrough => {}
         }
         // In enhanced mode a sender may ask for no accept ACK on success (NE, ER): the
         // downstream will not send one, so waiting for it would only time out.
@@ -392,6 +404,75 @@ impl Session<'_> {
                     ..AckParams::new(timestamp, control_id)
                 },
             )
+        };
+        match ack::build_ack(msh, outcome, listener.ack_policy, &params, &mut self.reply) {
+            AckDecision::Send(code) => {
+                stats.ack(code, true);
+                Reply::Send
+            }
+            AckDecision::NotDue => Reply::Nothing,
+        }
+    }
+
+    /// `durable` mode: journal the message, and answer AA/CA once the journal is synced; AE/CE
+    /// (ERR 207) when the journal failed or is full (nothing is dropped silently: the sender
+    /// keeps the message and may resend).
+    async fn accept_durably(
+        &mut self,
+        msh: &Msh<'_>,
+        payload: &[u8],
+        downstream: usize,
+        timestamp: &[u8],
+        control_id: &[u8],
+    ) -> Reply {
+        let ctx = self.ctx;
+        let stats = &ctx.stats;
+        let listener = &ctx.config.listener;
+        let forwarder = ctx
+            .durable
+            .as_ref()
+            .expect("durable mode runs with a journal");
+        let journal = &forwarder.journal;
+        let pause = ctx
+            .config
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.when_full == WhenJournalFull::Pause);
+        if pause && journal.is_full(payload.len()) {
+            debug!("journal full: waiting for delivered messages to free space before answering");
+            journal.space_for(payload.len()).await;
+        }
+        let stored = match journal.append(self.lane, downstream, payload) {
+            Ok(batch) => journal.committed(batch).await,
+            Err(error) => Err(error),
+        };
+        let failure_text;
+        let (outcome, params) = match &stored {
+            Ok(()) => (Outcome::Accepted, AckParams::new(timestamp, control_id)),
+            Err(error) => {
+                match error {
+                    JournalError::Full(_) => Stats::bump(&stats.journal_full_naks),
+                    JournalError::Failed(_) => Stats::bump(&stats.journal_failed_naks),
+                }
+                warn!(
+                    msh10 = %String::from_utf8_lossy(msh.control_id()),
+                    %error,
+                    "durable mode: message not taken into custody; the sender gets AE/CE and keeps it"
+                );
+                failure_text = format!("not accepted: {error}");
+                let text = failure_text.as_bytes();
+                (
+                    Outcome::Error,
+                    AckParams {
+                        text: Some(text),
+                        error: Some(ErrorDetail {
+                            code: ErrorCode::ApplicationInternal,
+                            diagnostic: text,
+                        }),
+                        ..AckParams::new(timestamp, control_id)
+                    },
+                )
+            }
         };
         match ack::build_ack(msh, outcome, listener.ack_policy, &params, &mut self.reply) {
             AckDecision::Send(code) => {

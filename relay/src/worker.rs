@@ -47,6 +47,8 @@ pub struct RelayHandle {
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     stats: Arc<Stats>,
+    /// `durable` mode: the journal's lock, held while the relay runs.
+    _journal_lock: Option<crate::journal::JournalLock>,
 }
 
 impl RelayHandle {
@@ -118,6 +120,10 @@ pub(crate) struct WorkerContext {
     handoffs: Arc<Vec<Option<Arc<Handoff>>>>,
     /// Workers still running; worker 0 keeps the `single` links alive until it is the last.
     workers_running: Arc<AtomicUsize>,
+    /// `durable` mode: this worker's journal and forwarder.
+    pub(crate) durable: Option<Rc<crate::durable::Forwarder>>,
+    /// The next lane key for an inbound connection (`durable` mode keeps each one's order).
+    next_lane: Cell<u32>,
 }
 
 impl WorkerContext {
@@ -174,6 +180,13 @@ impl WorkerContext {
         Ok(code)
     }
 
+    /// A lane key for a new inbound connection.
+    pub(crate) fn next_lane(&self) -> u32 {
+        let lane = self.next_lane.get();
+        self.next_lane.set(lane.wrapping_add(1));
+        lane
+    }
+
     /// A control id for a relay-generated ACK, unique within this process run:
     /// `R<worker>-<counter>`.
     pub(crate) fn next_control_id(&self) -> String {
@@ -205,9 +218,10 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
              (each loss is logged and counted). Use passthrough when messages must not be lost."
         );
     }
+    let stats = Arc::new(Stats::default());
+    let (journal_lock, mut recovered) = open_journals(&config, workers, &stats)?;
     let config = Arc::new(config);
     let shutdown = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(Stats::default());
     let mut threads = Vec::with_capacity(workers + 1);
     let mut metrics_addr = None;
     if let Some(addr) = config.metrics_addr {
@@ -252,6 +266,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         let handoffs = handoffs.clone();
         let workers_running = workers_running.clone();
         let cpu = cpu_for_worker(id, &allowed);
+        let journal = recovered.get_mut(id).and_then(Option::take);
         let thread = std::thread::Builder::new()
             .name(format!("mllp-relay-w{id}"))
             .spawn(move || {
@@ -262,26 +277,41 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                 }
                 let local_queue = (config.listener.ack_mode == AckMode::Local)
                     .then(|| crate::forwarder::LocalQueue::new(stats.clone()));
-                let context = Rc::new(WorkerContext {
-                    downstreams: config
-                        .downstreams
-                        .iter()
-                        .cloned()
-                        .map(Downstream::new)
-                        .collect(),
-                    config,
-                    stats,
-                    id,
-                    shutdown,
-                    idle: RefCell::new(HashMap::new()),
-                    next_idle: Cell::new(0),
-                    active: Cell::new(0),
-                    generated: Cell::new(0),
-                    local_queue,
-                    handoffs,
-                    workers_running,
-                });
-                if let Err(e) = block_on(driver, accept_loop(socket, context)) {
+                let run = async move {
+                    let durable = match journal {
+                        Some(recovered) => match open_forwarder(recovered, id, &config, &stats) {
+                            Ok(forwarder) => Some(forwarder),
+                            Err(e) => {
+                                error!(worker = id, error = %e, "cannot open the journal: this worker does not accept");
+                                return;
+                            }
+                        },
+                        None => None,
+                    };
+                    let context = Rc::new(WorkerContext {
+                        downstreams: config
+                            .downstreams
+                            .iter()
+                            .cloned()
+                            .map(Downstream::new)
+                            .collect(),
+                        config,
+                        stats,
+                        id,
+                        shutdown,
+                        idle: RefCell::new(HashMap::new()),
+                        next_idle: Cell::new(0),
+                        active: Cell::new(0),
+                        generated: Cell::new(0),
+                        local_queue,
+                        handoffs,
+                        workers_running,
+                        durable,
+                        next_lane: Cell::new(0),
+                    });
+                    accept_loop(socket, context).await;
+                };
+                if let Err(e) = block_on(driver, run) {
                     error!(worker = id, error = %e, "cannot build the runtime");
                 }
             })?;
@@ -294,7 +324,74 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         shutdown,
         threads,
         stats,
+        _journal_lock: journal_lock,
     })
+}
+
+/// `durable` mode: locks the journal directory, moves the messages of surplus worker journals
+/// to running ones, and recovers each worker's journal (before any connection is accepted),
+/// one entry per worker.
+#[allow(clippy::type_complexity)]
+fn open_journals(
+    config: &Config,
+    workers: usize,
+    stats: &Stats,
+) -> io::Result<(
+    Option<crate::journal::JournalLock>,
+    Vec<Option<crate::journal::Recovered>>,
+)> {
+    if config.listener.ack_mode != AckMode::Durable {
+        return Ok((None, Vec::new()));
+    }
+    let Some(journal) = &config.journal else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "ack mode durable needs a journal directory (--journal DIR, or [journal] dir)",
+        ));
+    };
+    let lock = crate::journal::lock(&journal.dir)?;
+    crate::journal::adopt_orphans(&journal.dir, workers, stats)?;
+    let route = |payload: &[u8]| {
+        mllp::hl7::Msh::parse(payload)
+            .ok()
+            .and_then(|msh| config.route(&msh).ok())
+    };
+    let mut recovered = Vec::with_capacity(workers);
+    for id in 0..workers {
+        let mut journal = crate::journal::recover(&journal.dir, id, &route, stats)?;
+        journal.begin_segment()?;
+        recovered.push(Some(journal));
+    }
+    let undelivered: usize = recovered
+        .iter()
+        .flatten()
+        .map(crate::journal::Recovered::undelivered)
+        .sum();
+    info!(
+        journal = %journal.dir.display(),
+        undelivered,
+        commit_interval = ?journal.commit_interval,
+        "ack mode DURABLE: senders get AA/CA once their message is fsync'ed to the journal"
+    );
+    Ok((Some(lock), recovered))
+}
+
+/// Opens a worker's journal and forwarder on its runtime.
+fn open_forwarder(
+    recovered: crate::journal::Recovered,
+    id: usize,
+    config: &Arc<Config>,
+    stats: &Arc<Stats>,
+) -> io::Result<Rc<crate::durable::Forwarder>> {
+    let journal_config = config.journal.clone().expect("durable mode has a journal");
+    let root = journal_config.dir.clone();
+    let lanes = journal_config.forward_lanes;
+    let (journal, entries) =
+        crate::journal::Journal::open(recovered, id, journal_config, stats.clone())?;
+    let links: Vec<LinkPolicy> = config.downstreams.iter().map(|d| d.link).collect();
+    Ok(Rc::new(crate::durable::Forwarder::new(
+        journal, &links, lanes, &root, id, entries,
+    )))
 }
 
 /// The CPUs this process may run on, in ascending order: its affinity mask as `taskset` or a
@@ -449,6 +546,14 @@ async fn accept_loop(socket: Socket, ctx: Rc<WorkerContext>) {
     if ctx.local_queue.is_some() {
         monoio::spawn(crate::forwarder::run(ctx.clone()));
     }
+    let committer = ctx.durable.as_ref().map(|forwarder| {
+        forwarder.spawn_lanes(&ctx);
+        let journal = forwarder.journal.clone();
+        let forwarder = forwarder.clone();
+        let dispatch: Rc<dyn Fn(crate::journal::Entry)> =
+            Rc::new(move |entry| forwarder.dispatch(entry));
+        monoio::spawn(journal.run_committer(dispatch))
+    });
     if ctx.id == 0 {
         for (index, handoff) in ctx.handoffs.iter().enumerate() {
             if let Some(handoff) = handoff {
@@ -469,6 +574,9 @@ async fn accept_loop(socket: Socket, ctx: Rc<WorkerContext>) {
     }
     drop(listener);
     drain(&ctx).await;
+    if let (Some(forwarder), Some(committer)) = (&ctx.durable, committer) {
+        stop_durable(&ctx, forwarder, committer).await;
+    }
     if ctx.id == 0 && ctx.handoffs.iter().any(Option::is_some) {
         // The other workers' sessions may still wait for the single links, which run here.
         let deadline = Instant::now() + ctx.config.shutdown_grace;
@@ -575,6 +683,24 @@ async fn drain(ctx: &Rc<WorkerContext>) {
         }
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `durable` mode at shutdown, once no session is left: lets the lanes finish the delivery
+/// each is in (up to the grace period), writes the last delivered records and syncs. What is
+/// still queued stays in the journal for the next start.
+async fn stop_durable(
+    ctx: &WorkerContext,
+    forwarder: &crate::durable::Forwarder,
+    committer: monoio::task::JoinHandle<()>,
+) {
+    forwarder.stop();
+    let deadline = Instant::now() + ctx.config.shutdown_grace;
+    while !forwarder.is_idle() && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    forwarder.journal.stop();
+    committer.await;
+    forwarder.journal.sync().await;
 }
 
 /// Polls a future inside `catch_unwind`, so a panic in one session ends that session only.

@@ -13,7 +13,10 @@ use std::time::Duration;
 use mllp::ack::AckPolicy;
 use mllp::frame::Tolerances;
 use pki::{Pki, TempDir};
-use relay::config::{self, AckMode, Driver, OnDownstreamFailure, Pattern, Route, RouteMatch};
+use relay::config::{
+    self, AckMode, Driver, JournalConfig, OnDownstreamFailure, Pattern, Route, RouteMatch,
+    WhenJournalFull,
+};
 use relay::config_file::{
     ConfigFileError, Overrides, Problem, Settings, format_duration, load_config,
     load_config_unchecked, load_config_with, parse_duration, parse_size,
@@ -275,6 +278,7 @@ fn every_example_validates() {
         .collect();
     for expected in [
         "downstream-tls.toml",
+        "durable.toml",
         "mtls-thumbprints.toml",
         "plain.toml",
         "routing.toml",
@@ -288,6 +292,13 @@ fn every_example_validates() {
         if let Some(tls) = &settings.listener.tls {
             assert!(tls.cert_chain.starts_with(file.parent().unwrap()));
         }
+        // A journal exactly when the mode needs one (the loader refuses anything else).
+        assert_eq!(
+            settings.journal.is_some(),
+            settings.listener.config.ack_mode == AckMode::Durable,
+            "{}",
+            file.display()
+        );
     }
 }
 
@@ -471,11 +482,14 @@ fn ack_modes_parse_and_unknown_ones_are_named() {
     let message = problem_at(
         &MINIMAL.replace(
             "listen = \"127.0.0.1:0\"",
-            "listen = \"127.0.0.1:0\"\nack_mode = \"durable\"",
+            "listen = \"127.0.0.1:0\"\nack_mode = \"store-and-forward\"",
         ),
         "listener.ack_mode",
     );
-    assert!(message.contains("known: passthrough, local"), "{message}");
+    assert!(
+        message.contains("known: passthrough, local, durable"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -1184,4 +1198,441 @@ fn the_link_policy_is_read_and_checked() {
         "downstream.link",
     );
     assert!(message.contains("single"), "{message}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The durable ACK mode and its journal
+// ---------------------------------------------------------------------------------------------
+
+/// A minimal durable file: plain in, plain out, a journal next to the file.
+const DURABLE: &str = r#"
+[[listener]]
+listen = "127.0.0.1:0"
+ack_mode = "durable"
+
+[[downstream]]
+name = "ehr"
+address = "127.0.0.1:6661"
+
+[journal]
+dir = "journal"
+"#;
+
+/// `DURABLE` with `keys` (TOML lines) added to its `[journal]` table.
+fn durable_with(keys: &str) -> String {
+    format!("{DURABLE}{keys}\n")
+}
+
+#[test]
+fn durable_with_only_a_journal_dir_takes_the_journal_defaults() {
+    let dir = TempDir::new("cfg-durable-defaults");
+    let path = write(&dir, "relay.toml", DURABLE);
+    let loaded = load_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.config.listener.ack_mode, AckMode::Durable);
+    let journal = loaded.config.journal.as_ref().expect("a journal");
+    assert_eq!(*journal, JournalConfig::new(dir.0.join("journal")));
+    assert_eq!(journal.commit_interval, config::DEFAULT_COMMIT_INTERVAL);
+    assert_eq!(journal.max_bytes, config::DEFAULT_JOURNAL_MAX_BYTES);
+    assert_eq!(journal.segment_bytes, config::DEFAULT_SEGMENT_BYTES);
+    assert_eq!(journal.memory_bytes, config::DEFAULT_JOURNAL_MEMORY_BYTES);
+    assert_eq!(journal.forward_lanes, config::DEFAULT_FORWARD_LANES);
+    assert_eq!(journal.when_full, WhenJournalFull::Nak);
+    assert_eq!(loaded.settings.journal.as_ref(), Some(journal));
+    // Checking the file creates nothing: the relay makes the directory when it starts.
+    assert!(!dir.0.join("journal").exists());
+
+    // The other modes have no journal.
+    let config = load_config(&write(&dir, "plain.toml", MINIMAL))
+        .unwrap()
+        .config;
+    assert_eq!(config.journal, None);
+}
+
+#[test]
+fn durable_with_every_journal_key_becomes_the_expected_config() {
+    let dir = TempDir::new("cfg-durable-full");
+    let text = DURABLE.replace(
+        "dir = \"journal\"",
+        r#"dir = "/var/lib/mllp-relay/journal"
+commit_interval = "5ms"
+max_size = "2GiB"
+segment_size = "16MiB"
+memory = 134217728
+forward_lanes = 4
+when_full = "pause""#,
+    );
+    let loaded = load_config(&write(&dir, "relay.toml", &text)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        loaded.config.journal,
+        Some(JournalConfig {
+            dir: PathBuf::from("/var/lib/mllp-relay/journal"),
+            commit_interval: Duration::from_millis(5),
+            max_bytes: 2 << 30,
+            segment_bytes: 16 << 20,
+            memory_bytes: 128 << 20,
+            forward_lanes: 4,
+            when_full: WhenJournalFull::Pause,
+        })
+    );
+
+    let summary = loaded.settings.to_string();
+    for expected in [
+        "ack mode durable (AA/CA once fsync'ed to the journal",
+        "journal in /var/lib/mllp-relay/journal",
+        "commit interval at most 5ms",
+        "at most 2GiB on disk in segments of 16MiB, 128MiB in memory",
+        "4 forward lane(s) per per-core downstream; when full: pause",
+    ] {
+        assert!(
+            summary.contains(expected),
+            "{expected:?} not in:\n{summary}"
+        );
+    }
+    // Downstream failures never reach a sender that was answered on receipt.
+    assert!(!summary.contains("on downstream failure"), "{summary}");
+}
+
+#[test]
+fn each_bad_journal_value_names_its_key() {
+    for (keys, key, expected) in [
+        (
+            "commit_interval = \"0s\"",
+            "journal.commit_interval",
+            "greater than zero",
+        ),
+        (
+            "commit_interval = \"101ms\"",
+            "journal.commit_interval",
+            "at most 100ms",
+        ),
+        (
+            "commit_interval = \"soon\"",
+            "journal.commit_interval",
+            "is not a duration",
+        ),
+        (
+            "max_size = \"8GB\"",
+            "journal.max_size",
+            "use KiB, MiB or GiB",
+        ),
+        (
+            "max_size = -1",
+            "journal.max_size",
+            "-1 is not a size in bytes",
+        ),
+        (
+            "max_size = \"512KiB\"",
+            "journal.max_size",
+            "must be at least 1MiB",
+        ),
+        (
+            "max_size = \"32MiB\"",
+            "journal.max_size",
+            "smaller than the default journal.segment_size (64MiB)",
+        ),
+        (
+            "max_size = \"8MiB\"\nsegment_size = \"1MiB\"",
+            "journal.max_size",
+            "smaller than listener.max_frame_size (16MiB)",
+        ),
+        (
+            "segment_size = \"1000KiB\"",
+            "journal.segment_size",
+            "must be at least 1MiB",
+        ),
+        (
+            "max_size = \"1GiB\"\nsegment_size = \"2GiB\"",
+            "journal.segment_size",
+            "2GiB is larger than journal.max_size (1GiB)",
+        ),
+        ("memory = 0", "journal.memory", "must be at least 1MiB"),
+        ("memory = \"lots\"", "journal.memory", "is not a size"),
+        (
+            "forward_lanes = 0",
+            "journal.forward_lanes",
+            "between 1 and 256, not 0",
+        ),
+        (
+            "forward_lanes = 257",
+            "journal.forward_lanes",
+            "between 1 and 256, not 257",
+        ),
+        (
+            "when_full = \"drop\"",
+            "journal.when_full",
+            "unknown value \"drop\" (known: nak, pause)",
+        ),
+    ] {
+        let message = problem_at(&durable_with(keys), key);
+        assert!(message.contains(expected), "{keys}: {message}");
+    }
+    let message = problem_at(
+        &DURABLE.replace("dir = \"journal\"", "dir = \"\""),
+        "journal.dir",
+    );
+    assert!(message.contains("empty path"), "{message}");
+    // A smaller frame limit lets a small journal pass.
+    let dir = TempDir::new("cfg-durable-small");
+    let small = durable_with("max_size = \"8MiB\"\nsegment_size = \"1MiB\"").replace(
+        "ack_mode = \"durable\"",
+        "ack_mode = \"durable\"\nmax_frame_size = \"8MiB\"",
+    );
+    load_config(&write(&dir, "relay.toml", &small)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn every_journal_problem_is_reported_at_once() {
+    let text = durable_with(
+        "commit_interval = \"1s\"\nsegment_size = \"1KiB\"\nforward_lanes = 1000\nwhen_full = \"wait\"",
+    )
+    .replace("dir = \"journal\"\n", "");
+    let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "journal.dir",
+            "journal.commit_interval",
+            "journal.segment_size",
+            "journal.forward_lanes",
+            "journal.when_full",
+        ]
+    );
+}
+
+#[test]
+fn durable_without_a_journal_is_named_at_journal_dir() {
+    let start = DURABLE.find("[journal]").unwrap();
+    let message = problem_at(&DURABLE[..start], "journal.dir");
+    assert!(message.starts_with("missing:"), "{message}");
+    assert!(message.contains("[journal] table"), "{message}");
+    // A [journal] table without its dir is named the same way.
+    let message = problem_at(
+        &DURABLE.replace("dir = \"journal\"", "when_full = \"nak\""),
+        "journal.dir",
+    );
+    assert!(message.starts_with("missing:"), "{message}");
+}
+
+#[test]
+fn a_journal_without_durable_is_refused() {
+    for (mode, replacement) in [
+        ("passthrough", ""),
+        ("passthrough", "ack_mode = \"passthrough\""),
+        ("local", "ack_mode = \"local\""),
+    ] {
+        let text = DURABLE.replace("ack_mode = \"durable\"", replacement);
+        let message = problem_at(&text, "journal");
+        assert!(
+            message.contains("only used by ack_mode = \"durable\""),
+            "{message}"
+        );
+        assert!(message.contains(&format!("{mode:?}")), "{message}");
+    }
+}
+
+#[test]
+fn an_unknown_key_in_journal_is_named() {
+    let (_, shown) = parse_error(&durable_with("fsync = \"always\""));
+    assert!(shown.contains("unknown field `fsync`"), "{shown}");
+    assert!(shown.contains("expected one of `dir`"), "{shown}");
+    assert!(shown.contains("when_full"), "{shown}");
+}
+
+#[test]
+fn the_journal_dir_is_resolved_against_the_file_directory() {
+    let dir = TempDir::new("cfg-durable-relative");
+    let sub = dir.0.join("conf");
+    std::fs::create_dir_all(&sub).unwrap();
+    let path = sub.join("relay.toml");
+    std::fs::write(
+        &path,
+        DURABLE.replace("dir = \"journal\"", "dir = \"../spool/journal\""),
+    )
+    .unwrap();
+    // Loaded from elsewhere: the working directory plays no part.
+    let loaded = load_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    let expected = sub.join("../spool/journal");
+    assert_eq!(loaded.config.journal.unwrap().dir, expected);
+
+    let absolute = dir.0.join("abs-journal");
+    std::fs::write(
+        &path,
+        DURABLE.replace(
+            "dir = \"journal\"",
+            &format!("dir = {:?}", absolute.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let loaded = load_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        loaded.config.journal.unwrap().dir,
+        absolute,
+        "absolute paths stay as they are"
+    );
+}
+
+#[test]
+fn a_journal_dir_that_is_a_file_is_refused() {
+    let dir = TempDir::new("cfg-durable-file");
+    write(&dir, "journal", "not a directory");
+    let path = write(&dir, "relay.toml", DURABLE);
+    let e = load_config(&path).expect_err("a file in place of the journal directory");
+    let [problem] = e.problems() else {
+        panic!("{e}")
+    };
+    assert_eq!(problem.key, "journal.dir");
+    assert!(problem.message.contains("is not a directory"), "{problem}");
+    // Skipping file checks does not look at it.
+    assert!(load_config_unchecked(&path).is_ok());
+}
+
+#[test]
+fn the_durable_example_journals_with_its_documented_settings() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/durable.toml");
+    let settings = load_config_unchecked(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(settings.listener.config.ack_mode, AckMode::Durable);
+    assert!(settings.listener.tls.is_some(), "TLS in");
+    assert!(
+        settings.downstreams.iter().all(|d| d.tls.is_none()),
+        "plain out"
+    );
+    assert_eq!(
+        settings.journal,
+        Some(JournalConfig {
+            dir: PathBuf::from("/var/lib/mllp-relay/journal"),
+            commit_interval: Duration::from_millis(1),
+            max_bytes: 8 << 30,
+            segment_bytes: 64 << 20,
+            memory_bytes: 64 << 20,
+            forward_lanes: 8,
+            when_full: WhenJournalFull::Nak,
+        })
+    );
+}
+
+#[test]
+fn check_config_prints_the_journal() {
+    let dir = TempDir::new("cfg-cli-durable");
+    let path = write(&dir, "relay.toml", &durable_with("when_full = \"pause\""));
+    let out = Command::new(BIN)
+        .args(["check-config".as_ref(), path.as_os_str()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "ack mode durable".to_owned(),
+        format!("journal in {}", dir.0.join("journal").display()),
+        "commit interval at most 1ms".to_owned(),
+        "at most 8GiB on disk in segments of 64MiB, 64MiB in memory".to_owned(),
+        "8 forward lane(s)".to_owned(),
+        "when full: pause".to_owned(),
+    ] {
+        assert!(stdout.contains(&expected), "{expected:?} not in:\n{stdout}");
+    }
+
+    let start = DURABLE.find("[journal]").unwrap();
+    let bad = write(&dir, "bad.toml", &DURABLE[..start]);
+    let out = Command::new(BIN)
+        .args(["check-config".as_ref(), bad.as_os_str()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("journal.dir: missing"), "{stderr}");
+}
+
+#[test]
+fn durable_on_the_command_line_needs_journal_and_journal_needs_durable() {
+    let relay = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--forward", "127.0.0.1:1"])
+            .args(["--workers", "1", "--no-pin"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = relay(&["--ack-mode", "durable"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--ack-mode durable needs --journal"),
+        "{stderr}"
+    );
+
+    for args in [
+        &["--journal", "/tmp/never-used"][..],
+        &["--ack-mode", "local", "--journal", "/tmp/never-used"][..],
+    ] {
+        let (code, stderr) = relay(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("--journal is only used with --ack-mode durable"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!Path::new("/tmp/never-used").exists());
+
+    // The help describes the mode.
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--journal <DIR>"), "{help}");
+    assert!(
+        help.contains("fsync'ed to the journal in --journal"),
+        "{help}"
+    );
+}
+
+#[test]
+fn config_refuses_journal_and_points_to_journal_dir() {
+    let dir = TempDir::new("cfg-cli-refuse-journal");
+    let path = write(&dir, "relay.toml", DURABLE);
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .args(["--journal", "/tmp/elsewhere"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--journal (set journal.dir in the file)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_relay_runs_durable_from_flags() {
+    let dir = TempDir::new("cfg-cli-durable-run");
+    let journal = dir.0.join("journal");
+    let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
+    let child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
+        .args(["--forward", &receiver.local_addr().unwrap().to_string()])
+        .args(["--ack-mode", "durable", "--journal"])
+        .arg(&journal)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let mut line = String::new();
+    BufReader::new(running.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("mllp-relay listening on "), "{line:?}");
+    assert!(
+        line.trim_end()
+            .ends_with(&format!("ack mode durable (journal {})", journal.display())),
+        "{line:?}"
+    );
+    assert!(journal.is_dir(), "the relay creates its journal at start");
 }

@@ -78,6 +78,7 @@ fn relay_config(pki: &pki::Pki, downstream: SocketAddr, mutual: bool) -> Config 
         shutdown_grace: Duration::from_secs(5),
         driver: Driver::Auto,
         metrics_addr: None,
+        journal: None,
     }
 }
 

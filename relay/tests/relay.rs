@@ -198,6 +198,7 @@ fn config(downstream: SocketAddr) -> Config {
         shutdown_grace: PATIENCE,
         driver: Driver::Auto,
         metrics_addr: None,
+        journal: None,
     }
 }
 
