@@ -146,12 +146,18 @@ pub fn replay(
         match outcome {
             Ok((code, text)) if code.is_accept() => {
                 summary.accepted += 1;
-                report(letter, &format!("{code} {text}: removed"));
+                report(
+                    letter,
+                    &format!("{}: removed", format!("{code} {text}").trim_end()),
+                );
             }
             Ok((code, text)) => {
                 summary.kept += 1;
                 kept.push(letter);
-                report(letter, &format!("{code} {text}: kept"));
+                report(
+                    letter,
+                    &format!("{}: kept", format!("{code} {text}").trim_end()),
+                );
             }
             Err(e) => {
                 link = None;
@@ -206,7 +212,10 @@ fn send(
                     "the ACK's MSA-2 is not the message's MSH-10",
                 ));
             }
-            let answer = (ack.code, String::from_utf8_lossy(ack.text).into_owned());
+            let answer = (
+                ack.code,
+                String::from_utf8_lossy(ack.text).trim().to_owned(),
+            );
             return Ok(answer);
         }
         let left = deadline.saturating_duration_since(Instant::now());

@@ -208,6 +208,106 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// List or replay the dead letters of a durable journal: messages the receiver refused
+    /// (AE/AR/CE/CR), kept with its answer.
+    ///
+    ///   mllp-relay dead-letters list --journal /var/lib/mllp-relay/journal
+    ///   mllp-relay dead-letters replay --journal /var/lib/mllp-relay/journal --forward 10.0.0.5:6661
+    #[command(subcommand, verbatim_doc_comment)]
+    DeadLetters(DeadLetterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetterCommand {
+    /// Print every dead letter: file, sequence number, time taken in, MSH-9, MSH-10 and the
+    /// receiver's answer (code and MSA-3). Message content is not printed. Exit 0.
+    List {
+        /// The journal directory (--journal of the relay, or [journal] dir).
+        #[arg(long, value_name = "DIR")]
+        journal: PathBuf,
+    },
+    /// Send every dead letter again, one at a time, to a plain MLLP receiver; those it accepts
+    /// (AA/CA, MSA-2 checked) are removed, the others kept with their new answer. Takes the
+    /// journal's lock: stop the relay first. Exit 0 when all were accepted, 1 otherwise.
+    Replay {
+        /// The journal directory (--journal of the relay, or [journal] dir).
+        #[arg(long, value_name = "DIR")]
+        journal: PathBuf,
+        /// The receiver, HOST:PORT (plain MLLP).
+        #[arg(long, value_name = "HOST:PORT")]
+        forward: String,
+        /// How long to wait for each ACK.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+        ack_timeout: Duration,
+    },
+}
+
+/// Runs a `dead-letters` subcommand and exits.
+fn dead_letters(command: &DeadLetterCommand) -> ! {
+    let code = match run_dead_letters(command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run_dead_letters(command: &DeadLetterCommand) -> anyhow::Result<i32> {
+    use relay::dead_letters;
+    match command {
+        DeadLetterCommand::List { journal } => {
+            if !journal.is_dir() {
+                bail!("{} is not a directory", journal.display());
+            }
+            let (letters, warnings) = dead_letters::read_all(journal)
+                .with_context(|| format!("reading the dead letters of {}", journal.display()))?;
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            for letter in &letters {
+                println!(
+                    "{}  seq {}  taken in {}  {}  MSH-10 {}  answer: {}",
+                    letter
+                        .file
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy(),
+                    letter.seq,
+                    relay::time::format_unix_ms(letter.time_ms),
+                    letter.message_type(),
+                    letter.control_id(),
+                    letter.answer_summary().trim_end()
+                );
+            }
+            println!("{} dead letter(s)", letters.len());
+            Ok(0)
+        }
+        DeadLetterCommand::Replay {
+            journal,
+            forward,
+            ack_timeout,
+        } => {
+            if !journal.is_dir() {
+                bail!("{} is not a directory", journal.display());
+            }
+            let addr = resolve(forward)?;
+            let summary = dead_letters::replay(journal, addr, *ack_timeout, |letter, outcome| {
+                println!(
+                    "seq {}  MSH-10 {}: {outcome}",
+                    letter.seq,
+                    letter.control_id()
+                );
+            })
+            .with_context(|| format!("replaying the dead letters of {}", journal.display()))?;
+            println!(
+                "{} accepted and removed, {} kept",
+                summary.accepted, summary.kept
+            );
+            Ok(if summary.kept == 0 { 0 } else { 1 })
+        }
+    }
 }
 
 /// Flags that a config file replaces: with --config they are refused, naming the key to set.
@@ -304,8 +404,10 @@ enum FailureArg {
 fn main() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Some(Command::CheckConfig { file }) = &cli.command {
-        check_config(file);
+    match &cli.command {
+        Some(Command::CheckConfig { file }) => check_config(file),
+        Some(Command::DeadLetters(command)) => dead_letters(command),
+        None => {}
     }
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -18,6 +18,19 @@ pub fn hl7_timestamp(now: SystemTime) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `YYYY-MM-DD HH:MM:SS UTC` for a time in ms since the Unix epoch (operator output).
+pub fn format_unix_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm:
 /// shift to a March-based era of 400 years, then read year, month and day arithmetically).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -52,5 +65,6 @@ mod tests {
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
         let t = UNIX_EPOCH + Duration::from_millis(1_763_817_005_123);
         assert_eq!(hl7_timestamp(t), b"20251122131005.123+0000");
+        assert_eq!(format_unix_ms(1_763_817_005_123), "2025-11-22 13:10:05 UTC");
     }
 }

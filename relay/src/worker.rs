@@ -360,6 +360,7 @@ fn open_journals(
     for id in 0..workers {
         let mut journal = crate::journal::recover(&journal.dir, id, &route, stats)?;
         journal.begin_segment()?;
+        journal.count_in(stats);
         recovered.push(Some(journal));
     }
     let undelivered: usize = recovered

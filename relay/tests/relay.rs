@@ -67,8 +67,20 @@ impl Receiver {
         Self::start_with(behaviour, Some(tls))
     }
 
+    /// A receiver on `addr` (a port reserved with [`dead_port`]: the receiver "comes back").
+    fn start_at(addr: SocketAddr, behaviour: Behaviour) -> Self {
+        Self::start_on(TcpListener::bind(addr).unwrap(), behaviour, None)
+    }
+
     fn start_with(behaviour: Behaviour, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), behaviour, tls)
+    }
+
+    fn start_on(
+        listener: TcpListener,
+        behaviour: Behaviour,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -1254,4 +1266,335 @@ fn a_big_tls_record_split_across_reads_then_small_records() {
     }
     assert_eq!(receiver.received(), sent);
     relay.shutdown();
+}
+
+// --- durable ACK mode ----------------------------------------------------------------------
+
+/// A fresh directory for a journal, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mllp-relay-test-{}-{name}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn durable_config(downstream: SocketAddr, journal: &std::path::Path) -> Config {
+    let mut cfg = config(downstream);
+    cfg.listener.ack_mode = relay::config::AckMode::Durable;
+    cfg.journal = Some(relay::config::JournalConfig::new(journal));
+    // Retry quickly while the receiver is away: the durable pause is the downstream's backoff.
+    cfg.downstreams[0].retries = 0;
+    cfg.downstreams[0].connect_timeout = Duration::from_millis(500);
+    cfg.downstreams[0].backoff_cap = Duration::from_millis(50);
+    cfg.shutdown_grace = Duration::from_secs(2);
+    cfg
+}
+
+/// Waits (bounded) until `done` holds.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn control_ids(messages: &[Vec<u8>]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(Msh::parse(m).unwrap().control_id()).into_owned())
+        .collect()
+}
+
+#[test]
+fn durable_mode_acks_while_the_receiver_is_down_and_delivers_when_it_returns() {
+    let journal = TempDir::new("down");
+    let receiver_addr = dead_port();
+    let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
+    let stats = relay.stats().clone();
+    let mut client = Client::connect(relay.listen_addr());
+    let ids: Vec<String> = (0..20).map(|i| format!("DUR-{i}")).collect();
+    for id in &ids {
+        let ack = client.round_trip(&message(id));
+        assert_eq!(code_and_id(&ack), (AckCode::AA, id.clone()));
+        assert!(
+            String::from_utf8_lossy(&ack).contains("|R"),
+            "the relay's own ACK: the receiver is down"
+        );
+    }
+    assert_eq!(
+        code_and_id(&client.round_trip(&enhanced_message("DUR-E"))).0,
+        AckCode::CA,
+        "enhanced mode gets a commit ACK"
+    );
+    assert!(Stats::get(&stats.journal_commits) >= 1);
+    assert_eq!(Stats::get(&stats.journal_messages), 21, "all queued");
+    assert!(
+        Stats::get(&stats.durable_retries) >= 1,
+        "the receiver is down"
+    );
+
+    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    wait_until("the receiver has every message", || {
+        receiver.received().len() >= 21
+    });
+    let mut expected = ids;
+    expected.push("DUR-E".into());
+    assert_eq!(
+        control_ids(&receiver.received()),
+        expected,
+        "one connection's messages arrive once each, in order"
+    );
+    wait_until("the queue is empty", || {
+        Stats::get(&stats.journal_messages) == 0
+    });
+    relay.shutdown();
+}
+
+#[test]
+fn durable_mode_delivers_after_a_restart_what_it_had_not_delivered() {
+    let journal = TempDir::new("restart");
+    let receiver_addr = dead_port();
+    let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    for i in 0..30 {
+        let id = format!("KEEP-{i}");
+        assert_eq!(
+            code_and_id(&client.round_trip(&message(&id))),
+            (AckCode::AA, id)
+        );
+    }
+    drop(client);
+    relay.shutdown();
+
+    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
+    let stats = relay.stats().clone();
+    assert_eq!(Stats::get(&stats.journal_recovered), 30);
+    wait_until("the receiver has every message", || {
+        receiver.received().len() >= 30
+    });
+    let expected: Vec<String> = (0..30).map(|i| format!("KEEP-{i}")).collect();
+    assert_eq!(
+        control_ids(&receiver.received()),
+        expected,
+        "in order, once each"
+    );
+    wait_until("the queue is empty", || {
+        Stats::get(&stats.journal_messages) == 0
+    });
+    relay.shutdown();
+
+    // Delivered means gone: a third start finds nothing to deliver.
+    let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
+    assert_eq!(Stats::get(&relay.stats().journal_recovered), 0);
+    relay.shutdown();
+    assert_eq!(receiver.received().len(), 30, "nothing delivered twice");
+}
+
+#[test]
+fn durable_mode_cuts_a_torn_journal_tail_and_delivers_everything_acknowledged() {
+    let journal = TempDir::new("torn");
+    let receiver_addr = dead_port();
+    let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    for i in 0..5 {
+        let id = format!("TORN-{i}");
+        assert_eq!(
+            code_and_id(&client.round_trip(&message(&id))),
+            (AckCode::AA, id)
+        );
+    }
+    drop(client);
+    relay.shutdown();
+    // A crash mid-write leaves a partial record: the first bytes of a copy of a real one.
+    let mut segments: Vec<_> = std::fs::read_dir(journal.0.join("worker-0"))
+        .unwrap()
+        .chain(std::fs::read_dir(journal.0.join("worker-1")).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::metadata(p).unwrap().len() > 0)
+        .collect();
+    segments.sort();
+    let newest = segments
+        .last()
+        .expect("a segment with the messages")
+        .clone();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let torn = bytes[..40].to_vec();
+    bytes.extend_from_slice(&torn);
+    std::fs::write(&newest, &bytes).unwrap();
+
+    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
+    let stats = relay.stats().clone();
+    assert_eq!(Stats::get(&stats.journal_damaged_tails), 1);
+    assert_eq!(Stats::get(&stats.journal_recovered), 5);
+    wait_until("the receiver has every message", || {
+        receiver.received().len() >= 5
+    });
+    relay.shutdown();
+    let expected: Vec<String> = (0..5).map(|i| format!("TORN-{i}")).collect();
+    assert_eq!(
+        control_ids(&receiver.received()),
+        expected,
+        "once each, in order"
+    );
+}
+
+#[test]
+fn durable_mode_keeps_refused_messages_as_dead_letters_and_replays_them() {
+    let journal = TempDir::new("dead");
+    let refusing = Receiver::start(Behaviour::Code(AckCode::AR));
+    let relay = relay::start(durable_config(refusing.addr, &journal.0)).unwrap();
+    let stats = relay.stats().clone();
+    let mut client = Client::connect(relay.listen_addr());
+    for id in ["REFUSED-1", "REFUSED-2"] {
+        assert_eq!(
+            code_and_id(&client.round_trip(&message(id))),
+            (AckCode::AA, id.to_string()),
+            "the relay took custody; the receiver's later answer is its own business"
+        );
+    }
+    wait_until("both are dead letters", || {
+        Stats::get(&stats.dead_letters) == 2
+    });
+    assert_eq!(
+        refusing.received().len(),
+        2,
+        "a final answer is not retried"
+    );
+    let (letters, warnings) = relay::dead_letters::read_all(&journal.0).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let mut ids: Vec<String> = letters.iter().map(|l| l.control_id()).collect();
+    ids.sort();
+    assert_eq!(ids, ["REFUSED-1", "REFUSED-2"]);
+    assert!(letters.iter().all(|l| l.answer_summary().starts_with("AR")));
+
+    // Replay needs the relay stopped (it rewrites the files under the journal's lock).
+    let accepting = Receiver::start(Behaviour::Ack);
+    let busy = relay::dead_letters::replay(&journal.0, accepting.addr, PATIENCE, |_, _| {});
+    assert!(busy.is_err(), "the running relay holds the lock");
+    relay.shutdown();
+    let mut outcomes = Vec::new();
+    let summary = relay::dead_letters::replay(&journal.0, accepting.addr, PATIENCE, |l, o| {
+        outcomes.push(format!("{} {o}", l.control_id()));
+    })
+    .unwrap();
+    assert_eq!((summary.accepted, summary.kept), (2, 0), "{outcomes:?}");
+    assert_eq!(accepting.received().len(), 2);
+    let (left, _) = relay::dead_letters::read_all(&journal.0).unwrap();
+    assert!(left.is_empty(), "accepted dead letters are removed");
+}
+
+#[test]
+fn durable_mode_naks_when_the_journal_is_full_and_never_drops() {
+    let journal = TempDir::new("full");
+    let mut cfg = durable_config(dead_port(), &journal.0);
+    cfg.workers = 1;
+    if let Some(j) = cfg.journal.as_mut() {
+        j.max_bytes = 2_000;
+    }
+    let relay = relay::start(cfg).unwrap();
+    let stats = relay.stats().clone();
+    let mut client = Client::connect(relay.listen_addr());
+    let mut codes = Vec::new();
+    for i in 0..20 {
+        codes.push(code_and_id(&client.round_trip(&message(&format!("FULL-{i}")))).0);
+    }
+    let accepted = codes.iter().filter(|c| **c == AckCode::AA).count();
+    assert!(accepted >= 1, "{codes:?}");
+    assert!(
+        codes[accepted..].iter().all(|c| *c == AckCode::AE),
+        "once full, every message gets an AE: {codes:?}"
+    );
+    assert_eq!(Stats::get(&stats.journal_full_naks), (20 - accepted) as u64);
+    assert_eq!(Stats::get(&stats.journal_messages), accepted as u64);
+    let ack = client.round_trip(&message("FULL-LAST"));
+    assert!(
+        String::from_utf8_lossy(&ack).contains("ERR|")
+            && String::from_utf8_lossy(&ack).contains("207"),
+        "ERR 207 names the problem: {}",
+        String::from_utf8_lossy(&ack)
+    );
+    relay.shutdown();
+}
+
+#[test]
+fn a_journal_is_used_by_one_relay_at_a_time() {
+    let journal = TempDir::new("lock");
+    let first = relay::start(durable_config(dead_port(), &journal.0)).unwrap();
+    let second = relay::start(durable_config(dead_port(), &journal.0));
+    let error = second.expect_err("the journal is in use").to_string();
+    assert!(error.contains("in use"), "{error}");
+    first.shutdown();
+}
+
+#[test]
+fn fewer_workers_after_a_restart_still_deliver_every_message() {
+    let journal = TempDir::new("shrink");
+    let receiver_addr = dead_port();
+    let mut cfg = durable_config(receiver_addr, &journal.0);
+    cfg.workers = 3;
+    let relay = relay::start(cfg).unwrap();
+    // Several connections, so that the kernel spreads them over the workers.
+    let mut clients: Vec<Client> = (0..6)
+        .map(|_| Client::connect(relay.listen_addr()))
+        .collect();
+    let mut sent = 0;
+    for (c, client) in clients.iter_mut().enumerate() {
+        for i in 0..5 {
+            let id = format!("SHRINK-{c}-{i}");
+            assert_eq!(
+                code_and_id(&client.round_trip(&message(&id))),
+                (AckCode::AA, id)
+            );
+            sent += 1;
+        }
+    }
+    drop(clients);
+    relay.shutdown();
+
+    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    let mut cfg = durable_config(receiver_addr, &journal.0);
+    cfg.workers = 1;
+    let relay = relay::start(cfg).unwrap();
+    assert_eq!(
+        Stats::get(&relay.stats().journal_recovered),
+        sent as u64,
+        "every worker's messages are in the remaining worker's journal"
+    );
+    wait_until("the receiver has every message", || {
+        receiver.received().len() >= sent
+    });
+    relay.shutdown();
+    let mut got = control_ids(&receiver.received());
+    assert_eq!(got.len(), sent, "once each");
+    // Each connection's order is kept.
+    for c in 0..6 {
+        let prefix = format!("SHRINK-{c}-");
+        let order: Vec<&String> = got.iter().filter(|id| id.starts_with(&prefix)).collect();
+        let expected: Vec<String> = (0..5).map(|i| format!("{prefix}{i}")).collect();
+        assert_eq!(order, expected.iter().collect::<Vec<_>>());
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), sent);
+    assert!(
+        !journal.0.join("worker-2").exists(),
+        "the surplus journal is gone"
+    );
 }

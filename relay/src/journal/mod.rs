@@ -150,6 +150,18 @@ impl Recovered {
         self.entries.len()
     }
 
+    /// Counts what was found in the relay's gauges (before the worker starts, so they are
+    /// right as soon as the relay is).
+    pub(crate) fn count_in(&self, stats: &Stats) {
+        let bytes: u64 = self.segments.iter().map(|s| s.bytes).sum();
+        Stats::add(&stats.journal_messages, self.entries.len());
+        Stats::add(
+            &stats.journal_bytes,
+            usize::try_from(bytes).unwrap_or(usize::MAX),
+        );
+        Stats::add(&stats.journal_recovered, self.entries.len());
+    }
+
     /// Creates the segment new messages will be written to, and syncs it into the directory.
     ///
     /// # Errors
@@ -560,12 +572,6 @@ impl Journal {
                 },
             );
         }
-        Stats::add(&stats.journal_messages, entries.len());
-        Stats::add(
-            &stats.journal_bytes,
-            usize::try_from(bytes).unwrap_or(usize::MAX),
-        );
-        Stats::add(&stats.journal_recovered, entries.len());
         let outstanding = entries.iter().map(|e| (e.seq, e.time_ms, false)).collect();
         let entries: Vec<Entry> = entries.into_iter().map(Entry::from).collect();
         let journal = Rc::new(Self {
