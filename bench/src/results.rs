@@ -513,9 +513,27 @@ impl<'a> Report<'a> {
                 .iter()
                 .map(|l| l.stats.ack_codes.get("AA").copied().unwrap_or(0) + l.stats.warmup_acked)
                 .sum();
+            let queued: u64 = ours
+                .iter()
+                .filter_map(|l| l.custody.map(|c| c.queued))
+                .sum();
+            let custody = if ours.iter().any(|l| l.custody.is_some()) {
+                format!(
+                    "; durable runs: the messages not yet at the sink were in the relay's journal \
+                     ({queued} at the end)"
+                )
+            } else {
+                String::new()
+            };
+            let delivered = if custody.is_empty() {
+                "delivered once"
+            } else {
+                "delivered once or kept in the journal"
+            };
+            let relation = if custody.is_empty() { "=" } else { "≤" };
             format!(
-                "verdict: PASS: every message was delivered once and ACKed AA \
-                 (sink {sink} = sent {written} = AA {aa}, over {} runs{})",
+                "verdict: PASS: every message was {delivered} and ACKed AA \
+                 (sink {sink} {relation} sent {written} = AA {aa}, over {} runs{}){custody}",
                 ours.len(),
                 if self.systems.iter().any(|s| s.is_direct()) {
                     " of mllp-relay and the direct baselines"
@@ -588,6 +606,26 @@ impl<'a> Report<'a> {
                 let _ = writeln!(out, "### {title}\n\n{}", table.markdown());
             } else {
                 let _ = writeln!(out, "{title}\n{}", table.text());
+            }
+            for record in self.records.iter().filter(|r| r.phase == phase.name) {
+                if let Outcome::Load(load) = &record.outcome
+                    && let Some(custody) = load.custody
+                {
+                    let _ = writeln!(
+                        out,
+                        "{}{} round {}: group commit {} messages per fdatasync ({} commits); \
+                         {} still queued at the end, {} dead letters",
+                        if markdown { "- " } else { "" },
+                        record.system,
+                        record.round,
+                        custody
+                            .mean_batch()
+                            .map_or_else(|| "–".to_owned(), |m| format!("{m:.1}")),
+                        custody.commits,
+                        custody.queued,
+                        custody.dead_letters
+                    );
+                }
             }
             let open_loop = matches!(phase.load, Load::Open { .. });
             if let Some(ranking) = self.ranking(&phase.name, open_loop) {
@@ -796,6 +834,15 @@ fn record_json(r: &RunRecord) -> OwnedValue {
             put(&mut run, "loadgen_cpu_s", finite(l.loadgen_cpu_s));
             put(&mut run, "foreign_cores", finite(l.foreign_cores));
             put(&mut run, "steal_cores", finite(l.steal_cores));
+            if let Some(custody) = l.custody {
+                put(&mut run, "journal_queued_at_end", custody.queued);
+                put(&mut run, "journal_dead_letters", custody.dead_letters);
+                put(&mut run, "journal_commits", custody.commits);
+                put(&mut run, "journal_committed", custody.committed);
+                if let Some(mean) = custody.mean_batch() {
+                    put(&mut run, "journal_mean_batch", finite(mean));
+                }
+            }
             let problems: Vec<OwnedValue> = l
                 .delivery_problems()
                 .into_iter()

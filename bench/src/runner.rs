@@ -259,12 +259,58 @@ pub struct LoadResult {
     pub foreign_cores: f64,
     /// Time the hypervisor gave this VM's vCPUs to someone else, in cores.
     pub steal_cores: f64,
+    /// `durable` mode: what the relay's journal held when the run ended.
+    pub custody: Option<Custody>,
+}
+
+/// The relay's journal at the end of a `durable` run (from its metrics), after waiting for the
+/// queue to drain (bounded).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Custody {
+    /// Messages still in the journal, not yet delivered (they would be after the run).
+    pub queued: u64,
+    /// Messages the receiver refused (kept as dead letters).
+    pub dead_letters: u64,
+    /// Journal commits (fdatasyncs).
+    pub commits: u64,
+    /// Messages committed (the sum of the commit batch sizes).
+    pub committed: u64,
+}
+
+impl Custody {
+    /// Mean messages per commit (per fdatasync).
+    pub fn mean_batch(&self) -> Option<f64> {
+        (self.commits > 0).then(|| self.committed as f64 / self.commits as f64)
+    }
+
+    /// Reads the journal's counters from the relay's Prometheus text.
+    pub fn parse(metrics: &str) -> Option<Self> {
+        // Counters and gauges are integers; Prometheus writes them without a fraction.
+        let value = |name: &str| {
+            metrics.lines().find_map(|line| {
+                let (key, value) = line.split_once(' ')?;
+                (key == name).then(|| value.trim().parse::<u64>().ok())?
+            })
+        };
+        Some(Self {
+            queued: value("mllp_relay_journal_messages")?,
+            dead_letters: value("mllp_relay_dead_letters_total")?,
+            commits: value("mllp_relay_journal_commits_total")?,
+            committed: value("mllp_relay_journal_batch_messages_sum")?,
+        })
+    }
 }
 
 impl LoadResult {
     /// CPU microseconds of the system under test per message through it.
+    /// In `durable` mode, per message taken in (the sink may still be far behind).
     pub fn sut_us_per_msg(&self) -> Option<f64> {
-        (self.sink.received > 0).then(|| self.sut_cpu_s * 1e6 / self.sink.received as f64)
+        let messages = if self.custody.is_some() {
+            self.written()
+        } else {
+            self.sink.received
+        };
+        (messages > 0).then(|| self.sut_cpu_s * 1e6 / messages as f64)
     }
 
     /// Messages the load generator wrote, warm-up included.
@@ -278,7 +324,27 @@ impl LoadResult {
         let s = &self.stats;
         let mut problems = Vec::new();
         let aa = s.ack_codes.get("AA").copied().unwrap_or(0);
-        if self.sink.unique != self.written() {
+        if let Some(custody) = self.custody {
+            // Durable: every message is at the sink or still in the relay's custody. The two
+            // overlap by the messages in flight when the journal was read (at the sink, their
+            // ACK not yet back at the relay), so the sum may exceed what was sent, never fall
+            // short of it.
+            if self.sink.unique + custody.queued < self.written() {
+                problems.push(format!(
+                    "LOST: the sink received {} distinct messages and the journal holds {}, but {} were sent",
+                    self.sink.unique,
+                    custody.queued,
+                    self.written()
+                ));
+            }
+            if self.sink.unique > self.written() {
+                problems.push(format!(
+                    "the sink received {} distinct messages but only {} were sent",
+                    self.sink.unique,
+                    self.written()
+                ));
+            }
+        } else if self.sink.unique != self.written() {
             problems.push(format!(
                 "the sink received {} distinct messages but {} were sent",
                 self.sink.unique,
@@ -613,6 +679,12 @@ impl Bench {
             "--threads".into(),
             "1".into(),
         ];
+        if !phase.sink_ack_delay.is_zero() {
+            sink_args.extend([
+                "--ack-delay".into(),
+                format!("{}ms", phase.sink_ack_delay.as_millis()).into(),
+            ]);
+        }
         if sink_tls {
             sink_args.extend([
                 "--tls-cert".into(),
@@ -631,6 +703,7 @@ impl Bench {
         let sink_addr = sink.wait_for_line(START_TIMEOUT, |line| {
             address_after(line, "mllp-loadgen sink listening on ")
         })?;
+        let mut metrics = None;
         let (sut, target) = match system {
             System::DirectTls | System::DirectPlain => (None, sink_addr),
             System::Relay => {
@@ -652,6 +725,21 @@ impl Bench {
                         self.pki.chain.clone().into(),
                         "--tls-key".into(),
                         self.pki.key.clone().into(),
+                    ]);
+                }
+                if phase.ack_mode == "durable" {
+                    // A fresh journal per run, on the work directory's disk.
+                    let journal = self.work.join(format!(
+                        "journal-{}",
+                        PEER_DIRS.fetch_add(1, Ordering::Relaxed)
+                    ));
+                    let port = free_port()?;
+                    metrics = Some(port);
+                    args.extend([
+                        "--journal".into(),
+                        journal.into(),
+                        "--metrics".into(),
+                        port.to_string().into(),
                     ]);
                 }
                 let mut relay = Managed::spawn(
@@ -701,7 +789,12 @@ impl Bench {
                 (Some(peer), listen)
             }
         };
-        Ok(Running { sink, sut, target })
+        Ok(Running {
+            sink,
+            sut,
+            target,
+            metrics,
+        })
     }
 
     fn loadgen_connection_args(
@@ -797,6 +890,10 @@ impl Bench {
         let machine_after = MachineCpu::now();
         let sut_memory = process::tree_memory(sut_pid);
         waited?;
+        let custody = match running.metrics {
+            Some(addr) => Some(custody_after_drain(addr)?),
+            None => None,
+        };
         let mut bytes = std::fs::read(&json)
             .with_context(|| format!("mllp-loadgen wrote no result file {}", json.display()))?;
         let stats = loadgen::report::from_json(&mut bytes)
@@ -822,6 +919,7 @@ impl Bench {
             foreign_cores: ((busy - ours) / wall_s).max(0.0),
             steal_cores: ((machine_after.steal_s - machine_before.steal_s) / wall_s).max(0.0),
             stats,
+            custody,
         })
     }
 
@@ -891,6 +989,8 @@ struct Running {
     /// `None` for the direct baselines (the sink is the system under test).
     sut: Option<Managed>,
     target: SocketAddr,
+    /// The relay's metrics endpoint (`durable` runs).
+    metrics: Option<SocketAddr>,
 }
 
 impl Running {
@@ -954,6 +1054,38 @@ fn address_after(line: &str, prefix: &str) -> Option<SocketAddr> {
         .next()?
         .parse()
         .ok()
+}
+
+/// How long a `durable` run waits after the load for the relay's queue to drain.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
+/// The relay's journal after the load: waits up to [`DRAIN_WAIT`] for the queue to empty.
+fn custody_after_drain(addr: SocketAddr) -> anyhow::Result<Custody> {
+    let deadline = Instant::now() + DRAIN_WAIT;
+    loop {
+        let text = http_get(addr, "/metrics")
+            .with_context(|| format!("cannot read the relay's metrics at {addr}"))?;
+        let custody = Custody::parse(&text)
+            .with_context(|| format!("the relay's metrics at {addr} lack the journal's"))?;
+        if custody.queued == 0 || Instant::now() >= deadline {
+            return Ok(custody);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A tiny HTTP GET (the relay's metrics endpoint answers one request per connection).
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body)
 }
 
 /// A free port on 127.0.0.1 (for peers, which cannot report the port they picked).
@@ -1046,6 +1178,75 @@ mod tests {
             })
         );
         assert_eq!(SinkCounts::parse("mllp-loadgen sink listening on x"), None);
+    }
+
+    #[test]
+    fn the_relays_journal_metrics_parse() {
+        let text = "# HELP mllp_relay_journal_messages x\n# TYPE mllp_relay_journal_messages gauge\n\
+                    mllp_relay_journal_messages 12\nmllp_relay_dead_letters_total 3\n\
+                    mllp_relay_journal_commits_total 40\nmllp_relay_journal_batch_messages_sum 400\n\
+                    mllp_relay_journal_messages_total 99\n";
+        let custody = Custody::parse(text).unwrap();
+        assert_eq!(
+            custody,
+            Custody {
+                queued: 12,
+                dead_letters: 3,
+                commits: 40,
+                committed: 400
+            }
+        );
+        assert_eq!(custody.mean_batch(), Some(10.0));
+        assert_eq!(Custody::parse("mllp_relay_journal_messages 1\n"), None);
+    }
+
+    #[test]
+    fn durable_runs_count_the_journal_as_custody_never_as_delivery() {
+        let stats = RunStats {
+            sent: 90,
+            acked: 90,
+            ack_codes: [("AA".to_owned(), 90)].into_iter().collect(),
+            errors: Default::default(),
+            reconnects: 0,
+            warmup_sent: 10,
+            warmup_acked: 10,
+            process_cpu_s: 0.0,
+            duration_s: 1.0,
+            latency: hdrhistogram::Histogram::new(3).unwrap(),
+            timeline: Vec::new(),
+            meta: Default::default(),
+        };
+        let result = |unique: u64, queued: u64| LoadResult {
+            stats: stats.clone(),
+            target_rate: None,
+            sut_cpu_s: 1.0,
+            wall_s: 1.0,
+            sink: SinkCounts {
+                received: unique,
+                unique,
+                duplicates: 0,
+            },
+            sut_memory: Memory::default(),
+            loadgen_cpu_s: 0.0,
+            foreign_cores: 0.0,
+            steal_cores: 0.0,
+            custody: Some(Custody {
+                queued,
+                ..Custody::default()
+            }),
+        };
+        assert!(result(60, 40).delivery_problems().is_empty());
+        assert!(
+            result(62, 40).delivery_problems().is_empty(),
+            "in flight: at the sink and still in the journal"
+        );
+        let lost = result(60, 39).delivery_problems();
+        assert!(lost.iter().any(|p| p.starts_with("LOST")), "{lost:?}");
+        assert_eq!(
+            result(60, 40).sut_us_per_msg(),
+            Some(1e6 / 100.0),
+            "per message taken in"
+        );
     }
 
     #[test]

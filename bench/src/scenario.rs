@@ -54,8 +54,10 @@ pub struct Phase {
     pub size: usize,
     /// TLS from the load generator to the system under test.
     pub tls: bool,
-    /// The relay's ACK mode (`passthrough` or `local`); peers ignore it.
+    /// The relay's ACK mode (`passthrough`, `local` or `durable`); peers ignore it.
     pub ack_mode: String,
+    /// How long the sink waits before each ACK (a slow receiver); zero by default.
+    pub sink_ack_delay: Duration,
     /// Messages in flight per connection.
     pub pipeline: u32,
     /// Sent without being measured, first.
@@ -142,6 +144,7 @@ struct RawPhase {
     size: Option<String>,
     tls: Option<bool>,
     ack_mode: Option<String>,
+    sink_ack_delay: Option<String>,
     pipeline: Option<u32>,
     rate: Option<f64>,
     rate_fraction: Option<f64>,
@@ -275,9 +278,17 @@ impl Scenario {
                 .ack_mode
                 .clone()
                 .unwrap_or_else(|| "passthrough".to_owned());
-            if ack_mode != "passthrough" && ack_mode != "local" {
-                bail!("{}: passthrough or local, not {ack_mode:?}", at("ack_mode"));
+            if !["passthrough", "local", "durable"].contains(&ack_mode.as_str()) {
+                bail!(
+                    "{}: passthrough, local or durable, not {ack_mode:?}",
+                    at("ack_mode")
+                );
             }
+            let sink_ack_delay = duration(
+                &at("sink_ack_delay"),
+                p.sink_ack_delay.as_ref(),
+                Duration::ZERO,
+            )?;
             let pipeline = p.pipeline.unwrap_or(1);
             if pipeline == 0 {
                 bail!("{}: must be at least 1", at("pipeline"));
@@ -290,6 +301,7 @@ impl Scenario {
                 size,
                 tls: p.tls.unwrap_or(true),
                 ack_mode,
+                sink_ack_delay,
                 pipeline,
                 warmup: duration(&at("warmup"), p.warmup.as_ref(), warmup)?,
                 duration: duration(&at("duration"), p.duration.as_ref(), measured)?,

@@ -294,6 +294,16 @@ fn print_progress(record: &RunRecord, i: usize, n: usize) {
                     format!("; PROBLEM: {}", problems.join("; "))
                 }
             );
+            if let Some(custody) = load.custody {
+                println!(
+                    "        journal: {} messages per fdatasync, {} still queued, {} dead letters",
+                    custody
+                        .mean_batch()
+                        .map_or_else(|| "–".to_owned(), |m| format!("{m:.1}")),
+                    custody.queued,
+                    custody.dead_letters
+                );
+            }
         }
         Outcome::Hold(hold) => println!(
             "{head}: {} idle connections, {:.1} KiB each (RSS)",
