@@ -607,10 +607,12 @@ impl<'a> Report<'a> {
             } else {
                 let _ = writeln!(out, "{title}\n{}", table.text());
             }
+            let mut custody_lines = false;
             for record in self.records.iter().filter(|r| r.phase == phase.name) {
                 if let Outcome::Load(load) = &record.outcome
                     && let Some(custody) = load.custody
                 {
+                    custody_lines = true;
                     let _ = writeln!(
                         out,
                         "{}{} round {}: group commit {} messages per fdatasync ({} commits); \
@@ -626,6 +628,9 @@ impl<'a> Report<'a> {
                         custody.dead_letters
                     );
                 }
+            }
+            if custody_lines {
+                out.push('\n');
             }
             let open_loop = matches!(phase.load, Load::Open { .. });
             if let Some(ranking) = self.ranking(&phase.name, open_loop) {

@@ -222,7 +222,7 @@ enum DeadLetterCommand {
     /// Print every dead letter: file, sequence number, time taken in, MSH-9, MSH-10 and the
     /// receiver's answer (code and MSA-3). Message content is not printed. Exit 0.
     List {
-        /// The journal directory (--journal of the relay, or [journal] dir).
+        /// The journal directory (the relay's --journal, or journal.dir in its config file).
         #[arg(long, value_name = "DIR")]
         journal: PathBuf,
     },
@@ -230,7 +230,7 @@ enum DeadLetterCommand {
     /// (AA/CA, MSA-2 checked) are removed, the others kept with their new answer. Takes the
     /// journal's lock: stop the relay first. Exit 0 when all were accepted, 1 otherwise.
     Replay {
-        /// The journal directory (--journal of the relay, or [journal] dir).
+        /// The journal directory (the relay's --journal, or journal.dir in its config file).
         #[arg(long, value_name = "DIR")]
         journal: PathBuf,
         /// The receiver, HOST:PORT (plain MLLP).
