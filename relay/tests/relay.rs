@@ -285,6 +285,26 @@ impl Client {
         }
     }
 
+    /// The next ACK payload if one arrives within `wait` (plain connections).
+    fn receive_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        self.tcp.set_read_timeout(Some(wait)).unwrap();
+        let mut chunk = [0u8; 4096];
+        let answer = loop {
+            if let Some(frame) = self.deframer.decode(&self.buf).unwrap() {
+                let payload = frame.payload(&self.buf).to_vec();
+                self.deframer.compact(&mut self.buf);
+                break Some(payload);
+            }
+            match self.io.read(&mut chunk) {
+                Ok(n) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                _ => break None,
+            }
+        };
+        self.tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+        answer
+    }
+
     fn round_trip(&mut self, payload: &[u8]) -> Vec<u8> {
         self.send(payload);
         self.receive().expect("an ACK")
@@ -1596,5 +1616,66 @@ fn fewer_workers_after_a_restart_still_deliver_every_message() {
     assert!(
         !journal.0.join("worker-2").exists(),
         "the surplus journal is gone"
+    );
+}
+
+#[test]
+fn durable_mode_pauses_a_sender_while_the_journal_is_full_and_resumes_when_it_drains() {
+    let journal = TempDir::new("pause");
+    let receiver_addr = dead_port();
+    let mut cfg = durable_config(receiver_addr, &journal.0);
+    cfg.workers = 1;
+    if let Some(j) = cfg.journal.as_mut() {
+        // The cap equals the segment size: space comes back only when the segment being
+        // written is sealed early, once everything in it is delivered.
+        j.max_bytes = 2_000;
+        j.segment_bytes = 2_000;
+        j.when_full = relay::config::WhenJournalFull::Pause;
+    }
+    let relay = relay::start(cfg).unwrap();
+    let stats = relay.stats().clone();
+    let mut client = Client::connect(relay.listen_addr());
+    let mut accepted = 0;
+    loop {
+        let id = format!("PAUSE-{accepted}");
+        client.send(&message(&id));
+        match client.receive_within(Duration::from_millis(300)) {
+            Some(ack) => {
+                assert_eq!(code_and_id(&ack), (AckCode::AA, id));
+                accepted += 1;
+                assert!(accepted < 100, "the journal never filled");
+            }
+            None => break,
+        }
+    }
+    assert!(accepted >= 1);
+    assert_eq!(
+        Stats::get(&stats.journal_full_naks),
+        0,
+        "paused, not refused"
+    );
+    // The receiver comes back: the queue drains, space returns, the paused message is taken.
+    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    let ack = client.receive().expect("the paused message's ACK");
+    assert_eq!(
+        code_and_id(&ack),
+        (AckCode::AA, format!("PAUSE-{accepted}"))
+    );
+    for i in accepted + 1..accepted + 20 {
+        let id = format!("PAUSE-{i}");
+        assert_eq!(
+            code_and_id(&client.round_trip(&message(&id))),
+            (AckCode::AA, id)
+        );
+    }
+    wait_until("every message is delivered", || {
+        receiver.received().len() >= accepted + 20
+    });
+    relay.shutdown();
+    let expected: Vec<String> = (0..accepted + 20).map(|i| format!("PAUSE-{i}")).collect();
+    assert_eq!(
+        control_ids(&receiver.received()),
+        expected,
+        "once each, in order"
     );
 }

@@ -492,6 +492,8 @@ pub(crate) struct Journal {
     active: RefCell<Active>,
     /// Commits started and not finished.
     in_flight: Cell<usize>,
+    /// The journal is full and the active segment holds only delivered messages: seal it.
+    rotate_requested: Cell<bool>,
     /// Commits finished while an earlier one was still in flight, by batch.
     completed: RefCell<BTreeMap<u64, Commit>>,
     /// A buffer for the next batch (given back by a batch whose messages are not kept in
@@ -594,6 +596,7 @@ impl Journal {
                 written: 0,
             }),
             in_flight: Cell::new(0),
+            rotate_requested: Cell::new(false),
             completed: RefCell::new(BTreeMap::new()),
             spare: RefCell::new(Vec::new()),
             sealed: RefCell::new(sealed),
@@ -609,7 +612,24 @@ impl Journal {
 
     /// Whether a message of `len` bytes would take the journal past its cap.
     pub(crate) fn is_full(&self, len: usize) -> bool {
-        self.bytes.get() + (record::HEADER_LEN + len) as u64 > self.config.max_bytes
+        let full = self.bytes.get() + (record::HEADER_LEN + len) as u64 > self.config.max_bytes;
+        if full {
+            self.rotate_if_delivered();
+        }
+        full
+    }
+
+    /// When the segment being written holds only delivered messages, asks the committer to
+    /// seal it (and so reclaim it) now rather than when it reaches its size: otherwise a full
+    /// journal whose cap is close to the segment size would wait for a rotation that needs
+    /// room to happen.
+    fn rotate_if_delivered(&self) {
+        if self.active_live.get() == 0
+            && self.active.borrow().written > 0
+            && !self.rotate_requested.replace(true)
+        {
+            self.wake_committer();
+        }
     }
 
     /// Adds a message to the next commit; returns the batch to wait for with
@@ -729,6 +749,9 @@ impl Journal {
         self.publish_oldest();
         if entry.segment == self.active.borrow().first_seq {
             self.active_live.set(self.active_live.get() - 1);
+            if !self.space_waiters.borrow().is_empty() {
+                self.rotate_if_delivered();
+            }
             return;
         }
         let mut sealed = self.sealed.borrow_mut();
@@ -818,7 +841,7 @@ impl Journal {
         loop {
             // Wait for records (and, to stop, for every commit to finish).
             let has_work = poll_fn(|cx| {
-                if !self.pending.borrow().is_empty() {
+                if !self.pending.borrow().is_empty() || self.rotate_requested.get() {
                     return Poll::Ready(true);
                 }
                 if self.stopped.get() && self.in_flight.get() == 0 {
@@ -830,6 +853,17 @@ impl Journal {
             .await;
             if !has_work {
                 return;
+            }
+            if self.rotate_requested.get() && self.pending.borrow().is_empty() {
+                self.wait_in_flight_below(1).await;
+                self.rotate_requested.set(false);
+                if self.active_live.get() == 0
+                    && self.active.borrow().written > 0
+                    && let Err(e) = self.rotate()
+                {
+                    self.fail(self.open_batch.get(), &e, false);
+                }
+                continue;
             }
             // Group commit: let every message that has already arrived join, by yielding to
             // the event loop until a turn brings nothing new, for at most commit_interval. A
@@ -1024,7 +1058,10 @@ impl Journal {
     /// Seals the active segment and starts a new one (synced into the directory before any
     /// record in it is acknowledged).
     fn rotate(&self) -> io::Result<()> {
-        let first_seq = self.next_seq.get();
+        // Named by the next sequence number, or one past the active segment's name when no
+        // message was written since it began (only delivered records): names stay unique and
+        // increasing, and every record in a segment follows those of the segments before it.
+        let first_seq = self.next_seq.get().max(self.active.borrow().first_seq + 1);
         let path = self.dir.join(segment_name(first_seq));
         let file = OpenOptions::new()
             .create_new(true)
