@@ -17,7 +17,7 @@ use mllp::frame::{Deframer, FramingConfig};
 use mllp::hl7::Msh;
 
 use crate::durable::DEAD_LETTER_DIR;
-use crate::journal::record::{self, Kind, Record};
+use crate::journal::record::{self, Kind};
 
 /// One refused message.
 #[derive(Debug, Clone)]
@@ -239,16 +239,11 @@ fn send(
 fn rewrite<'a>(file: &Path, letters: impl Iterator<Item = &'a DeadLetter>) -> io::Result<()> {
     let mut bytes = Vec::new();
     for letter in letters {
-        let mut payload = Vec::new();
-        record::encode_dead_letter(&letter.message, &letter.answer, &mut payload);
-        record::encode(
-            &Record {
-                kind: Kind::DeadLetter,
-                seq: letter.seq,
-                time_ms: letter.time_ms,
-                lane: 0,
-                payload: &payload,
-            },
+        record::encode_dead_letter(
+            letter.seq,
+            letter.time_ms,
+            &letter.message,
+            &letter.answer,
             &mut bytes,
         );
     }

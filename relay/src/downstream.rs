@@ -28,6 +28,17 @@ use crate::config::DownstreamConfig;
 use crate::conn::{Conn, ConnError};
 use crate::metrics::{DownstreamFailureKind, Stats};
 
+/// Whether the downstream will send an accept ACK for `msh` when it takes the message: in
+/// enhanced mode a sender may ask for none on success (MSH-15 NE or ER), and then waiting for
+/// one would only time out.
+pub(crate) fn expects_accept_ack(msh: &mllp::hl7::Msh<'_>) -> bool {
+    use mllp::ack::{AckDecision, AckPolicy, Outcome, decide};
+    matches!(
+        decide(msh, Outcome::Accepted, AckPolicy::Negotiated),
+        AckDecision::Send(_)
+    )
+}
+
 /// Initial read buffer of a downstream connection: ACKs are small.
 const ACK_BUFFER: usize = 1024;
 

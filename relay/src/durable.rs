@@ -26,13 +26,12 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use mllp::ack::{self, AckDecision, AckPolicy, Outcome};
 use mllp::hl7::Msh;
 use tracing::{error, info, warn};
 
 use crate::config::LinkPolicy;
-use crate::downstream::Timing;
-use crate::journal::record::{self, Kind, Record};
+use crate::downstream::{Timing, expects_accept_ack};
+use crate::journal::record;
 use crate::journal::{Entry, Journal};
 use crate::metrics::Stats;
 use crate::worker::WorkerContext;
@@ -62,7 +61,6 @@ pub(crate) struct Forwarder {
     dead_letter_path: PathBuf,
     dead_letters: RefCell<Option<File>>,
     stopping: Cell<bool>,
-    worker: usize,
 }
 
 impl Forwarder {
@@ -95,7 +93,6 @@ impl Forwarder {
                 .join(format!("worker-{worker}.log")),
             dead_letters: RefCell::new(None),
             stopping: Cell::new(false),
-            worker,
         };
         for entry in recovered {
             forwarder.dispatch(entry);
@@ -191,19 +188,8 @@ impl Forwarder {
             *slot = Some(file);
         }
         let file = slot.as_mut().expect("opened above");
-        let mut payload = Vec::with_capacity(4 + message.len() + answer.len());
-        record::encode_dead_letter(message, answer, &mut payload);
-        let mut bytes = Vec::with_capacity(record::HEADER_LEN + payload.len());
-        record::encode(
-            &Record {
-                kind: Kind::DeadLetter,
-                seq: entry.seq,
-                time_ms: entry.time_ms,
-                lane: u32::try_from(self.worker).unwrap_or(u32::MAX),
-                payload: &payload,
-            },
-            &mut bytes,
-        );
+        let mut bytes = Vec::new();
+        record::encode_dead_letter(entry.seq, entry.time_ms, message, answer, &mut bytes);
         let result = file.write_all(&bytes).and_then(|()| file.sync_data());
         if result.is_err() {
             // A half-written record must not stay before the next one: reopen next time (the
@@ -318,10 +304,7 @@ async fn deliver_one(
             )
             .await;
     };
-    let expect_ack = matches!(
-        ack::decide(&msh, Outcome::Accepted, AckPolicy::Negotiated),
-        AckDecision::Send(_)
-    );
+    let expect_ack = expects_accept_ack(&msh);
     let mut round: u32 = 0;
     loop {
         answer.clear();

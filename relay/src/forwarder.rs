@@ -17,11 +17,10 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use mllp::ack::{self, AckDecision, AckPolicy, Outcome};
 use mllp::hl7::Msh;
 use tracing::{error, warn};
 
-use crate::downstream::Timing;
+use crate::downstream::{Timing, expects_accept_ack};
 use crate::metrics::Stats;
 use crate::worker::WorkerContext;
 
@@ -111,10 +110,7 @@ pub(crate) async fn run(ctx: Rc<WorkerContext>) {
         let message = queue.pop().await;
         // Sessions queue only messages whose header they have read.
         if let Ok(msh) = Msh::parse(&message) {
-            let expect_ack = matches!(
-                ack::decide(&msh, Outcome::Accepted, AckPolicy::Negotiated),
-                AckDecision::Send(_)
-            );
+            let expect_ack = expects_accept_ack(&msh);
             ack.clear();
             // Sessions queue only routable messages, and routing is a pure function of MSH.
             let Ok(downstream) = ctx.config.route(&msh) else {

@@ -8,16 +8,14 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mllp::ack::{
-    self, AckCode, AckDecision, AckParams, AckPolicy, ErrorCode, ErrorDetail, Outcome,
-};
+use mllp::ack::{self, AckCode, AckDecision, AckParams, ErrorCode, ErrorDetail, Outcome};
 use mllp::frame::Deframer;
 use mllp::hl7::Msh;
 use tracing::{debug, info, warn};
 
 use crate::config::{AckMode, OnDownstreamFailure, WhenJournalFull};
 use crate::conn::{Conn, ConnError, shared_canceller};
-use crate::downstream::Timing;
+use crate::downstream::{Timing, expects_accept_ack};
 use crate::journal::JournalError;
 use crate::metrics::Stats;
 use crate::time::hl7_timestamp;
@@ -297,12 +295,7 @@ impl Session<'_> {
             }
             AckMode::Passthrough => {}
         }
-        // In enhanced mode a sender may ask for no accept ACK on success (NE, ER): the
-        // downstream will not send one, so waiting for it would only time out.
-        let expect_ack = matches!(
-            ack::decide(&msh, Outcome::Accepted, AckPolicy::Negotiated),
-            AckDecision::Send(_)
-        );
+        let expect_ack = expects_accept_ack(&msh);
         let ctx = self.ctx;
         match ctx
             .deliver(

@@ -225,41 +225,32 @@ pub(crate) fn worker_dir(root: &Path, id: usize) -> PathBuf {
     root.join(format!("worker-{id}"))
 }
 
-/// The worker journals present under `root`, by worker number.
-fn worker_dirs(root: &Path) -> io::Result<Vec<(usize, PathBuf)>> {
-    let mut dirs = Vec::new();
-    for entry in fs::read_dir(root)? {
+/// The entries of `dir` whose names `number` reads as a number, sorted by it.
+fn numbered<N: Ord>(
+    dir: &Path,
+    number: impl Fn(&str) -> Option<N>,
+) -> io::Result<Vec<(N, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        let name = entry.file_name();
-        if let Some(id) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("worker-"))
-            .and_then(|n| n.parse::<usize>().ok())
-            && entry.file_type()?.is_dir()
-        {
-            dirs.push((id, entry.path()));
+        if let Some(n) = entry.file_name().to_str().and_then(&number) {
+            found.push((n, entry.path()));
         }
     }
-    dirs.sort();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
+}
+
+/// The worker journals present under `root`, by worker number.
+fn worker_dirs(root: &Path) -> io::Result<Vec<(usize, PathBuf)>> {
+    let mut dirs = numbered(root, |name| name.strip_prefix("worker-")?.parse().ok())?;
+    dirs.retain(|(_, path)| path.is_dir());
     Ok(dirs)
 }
 
 /// Segment files of `dir`, oldest first.
 fn segment_paths(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut segments = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if let Some(first) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            segments.push((first, entry.path()));
-        }
-    }
-    segments.sort();
-    Ok(segments)
+    numbered(dir, |name| name.strip_suffix(SEGMENT_SUFFIX)?.parse().ok())
 }
 
 fn segment_name(first_seq: u64) -> String {

@@ -181,12 +181,30 @@ pub(crate) fn scan(bytes: &[u8], mut each: impl FnMut(usize, Record<'_>)) -> Sca
     }
 }
 
-/// A dead letter's payload: the message and the receiver's answer, `len(message) message ack`.
-pub(crate) fn encode_dead_letter(message: &[u8], ack: &[u8], out: &mut Vec<u8>) {
+/// Appends a dead-letter record to `out`: the message with sequence number `seq`, taken in at
+/// `time_ms`, and the receiver's answer. Its payload is `len(message) message answer`.
+pub(crate) fn encode_dead_letter(
+    seq: u64,
+    time_ms: u64,
+    message: &[u8],
+    answer: &[u8],
+    out: &mut Vec<u8>,
+) {
     let len = u32::try_from(message.len()).expect("message within MAX_PAYLOAD");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(message);
-    out.extend_from_slice(ack);
+    let mut payload = Vec::with_capacity(4 + message.len() + answer.len());
+    payload.extend_from_slice(&len.to_le_bytes());
+    payload.extend_from_slice(message);
+    payload.extend_from_slice(answer);
+    encode(
+        &Record {
+            kind: Kind::DeadLetter,
+            seq,
+            time_ms,
+            lane: 0,
+            payload: &payload,
+        },
+        out,
+    );
 }
 
 /// Splits a dead letter's payload into the message and the answer; `None` if malformed.
@@ -323,10 +341,16 @@ mod tests {
 
     #[test]
     fn dead_letters_keep_message_and_answer_apart() {
-        let mut payload = Vec::new();
-        encode_dead_letter(b"MSH|msg\r", b"MSH|ack\rMSA|AE|1\r", &mut payload);
+        let mut bytes = Vec::new();
+        encode_dead_letter(5, 6, b"MSH|msg\r", b"MSH|ack\rMSA|AE|1\r", &mut bytes);
+        let record = decode(&bytes).unwrap();
         assert_eq!(
-            decode_dead_letter(&payload),
+            (record.kind, record.seq, record.time_ms),
+            (Kind::DeadLetter, 5, 6)
+        );
+        let payload = record.payload;
+        assert_eq!(
+            decode_dead_letter(payload),
             Some((&b"MSH|msg\r"[..], &b"MSH|ack\rMSA|AE|1\r"[..]))
         );
         assert_eq!(decode_dead_letter(&payload[..3]), None);
