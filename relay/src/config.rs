@@ -79,7 +79,8 @@ pub enum AckMode {
 }
 
 /// Default wait for more messages to share a journal commit (one fdatasync): an upper bound,
-/// reached only while messages keep arriving; a lone message is committed at once.
+/// reached only while earlier commits are still in flight and more senders are expected; a
+/// lone message is committed at once.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Default cap on one worker's journal (undelivered messages plus not yet reclaimed segments):

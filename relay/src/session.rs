@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use crate::config::{AckMode, OnDownstreamFailure, WhenJournalFull};
 use crate::conn::{Conn, ConnError, shared_canceller};
 use crate::downstream::{Timing, expects_accept_ack};
-use crate::journal::JournalError;
+use crate::journal::{JournalError, Writer};
 use crate::metrics::Stats;
 use crate::time::hl7_timestamp;
 use crate::worker::WorkerContext;
@@ -68,6 +68,7 @@ pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
         reply: Vec::new(),
         timing: Timing::default(),
         lane: ctx.next_lane(),
+        writer: Writer::default(),
     };
     let mut buf: Vec<u8> = Vec::new();
     // When the frame being received began (for the whole-frame deadline).
@@ -212,6 +213,8 @@ struct Session<'c> {
     timing: Timing,
     /// `durable` mode: the lane key that keeps this connection's messages in order.
     lane: u32,
+    /// `durable` mode: this connection as a sender the group commit may wait for.
+    writer: Writer,
 }
 
 impl Session<'_> {
@@ -435,7 +438,7 @@ impl Session<'_> {
             debug!("journal full: waiting for delivered messages to free space before answering");
             journal.space_for(payload.len()).await;
         }
-        let stored = match journal.append(self.lane, downstream, payload) {
+        let stored = match journal.append(&self.writer, self.lane, downstream, payload) {
             Ok(batch) => journal.committed(batch).await,
             Err(error) => Err(error),
         };
