@@ -217,9 +217,16 @@ impl std::fmt::Display for SourceNet {
     }
 }
 
-/// A listener.
+/// The name [`ListenerConfig::plain`] gives a listener (and a config file's `[[listener]]`
+/// without a `name`).
+pub const DEFAULT_LISTENER_NAME: &str = "listener";
+
+/// A listener: one address with its own TLS, ACK mode, framing and limits. A relay has one or
+/// more; they all share the downstreams and routes.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
+    /// A name for logs and the `listener` label of metrics; unique within a relay.
+    pub name: String,
     /// Address to bind; port 0 picks a free port (printed at start).
     pub addr: SocketAddr,
     /// TLS termination, if any; reloadable on SIGHUP.
@@ -243,7 +250,7 @@ pub struct ListenerConfig {
     pub handshake_timeout: Duration,
     /// Limit for writing one ACK.
     pub write_timeout: Duration,
-    /// Inbound connections per worker before new ones are refused.
+    /// Inbound connections per worker on this listener before new ones are refused.
     pub max_connections_per_worker: usize,
     /// Source addresses allowed to connect; empty allows every source. Others are closed at
     /// once, before any TLS or MLLP byte, with a log line and a counter.
@@ -385,8 +392,11 @@ pub struct Route {
 /// The whole relay.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Listeners (one for now).
-    pub listener: ListenerConfig,
+    /// The listeners, at least one, with unique names and addresses that do not overlap (see
+    /// [`addresses_overlap`]); indexed in this order everywhere (metrics, sessions). The first
+    /// one is the address printed first at start-up and returned by
+    /// [`RelayHandle::listen_addr`](crate::RelayHandle::listen_addr).
+    pub listeners: Vec<ListenerConfig>,
     /// The downstream links, by index (names in [`DownstreamConfig::name`]).
     pub downstreams: Vec<DownstreamConfig>,
     /// Routing rules, tried in order; the first match wins.
@@ -405,7 +415,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// How long shutdown waits for in-flight messages.
     pub shutdown_grace: Duration,
-    /// The journal, required when the listener's ACK mode is [`AckMode::Durable`].
+    /// The journal, required when any listener's ACK mode is [`AckMode::Durable`] (one per
+    /// worker, shared by every durable listener).
     pub journal: Option<JournalConfig>,
 }
 
@@ -413,7 +424,7 @@ impl Config {
     /// A relay with one listener and one downstream that receives every message.
     pub fn single(listener: ListenerConfig, downstream: DownstreamConfig) -> Self {
         Self {
-            listener,
+            listeners: vec![listener],
             downstreams: vec![downstream],
             routes: Vec::new(),
             default_downstream: Some(0),
@@ -424,6 +435,40 @@ impl Config {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             journal: None,
         }
+    }
+
+    /// Whether any listener answers with `mode`.
+    pub fn uses_ack_mode(&self, mode: AckMode) -> bool {
+        self.listeners.iter().any(|l| l.ack_mode == mode)
+    }
+
+    /// Why these listeners cannot run together: no listener at all, two with one name, or two
+    /// whose addresses overlap. Config files report the same problems under their keys.
+    ///
+    /// # Errors
+    /// A sentence naming the listeners concerned.
+    pub fn check_listeners(&self) -> Result<(), String> {
+        if self.listeners.is_empty() {
+            return Err("a relay needs at least one listener".to_owned());
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            for earlier in &self.listeners[..i] {
+                if earlier.name == listener.name {
+                    return Err(format!(
+                        "two listeners are named {:?}: names must be unique (logs and metrics \
+                         tell listeners apart by name)",
+                        listener.name
+                    ));
+                }
+                if addresses_overlap(earlier.addr, listener.addr) {
+                    return Err(format!(
+                        "listeners {:?} ({}) and {:?} ({}) would share an address",
+                        earlier.name, earlier.addr, listener.name, listener.addr
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The downstream for `msh`: the first matching rule's, else the default. Without either,
@@ -466,10 +511,24 @@ impl DownstreamConfig {
     }
 }
 
+/// Whether two listen addresses would take the same connections: the same port (not 0, which
+/// picks a free port each time) and the same IP, or one of them the unspecified address that
+/// covers the other (`0.0.0.0` covers IPv4 addresses, `[::]` every address, as a dual-stack
+/// socket does). The workers bind with `SO_REUSEPORT`, so the kernel would not refuse such a
+/// pair: it would split or steal connections silently.
+pub fn addresses_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers =
+        |wide: IpAddr, other: IpAddr| wide.is_unspecified() && (wide.is_ipv6() || other.is_ipv4());
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
+}
+
 impl ListenerConfig {
-    /// A plain passthrough listener at `addr` with default limits.
+    /// A plain passthrough listener at `addr` named `listener`, with default limits.
     pub fn plain(addr: SocketAddr) -> Self {
         Self {
+            name: DEFAULT_LISTENER_NAME.to_owned(),
             addr,
             tls: None,
             tls_rejections: Arc::default(),
@@ -572,6 +631,62 @@ mod tests {
             single.route(&Msh::parse(&msh("X", "SIU^S12")).unwrap()),
             Ok(0)
         );
+    }
+
+    #[test]
+    fn listen_addresses_overlap_on_one_port_when_one_covers_the_other() {
+        let overlap = |a: &str, b: &str| {
+            let (a, b): (SocketAddr, SocketAddr) = (a.parse().unwrap(), b.parse().unwrap());
+            assert_eq!(addresses_overlap(a, b), addresses_overlap(b, a), "{a} {b}");
+            addresses_overlap(a, b)
+        };
+        assert!(overlap("127.0.0.1:2575", "127.0.0.1:2575"));
+        assert!(overlap("0.0.0.0:2575", "10.1.2.3:2575"));
+        assert!(
+            overlap("[::]:2575", "10.1.2.3:2575"),
+            "a dual-stack wildcard"
+        );
+        assert!(overlap("[::]:2575", "[::1]:2575"));
+        assert!(overlap("0.0.0.0:2575", "0.0.0.0:2575"));
+        assert!(!overlap("127.0.0.1:2575", "127.0.0.1:2576"));
+        assert!(!overlap("127.0.0.1:2575", "127.0.0.2:2575"));
+        assert!(
+            !overlap("0.0.0.0:2575", "[::1]:2575"),
+            "IPv4's wildcard covers IPv4 only"
+        );
+        assert!(
+            !overlap("127.0.0.1:0", "127.0.0.1:0"),
+            "port 0 picks a port each time"
+        );
+    }
+
+    #[test]
+    fn listeners_need_unique_names_and_addresses() {
+        let downstream = DownstreamConfig::plain("ehr", "127.0.0.1:1".parse().unwrap());
+        let named = |name: &str, addr: &str| ListenerConfig {
+            name: name.to_owned(),
+            ..ListenerConfig::plain(addr.parse().unwrap())
+        };
+        let mut config = Config::single(named("adt", "127.0.0.1:2575"), downstream);
+        assert_eq!(config.check_listeners(), Ok(()));
+        config.listeners.push(named("lab", "127.0.0.1:2576"));
+        assert_eq!(config.check_listeners(), Ok(()));
+        assert!(config.uses_ack_mode(AckMode::Passthrough));
+        assert!(!config.uses_ack_mode(AckMode::Local));
+        config.listeners[1].ack_mode = AckMode::Local;
+        assert!(config.uses_ack_mode(AckMode::Local));
+
+        config.listeners[1].name = "adt".to_owned();
+        let error = config.check_listeners().unwrap_err();
+        assert!(error.contains("two listeners are named \"adt\""), "{error}");
+        config.listeners[1] = named("lab", "0.0.0.0:2575");
+        let error = config.check_listeners().unwrap_err();
+        assert!(
+            error.contains("\"adt\" (127.0.0.1:2575) and \"lab\" (0.0.0.0:2575)"),
+            "{error}"
+        );
+        config.listeners.clear();
+        assert!(config.check_listeners().is_err());
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!    silently ignored setting. Only types are checked here, and the first error stops.
 //! 2. **Validated** ([`Settings`], from [`RawConfig::validate`]): every value is checked and
 //!    *every* problem is collected, each named by its key path (`listener.tls.key`,
-//!    `downstream.ack_timeout`, `listener.tolerate[1]`, `route[0].downstream`). Relative file
+//!    `downstream.ack_timeout`, `listener.tolerate[1]`, `route[0].downstream`, and
+//!    `listener[1].tls.key` in a file with several listeners). Relative file
 //!    paths are resolved against the config file's directory, downstream addresses are
 //!    resolved, route targets are matched to downstream names, and (unless asked not to, see
 //!    [`Files`]) certificate and key files are checked to be readable.
@@ -21,7 +22,8 @@
 //! # Schema
 //! Every key but `listener.listen`, `downstream.name`, `downstream.address`,
 //! `route.downstream` and `journal.dir` is optional; defaults are the constants of
-//! [`crate::config`].
+//! [`crate::config`]. (With several listeners, name them: two unnamed ones would share the
+//! default name, and names must differ.)
 //!
 //! ```toml
 //! workers = 2                  # worker threads; default: one per CPU (1..=1024)
@@ -31,9 +33,11 @@
 //! metrics = "127.0.0.1:9464"   # serve Prometheus metrics here; default: nowhere
 //! default_route = "ehr"        # the [[downstream]] for messages no [[route]] matches; see Routing
 //!
-//! [[listener]]                 # exactly one in this version
-//! name = "lab-results"         # for logs; letters, digits, '-', '_', '.'; default: "listener"
-//! listen = "0.0.0.0:2575"      # IP:PORT (required); port 0 picks a free port
+//! [[listener]]                 # at least one; repeat the table for each port (see Listeners)
+//! name = "lab-results"         # for logs and metric labels; letters, digits, '-', '_', '.';
+//!                              # default: "listener"; unique among the listeners
+//! listen = "0.0.0.0:2575"      # IP:PORT (required); port 0 picks a free port; no two listeners
+//!                              # on the same address (nor 0.0.0.0 and an IP with one port)
 //! ack_mode = "passthrough"     # passthrough: the receiver's own ACK | local: the relay ACKs on
 //!                              # receipt and forwards afterwards (no durability: can lose messages)
 //!                              # | durable: the relay ACKs (AA/CA) once the message is fsync'ed to
@@ -49,9 +53,10 @@
 //! frame_deadline = "60s"
 //! handshake_timeout = "10s"
 //! write_timeout = "30s"
-//! max_connections_per_worker = 10000
+//! max_connections_per_worker = 10000   # per worker, for this listener alone
 //!
-//! [listener.tls]               # optional: without it the listener speaks plain TCP
+//! [listener.tls]               # optional, belongs to the [[listener]] just above it;
+//!                              # without it that listener speaks plain TCP
 //! cert = "server.pem"          # certificate chain, leaf first (required in this table)
 //! key = "server.key"           # its private key (required in this table)
 //! client_ca = "clients-ca.pem" # optional: accept client certificates issued by this CA ...
@@ -85,7 +90,8 @@
 //! trigger_event = "R01"        # MSH-9.2
 //! downstream = "ehr"           # required: the name of a [[downstream]]
 //!
-//! [journal]                    # required with ack_mode = "durable", refused with other modes
+//! [journal]                    # required when a listener has ack_mode = "durable", refused
+//!                              # when none has
 //! dir = "/var/lib/mllp-relay/journal"  # required: one sub-directory per worker, dead letters
 //! commit_interval = "1ms"      # longest a message waits for others to share its fsync
 //!                              # (more than 0, at most 100ms); a lone message is committed at once
@@ -102,11 +108,26 @@
 //! Top-level keys (`workers`, `default_route`, …) must come before the first `[[…]]` or
 //! `[journal]` table: TOML puts a key written after a table header inside that table.
 //!
+//! # Listeners
+//! A relay may accept on several ports, for example ADT on one and lab results on another: one
+//! `[[listener]]` table each. Every listener has its own address, TLS (a `[listener.tls]`
+//! table written under it), ACK mode, ACK policy, framing, allowlist, timeouts and connection
+//! limit; they all forward through the same `[[downstream]]`s and `[[route]]`s. Names must
+//! be unique (they label logs and metrics: name each listener when there are several), and no
+//! two listeners may take the same address: the same IP and port, or one port on `0.0.0.0`
+//! (`[::]`) and on a specific address. Port 0 is exempt, as it picks a free port each time.
+//!
+//! Problems inside a listener are named `listener.key` when the file has one `[[listener]]`,
+//! and `listener[i].key` (`i` counted from 0 in file order) when it has several, as for
+//! downstreams.
+//!
 //! # The journal
-//! `ack_mode = "durable"` needs a `[journal]` table (a file without one is refused at
-//! `journal.dir`), and a `[journal]` table is refused with any other ACK mode: it would be
-//! unused, and a file that looks durable but is not must not pass. `journal.max_size` must be at
-//! least `listener.max_frame_size`, so that the largest accepted message fits.
+//! A listener with `ack_mode = "durable"` needs a `[journal]` table (a file without one is
+//! refused at `journal.dir`), and a `[journal]` table is refused when no listener is durable:
+//! it would be unused, and a file that looks durable but is not must not pass. One journal per
+//! worker takes the messages of every durable listener. `journal.max_size` must be at least
+//! the largest `max_frame_size` of the durable listeners, so that the largest accepted message
+//! fits.
 //!
 //! # Routing
 //! Each message goes to exactly one downstream. The `[[route]]` rules are tried in the order
@@ -140,8 +161,9 @@
 //! Command-line overrides (`--listen`, `--forward`, `--workers`, `--metrics`, `--driver`,
 //! `--no-pin`) arrive as [`Overrides`]; a problem with an overridden value is named by its flag.
 //! (`--journal` is not among them: with a file, `journal.dir` says where the journal is.)
-//! `--forward` replaces the address of the one downstream, and is refused when the file
-//! defines several.
+//! `--listen` replaces the address of the one listener, and is refused when the file defines
+//! several; `--forward` likewise replaces the address of the one downstream, and is refused
+//! when the file defines several.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -648,7 +670,8 @@ pub enum Files {
 /// Values given on the command line that replace the file's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
-    /// `--listen`: replaces `listener.listen`.
+    /// `--listen`: replaces `listener.listen`; refused (as a problem at `--listen`) when the
+    /// file defines several listeners.
     pub listen: Option<SocketAddr>,
     /// `--forward`: replaces `downstream.address` (and so the default `downstream.tls.sni`);
     /// refused (as a problem at `--forward`) when the file defines several downstreams.
@@ -670,8 +693,8 @@ pub struct Overrides {
 pub struct Settings {
     /// The config file (absolute).
     pub source: PathBuf,
-    /// The listener.
-    pub listener: ListenerSettings,
+    /// The listeners, in file order (at least one).
+    pub listeners: Vec<ListenerSettings>,
     /// The downstreams, in file order (routes refer to them by index).
     pub downstreams: Vec<DownstreamSettings>,
     /// The routing rules, in file order; the first match wins.
@@ -689,14 +712,14 @@ pub struct Settings {
     pub metrics_addr: Option<SocketAddr>,
     /// How long shutdown waits for in-flight messages.
     pub shutdown_grace: Duration,
-    /// The journal (with `listener.ack_mode = "durable"`, and only then).
+    /// The journal (when a listener has `ack_mode = "durable"`, and only then).
     pub journal: Option<JournalConfig>,
 }
 
 /// A validated listener.
 #[derive(Debug, Clone)]
 pub struct ListenerSettings {
-    /// Its name (`listener.name`), for logs.
+    /// Its name (`listener.name`), for logs and metrics; also in `config.name`.
     pub name: String,
     /// Everything but TLS (`config.tls` is `None` here).
     pub config: ListenerConfig,
@@ -736,10 +759,21 @@ struct Checker<'a> {
 /// How keys inside the `index`-th of `count` downstreams are named: `downstream` when there
 /// is only one, `downstream[index]` otherwise.
 fn downstream_prefix(index: usize, count: usize) -> String {
+    table_prefix("downstream", index, count)
+}
+
+/// How keys inside the `index`-th of `count` listeners are named: `listener` when there is
+/// only one, `listener[index]` otherwise.
+fn listener_prefix(index: usize, count: usize) -> String {
+    table_prefix("listener", index, count)
+}
+
+/// `table` when it is the only one of its kind, `table[index]` otherwise.
+fn table_prefix(table: &str, index: usize, count: usize) -> String {
     if count == 1 {
-        "downstream".to_owned()
+        table.to_owned()
     } else {
-        format!("downstream[{index}]")
+        format!("{table}[{index}]")
     }
 }
 
@@ -988,29 +1022,41 @@ impl Checker<'_> {
         found
     }
 
-    fn listener(&mut self, raw: &RawListener, overrides: &Overrides) -> ListenerSettings {
-        let name = self.name("listener.name", raw.name.as_deref(), Some("listener"));
-        let addr = match (overrides.listen, raw.listen.as_deref()) {
+    /// One listener; its keys are named `{prefix}.key`. `listen` (from `--listen`) replaces its
+    /// address.
+    fn listener(
+        &mut self,
+        raw: &RawListener,
+        prefix: &str,
+        listen: Option<SocketAddr>,
+    ) -> ListenerSettings {
+        let name = self.name(
+            &format!("{prefix}.name"),
+            raw.name.as_deref(),
+            Some(config::DEFAULT_LISTENER_NAME),
+        );
+        let addr = match (listen, raw.listen.as_deref()) {
             (Some(addr), _) => addr,
             (None, Some(text)) => text.trim().parse().unwrap_or_else(|_| {
                 self.fail(
-                    "listener.listen",
+                    format!("{prefix}.listen"),
                     format!("{text:?} is not an IP:PORT to listen on, e.g. \"0.0.0.0:2575\""),
                 );
                 NO_ADDR
             }),
             (None, None) => {
                 self.fail(
-                    "listener.listen",
+                    format!("{prefix}.listen"),
                     "missing: the IP:PORT to accept senders on, e.g. \"0.0.0.0:2575\"",
                 );
                 NO_ADDR
             }
         };
         let mut config = ListenerConfig::plain(addr);
+        config.name.clone_from(&name);
 
         config.ack_mode = self.choice(
-            "listener.ack_mode",
+            &format!("{prefix}.ack_mode"),
             raw.ack_mode.as_deref(),
             &[
                 ("passthrough", AckMode::Passthrough),
@@ -1020,7 +1066,7 @@ impl Checker<'_> {
             AckMode::Passthrough,
         );
         config.on_downstream_failure = self.choice(
-            "listener.on_downstream_failure",
+            &format!("{prefix}.on_downstream_failure"),
             raw.on_downstream_failure.as_deref(),
             &[
                 ("nak", OnDownstreamFailure::Nak),
@@ -1029,7 +1075,7 @@ impl Checker<'_> {
             OnDownstreamFailure::Nak,
         );
         config.ack_policy = self.choice(
-            "listener.ack_policy",
+            &format!("{prefix}.ack_policy"),
             raw.ack_policy.as_deref(),
             &[
                 ("negotiated", AckPolicy::Negotiated),
@@ -1040,7 +1086,7 @@ impl Checker<'_> {
             AckPolicy::Negotiated,
         );
 
-        let key = "listener.max_frame_size";
+        let key = &format!("{prefix}.max_frame_size");
         let max_frame_size = self.size(
             key,
             raw.max_frame_size.as_ref(),
@@ -1055,7 +1101,7 @@ impl Checker<'_> {
             if !tolerances.enable(name) {
                 let known: Vec<&str> = EventCode::ALL.iter().map(|c| c.config_name()).collect();
                 self.fail(
-                    format!("listener.tolerate[{i}]"),
+                    format!("{prefix}.tolerate[{i}]"),
                     format!("unknown tolerance {name:?} (known: {})", known.join(", ")),
                 );
             }
@@ -1063,7 +1109,7 @@ impl Checker<'_> {
         for (i, text) in raw.allowed_sources.iter().enumerate() {
             match text.parse() {
                 Ok(net) => config.allowed_sources.push(net),
-                Err(message) => self.fail(format!("listener.allowed_sources[{i}]"), message),
+                Err(message) => self.fail(format!("{prefix}.allowed_sources[{i}]"), message),
             }
         }
         config.framing = match FramingConfig::MLLP.with_max_frame_len(max_frame_size) {
@@ -1075,31 +1121,31 @@ impl Checker<'_> {
         };
 
         config.idle_timeout = self.duration(
-            "listener.idle_timeout",
+            &format!("{prefix}.idle_timeout"),
             raw.idle_timeout.as_ref(),
             config::DEFAULT_IDLE_TIMEOUT,
             false,
         );
         config.frame_deadline = self.duration(
-            "listener.frame_deadline",
+            &format!("{prefix}.frame_deadline"),
             raw.frame_deadline.as_ref(),
             config::DEFAULT_FRAME_DEADLINE,
             false,
         );
         config.handshake_timeout = self.duration(
-            "listener.handshake_timeout",
+            &format!("{prefix}.handshake_timeout"),
             raw.handshake_timeout.as_ref(),
             config::DEFAULT_HANDSHAKE_TIMEOUT,
             false,
         );
         config.write_timeout = self.duration(
-            "listener.write_timeout",
+            &format!("{prefix}.write_timeout"),
             raw.write_timeout.as_ref(),
             config::DEFAULT_WRITE_TIMEOUT,
             false,
         );
         config.max_connections_per_worker = self.integer(
-            "listener.max_connections_per_worker",
+            &format!("{prefix}.max_connections_per_worker"),
             raw.max_connections_per_worker,
             1,
             MAX_CONNECTIONS_PER_WORKER_LIMIT,
@@ -1108,23 +1154,99 @@ impl Checker<'_> {
 
         let tls = raw.tls.as_ref().map(|tls| ServerTlsSettings {
             cert_chain: self.required_file(
-                "listener.tls.cert",
+                &format!("{prefix}.tls.cert"),
                 tls.cert.as_deref(),
                 "certificate chain (PEM, server certificate first)",
             ),
             key: self.required_file(
-                "listener.tls.key",
+                &format!("{prefix}.tls.key"),
                 tls.key.as_deref(),
-                "private key of listener.tls.cert (PEM)",
+                &format!("private key of {prefix}.tls.cert (PEM)"),
             ),
             client_ca: tls
                 .client_ca
                 .as_deref()
-                .map(|path| self.file("listener.tls.client_ca", path)),
-            client_thumbprints: self
-                .thumbprints("listener.tls.client_thumbprints", &tls.client_thumbprints),
+                .map(|path| self.file(&format!("{prefix}.tls.client_ca"), path)),
+            client_thumbprints: self.thumbprints(
+                &format!("{prefix}.tls.client_thumbprints"),
+                &tls.client_thumbprints,
+            ),
         });
         ListenerSettings { name, config, tls }
+    }
+
+    /// The `[[listener]]` tables: each validated (named `listener` when there is one,
+    /// `listener[i]` when there are several), then checked against each other (unique names,
+    /// addresses that do not overlap). `--listen` replaces the address of the only listener
+    /// and is refused when there are several.
+    fn listeners(&mut self, raw: &[RawListener], overrides: &Overrides) -> Vec<ListenerSettings> {
+        let count = raw.len();
+        if count == 0 {
+            self.fail(
+                "listener",
+                "missing: add a [[listener]] table with at least listen = \"IP:PORT\"",
+            );
+            // The missing table is reported; the keys it lacks would only be noise. The
+            // default listener keeps validation going.
+            let mark = self.problems.len();
+            let listener = self.listener(&RawListener::default(), "listener", overrides.listen);
+            self.problems.truncate(mark);
+            return vec![listener];
+        }
+        let listen = match overrides.listen {
+            Some(_) if count > 1 => {
+                self.fail(
+                    "--listen",
+                    format!(
+                        "the file defines {count} listeners; set their addresses in the file \
+                         (listener[i].listen)"
+                    ),
+                );
+                None
+            }
+            listen => listen,
+        };
+        let mut listeners: Vec<ListenerSettings> = Vec::with_capacity(count);
+        for (i, table) in raw.iter().enumerate() {
+            let prefix = listener_prefix(i, count);
+            let listener = self.listener(table, &prefix, listen);
+            let name = &listener.name;
+            if let Some(j) = listeners.iter().position(|l| l.name == *name) {
+                let hint = if table.name.is_none() {
+                    " (the default, given to a [[listener]] without a name; name each one)"
+                } else {
+                    ""
+                };
+                self.fail(
+                    format!("{prefix}.name"),
+                    format!(
+                        "duplicate: {name:?}{hint} is already the name of listener[{j}] (logs and \
+                         metrics tell listeners apart by name)"
+                    ),
+                );
+            }
+            let addr = listener.config.addr;
+            // An unreadable address is already reported (and stands in as port 0).
+            if let Some(j) = listeners
+                .iter()
+                .position(|l| config::addresses_overlap(l.config.addr, addr))
+            {
+                let other = listeners[j].config.addr;
+                let how = if other == addr {
+                    format!("{addr} is already the address of listener[{j}]")
+                } else {
+                    format!(
+                        "{addr} overlaps listener[{j}]'s {other} (same port, and one covers the other)"
+                    )
+                };
+                self.fail(
+                    format!("{prefix}.listen"),
+                    format!("{how}: each listener needs its own address or port"),
+                );
+            }
+            listeners.push(listener);
+        }
+        listeners
     }
 
     /// One downstream; its keys are named `{prefix}.key`. `forward` (from `--forward`)
@@ -1218,9 +1340,10 @@ impl Checker<'_> {
         }
     }
 
-    /// The `[journal]` table. `max_frame_size` is the listener's: the largest message must fit
-    /// in the journal.
-    fn journal(&mut self, raw: &RawJournal, max_frame_size: usize) -> JournalConfig {
+    /// The `[journal]` table. `largest_frame` is the largest `max_frame_size` of the durable
+    /// listeners, with its key (the largest message must fit in the journal); `None` without a
+    /// durable listener (the journal is refused then anyway).
+    fn journal(&mut self, raw: &RawJournal, largest_frame: Option<(&str, usize)>) -> JournalConfig {
         let dir = match raw.dir.as_deref() {
             Some(raw) if raw.as_os_str().is_empty() => {
                 self.fail("journal.dir", "empty path");
@@ -1303,12 +1426,14 @@ impl Checker<'_> {
                 );
             }
         }
-        let frame = max_frame_size as u64;
-        if journal.max_bytes < frame {
+        if let Some((frame_key, frame)) = largest_frame
+            && journal.max_bytes < frame as u64
+        {
+            let frame = frame as u64;
             self.fail(
                 max_key,
                 format!(
-                    "{} is smaller than listener.max_frame_size ({}): the largest message \
+                    "{} is smaller than {frame_key} ({}): the largest message \
                      accepted could never be journaled",
                     format_size(journal.max_bytes),
                     format_size(frame)
@@ -1500,33 +1625,7 @@ impl RawConfig {
             (None, None) => None,
         };
 
-        let default_listener = RawListener::default();
-        let listener = match self.listener.as_slice() {
-            [] => {
-                check.fail(
-                    "listener",
-                    "missing: add a [[listener]] table with at least listen = \"IP:PORT\"",
-                );
-                &default_listener
-            }
-            [one] => one,
-            [first, ..] => {
-                check.fail(
-                    "listener",
-                    format!(
-                        "only one [[listener]] is supported in this version (found {})",
-                        self.listener.len()
-                    ),
-                );
-                first
-            }
-        };
-        let mark = check.problems.len();
-        let listener = check.listener(listener, overrides);
-        if self.listener.is_empty() {
-            // The missing table is reported; the keys it lacks would only be noise.
-            check.problems.truncate(mark);
-        }
+        let listeners = check.listeners(&self.listener, overrides);
 
         let count = self.downstream.len();
         let downstreams = if count == 0 {
@@ -1607,29 +1706,51 @@ impl RawConfig {
             None => None,
         };
 
-        let ack_mode = listener.config.ack_mode;
-        let journal = self
-            .journal
-            .as_ref()
-            .map(|raw| check.journal(raw, listener.config.framing.max_frame_len()));
-        match (&journal, ack_mode) {
-            (None, AckMode::Durable) => check.fail(
+        // The journal takes the messages of every durable listener: the largest frame any of
+        // them accepts must fit.
+        let listener_count = listeners.len();
+        let durable: Vec<(String, usize)> = listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.config.ack_mode == AckMode::Durable)
+            .map(|(i, l)| {
+                let key = format!("{}.max_frame_size", listener_prefix(i, listener_count));
+                (key, l.config.framing.max_frame_len())
+            })
+            .collect();
+        // The first of the largest, so the error names the first listener that needs room.
+        let largest = durable
+            .iter()
+            .rev()
+            .max_by_key(|(_, frame)| *frame)
+            .map(|(key, frame)| (key.as_str(), *frame));
+        let journal = self.journal.as_ref().map(|raw| check.journal(raw, largest));
+        match (&journal, durable.first()) {
+            (None, Some((key, _))) => check.fail(
                 "journal.dir",
-                "missing: listener.ack_mode = \"durable\" acknowledges a message only once it \
-                 is fsync'ed to the journal; add a [journal] table with dir = \"…\"",
+                format!(
+                    "missing: {}.ack_mode = \"durable\" acknowledges a message only once \
+                     it is fsync'ed to the journal; add a [journal] table with dir = \"…\"",
+                    key.trim_end_matches(".max_frame_size")
+                ),
             ),
             // Without a listener table the mode is only the default; that table is reported.
-            (Some(_), mode) if mode != AckMode::Durable && !self.listener.is_empty() => {
-                let mode = match mode {
-                    AckMode::Local => "local",
-                    _ => "passthrough",
+            (Some(_), None) if !self.listener.is_empty() => {
+                let modes = match listeners.as_slice() {
+                    [one] => {
+                        let mode = match one.config.ack_mode {
+                            AckMode::Local => "local",
+                            _ => "passthrough",
+                        };
+                        format!("listener.ack_mode is {mode:?}: set it to \"durable\"")
+                    }
+                    _ => "no listener has ack_mode = \"durable\": set it on one".to_owned(),
                 };
                 check.fail(
                     "journal",
                     format!(
-                        "the journal is only used by ack_mode = \"durable\", and \
-                         listener.ack_mode is {mode:?}: set it to \"durable\" or remove the \
-                         [journal] table"
+                        "the journal is only used by ack_mode = \"durable\", and {modes} or \
+                         remove the [journal] table"
                     ),
                 );
             }
@@ -1641,7 +1762,7 @@ impl RawConfig {
         }
         Ok(Settings {
             source: source.to_owned(),
-            listener,
+            listeners,
             downstreams,
             routes,
             default_downstream,
@@ -1659,24 +1780,22 @@ impl RawConfig {
 // Built layer
 // ---------------------------------------------------------------------------------------------
 
-/// The key a server-side TLS setup error belongs to.
+/// The key a server-side TLS setup error belongs to, inside its listener (`tls.key`).
 fn listener_tls_key(error: &TlsSetupError) -> &'static str {
     match error {
         TlsSetupError::Read { what, .. } | TlsSetupError::Pem { what, .. } => match *what {
-            "private key" => "listener.tls.key",
-            "client CA" => "listener.tls.client_ca",
-            _ => "listener.tls.cert",
+            "private key" => "tls.key",
+            "client CA" => "tls.client_ca",
+            _ => "tls.cert",
         },
-        TlsSetupError::NoCertificate { .. } | TlsSetupError::BadCertificate { .. } => {
-            "listener.tls.cert"
-        }
+        TlsSetupError::NoCertificate { .. } | TlsSetupError::BadCertificate { .. } => "tls.cert",
         TlsSetupError::NoPrivateKey { .. }
         | TlsSetupError::UnusableKey { .. }
-        | TlsSetupError::KeyMismatch { .. } => "listener.tls.key",
+        | TlsSetupError::KeyMismatch { .. } => "tls.key",
         TlsSetupError::NoCaCertificate { .. }
         | TlsSetupError::BadCaCertificate { .. }
-        | TlsSetupError::Verifier { .. } => "listener.tls.client_ca",
-        _ => "listener.tls",
+        | TlsSetupError::Verifier { .. } => "tls.client_ca",
+        _ => "tls",
     }
 }
 
@@ -1709,15 +1828,24 @@ impl TryFrom<&Settings> for Config {
     fn try_from(settings: &Settings) -> Result<Self, ConfigFileError> {
         let mut problems = Vec::new();
 
-        let mut listener = settings.listener.config.clone();
-        let rejections = Arc::new(TlsRejections::new());
-        if let Some(tls) = &settings.listener.tls {
-            match tls::ReloadableServerConfig::load(tls.clone(), Arc::clone(&rejections)) {
-                Ok(server) => listener.tls = Some(server),
-                Err(e) => problems.push(Problem::new(listener_tls_key(&e), e)),
+        let count = settings.listeners.len();
+        let mut listeners = Vec::with_capacity(count);
+        for (i, l) in settings.listeners.iter().enumerate() {
+            let mut listener = l.config.clone();
+            // Each listener counts its own refused client certificates.
+            let rejections = Arc::new(TlsRejections::new());
+            if let Some(tls) = &l.tls {
+                match tls::ReloadableServerConfig::load(tls.clone(), Arc::clone(&rejections)) {
+                    Ok(server) => listener.tls = Some(server),
+                    Err(e) => problems.push(Problem::new(
+                        format!("{}.{}", listener_prefix(i, count), listener_tls_key(&e)),
+                        e,
+                    )),
+                }
             }
+            listener.tls_rejections = rejections;
+            listeners.push(listener);
         }
-        listener.tls_rejections = rejections;
 
         let count = settings.downstreams.len();
         let mut downstreams = Vec::with_capacity(count);
@@ -1742,7 +1870,7 @@ impl TryFrom<&Settings> for Config {
             });
         }
         Ok(Self {
-            listener,
+            listeners,
             downstreams,
             routes: settings.routes.clone(),
             default_downstream: settings.default_downstream,
@@ -1849,9 +1977,10 @@ impl fmt::Display for PatternText<'_> {
     }
 }
 
-impl fmt::Display for Settings {
+impl fmt::Display for ListenerSettings {
+    /// The listener's lines of the `check-config` summary.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let l = &self.listener;
+        let l = self;
         let lc = &l.config;
         writeln!(f, "listener {:?} on {}", l.name, lc.addr)?;
         match &l.tls {
@@ -1942,6 +2071,22 @@ impl fmt::Display for Settings {
             format_duration(lc.write_timeout),
             lc.max_connections_per_worker
         )?;
+        Ok(())
+    }
+}
+
+impl fmt::Display for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.listeners.len() > 1 {
+            writeln!(
+                f,
+                "{} listeners (each with its own settings; downstreams and routes shared):",
+                self.listeners.len()
+            )?;
+        }
+        for listener in &self.listeners {
+            write!(f, "{listener}")?;
+        }
 
         if let Some(j) = &self.journal {
             writeln!(

@@ -116,13 +116,16 @@ pub(crate) struct Timing {
 
 /// One downstream, as seen from one worker.
 pub(crate) struct Downstream {
+    /// Its index in `Config::downstreams` (and so in the per-downstream counters).
+    index: usize,
     config: DownstreamConfig,
     idle: RefCell<Vec<Link>>,
 }
 
 impl Downstream {
-    pub(crate) fn new(config: DownstreamConfig) -> Self {
+    pub(crate) fn new(index: usize, config: DownstreamConfig) -> Self {
         Self {
+            index,
             config,
             idle: RefCell::new(Vec::new()),
         }
@@ -156,9 +159,17 @@ impl Downstream {
                 .attempt(payload, control_id, expect_ack, ack, timing)
                 .await
             {
-                Ok(code) => return Ok(code),
+                Ok(code) => {
+                    if let Some(counters) = stats.downstream(self.index) {
+                        counters.delivered(payload.len(), code);
+                    }
+                    return Ok(code);
+                }
                 Err(failure) => {
                     stats.downstream_failure(failure.kind());
+                    if let Some(counters) = stats.downstream(self.index) {
+                        Stats::bump(&counters.failed_attempts);
+                    }
                     if attempt >= self.config.retries {
                         return Err(failure);
                     }

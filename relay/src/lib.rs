@@ -17,7 +17,8 @@
 //! - [`config`]: the validated configuration and its defaults (with the reason for each).
 //! - [`config_file`]: the TOML file (`--config`, `check-config`) turned into a [`config::Config`],
 //!   with errors that name the key.
-//! - [`worker`]: threads, runtimes, listeners, accept loop, shutdown; [`start`] runs a relay.
+//! - [`worker`]: threads, runtimes, listeners (one accept loop per listener and worker), shutdown;
+//!   [`start`] runs a relay.
 //! - `session`: one inbound connection, message by message.
 //! - `downstream`: the per-worker connection pool, delivery, ACK checks, retries.
 //! - `forwarder`: `local` ACK mode's per-worker queue and forwarding task.
@@ -50,4 +51,4 @@ pub mod time;
 pub mod tls;
 pub mod worker;
 
-pub use worker::{RelayHandle, start};
+pub use worker::{BoundListener, RelayHandle, start};

@@ -41,9 +41,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   mllp-relay check-config relay.toml
 ///   mllp-relay --config relay.toml
 ///
+/// The flags describe one listener; a config file may define several [[listener]] tables, each
+/// with its own port, TLS, ACK mode, framing and limits, sharing the downstreams and routes
+/// (e.g. ADT on one port and lab results on another: relay/examples/two-listeners.toml).
+/// Start-up prints "mllp-relay listening on ADDR ..." for the first listener, then one
+/// "mllp-relay listener NAME on ADDR ..." line per listener.
+///
 /// With --config, these flags override the file: --listen, --forward, --workers, --metrics,
-/// --driver, --no-pin (and --log applies as usual). Any other relay flag is refused: set it
-/// in the file instead. An invalid file, or a refused flag, exits with status 2.
+/// --driver, --no-pin (and --log applies as usual). --listen is refused when the file defines
+/// several listeners, as --forward is with several downstreams. Any other relay flag is
+/// refused: set it in the file instead. An invalid file, or a refused flag, exits with
+/// status 2.
 #[derive(Debug, Parser)]
 #[command(
     name = "mllp-relay",
@@ -58,13 +66,15 @@ struct Cli {
 
     /// Read the configuration from this TOML file; relative paths in it are resolved against
     /// the file's directory. --listen, --forward, --workers, --metrics, --driver and --no-pin
-    /// override the file's values; other relay flags are refused with it. Default: none (the
-    /// flags below describe the relay).
+    /// override the file's values (--listen only for a file with one listener, --forward only
+    /// for one with one downstream); other relay flags are refused with it. Default: none (the
+    /// flags below describe a relay with one listener).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
     /// Address to accept senders on, e.g. 0.0.0.0:2575; port 0 picks a free port (printed).
-    /// Required unless --config is given (then it overrides listener.listen).
+    /// Required unless --config is given (then it overrides listener.listen, and is refused
+    /// when the file defines several listeners).
     #[arg(long, value_name = "ADDR", required_unless_present = "config")]
     listen: Option<SocketAddr>,
 
@@ -199,10 +209,11 @@ enum Command {
     /// Validate a TOML config file, print what would run, and exit (0: valid, 2: invalid).
     ///
     /// The file is loaded as --config would load it: certificates and keys read, addresses
-    /// resolved. When it is valid, a summary (listener, TLS and client authentication, ACK
-    /// mode and journal, downstreams, routes, timeouts, workers) goes to stdout and the exit
-    /// code is 0; otherwise every
-    /// error found goes to stderr, each naming its key, and the exit code is 2.
+    /// resolved. When it is valid, a summary (every listener with its TLS and client
+    /// authentication, ACK mode, limits and timeouts; the journal, downstreams, routes,
+    /// workers) goes to stdout and the exit code is 0; otherwise every error found goes to
+    /// stderr, each naming its key (listener[1].tls.key for the second of several
+    /// listeners), and the exit code is 2.
     CheckConfig {
         /// The config file.
         #[arg(value_name = "FILE")]
@@ -428,7 +439,18 @@ fn main() -> anyhow::Result<()> {
         None => build_config(&cli)?,
     };
     let kind = |tls: bool| if tls { "TLS" } else { "plain" };
-    let inbound = kind(config.listener.tls.is_some());
+    let mode_of = |listener: &ListenerConfig| match (listener.ack_mode, &config.journal) {
+        (AckMode::Passthrough, _) => "passthrough".to_owned(),
+        (AckMode::Local, _) => "local (no durability)".to_owned(),
+        (AckMode::Durable, Some(journal)) => format!("durable (journal {})", journal.dir.display()),
+        (AckMode::Durable, None) => "durable".to_owned(),
+    };
+    // Per listener, in config order: name, TLS or plain, ACK mode (the address comes once bound).
+    let described: Vec<(String, &str, String)> = config
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), kind(l.tls.is_some()), mode_of(l)))
+        .collect();
     let outbound = match config.downstreams.as_slice() {
         [only] => format!("{} ({})", only.addr, kind(only.tls.is_some())),
         many => {
@@ -440,18 +462,21 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let workers = config.workers;
-    let mode = match (config.listener.ack_mode, &config.journal) {
-        (AckMode::Passthrough, _) => "passthrough".to_owned(),
-        (AckMode::Local, _) => "local (no durability)".to_owned(),
-        (AckMode::Durable, Some(journal)) => format!("durable (journal {})", journal.dir.display()),
-        (AckMode::Durable, None) => "durable".to_owned(),
-    };
     let handle = relay::start(config).context("cannot start the relay")?;
-    // Scripts read this line for the bound address (port 0 picks one).
+    // Scripts read this first line for the (first) bound address (port 0 picks one); its form
+    // is the same whatever the number of listeners.
+    let (_, inbound, mode) = &described[0];
     println!(
         "mllp-relay listening on {} ({inbound}), forwarding to {outbound}, {workers} worker(s), ack mode {mode}",
         handle.listen_addr()
     );
+    // Then one line per listener, the first included, each naming it.
+    for (bound, (name, inbound, mode)) in handle.listeners().iter().zip(&described) {
+        println!(
+            "mllp-relay listener {name:?} on {} ({inbound}), ack mode {mode}",
+            bound.addr
+        );
+    }
     let shutdown = handle.shutdown_flag();
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.clone())
@@ -463,15 +488,22 @@ fn main() -> anyhow::Result<()> {
     // The main thread only watches the signals; the workers do the work.
     while !shutdown.load(Ordering::Relaxed) {
         if reload.swap(false, Ordering::Relaxed) {
-            match handle.reload_tls() {
-                Some(Ok(())) => {
-                    tracing::info!("SIGHUP: certificates, keys and client allowlist reloaded");
+            let reloaded = handle.reload_tls();
+            if reloaded.is_empty() {
+                tracing::info!("SIGHUP: nothing to reload (no TLS listener)");
+            }
+            for (listener, result) in reloaded {
+                match result {
+                    Ok(()) => tracing::info!(
+                        listener,
+                        "SIGHUP: certificates, keys and client allowlist reloaded"
+                    ),
+                    Err(e) => tracing::error!(
+                        listener,
+                        error = %e,
+                        "SIGHUP: reload failed; this listener's previous certificates stay in force"
+                    ),
                 }
-                Some(Err(e)) => tracing::error!(
-                    error = %e,
-                    "SIGHUP: reload failed; the previous certificates stay in force"
-                ),
-                None => tracing::info!("SIGHUP: nothing to reload (plain listener)"),
             }
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -641,7 +673,7 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
         None => std::thread::available_parallelism().map_or(1, usize::from),
     };
     Ok(Config {
-        listener,
+        listeners: vec![listener],
         downstreams: vec![downstream],
         routes: Vec::new(),
         default_downstream: Some(0),

@@ -5,6 +5,15 @@
 //! read-modify-write on a counter that the message's own worker mostly owns, far below the cost
 //! of the message's syscalls. Per-worker sharding comes if a profile ever shows contention.
 //!
+//! Besides the relay-wide series, each listener has its own counters ([`ListenerStats`],
+//! exposed as `mllp_relay_listener_*{listener="<name>"}`) and so has each downstream
+//! ([`DownstreamStats`], `mllp_relay_downstream_*{downstream="<name>"}`). They live in vectors
+//! indexed like [`Config::listeners`](crate::config::Config::listeners) and
+//! [`Config::downstreams`](crate::config::Config::downstreams), fixed at start: the hot path
+//! indexes and increments, with no lock, map or allocation. The relay-wide series stay what
+//! they were (the sum over listeners), so scrapers of one-listener relays see no change; the
+//! labelled series carry their own names so that no family mixes totals with their parts.
+//!
 //! Nothing here holds message content: counters, codes and durations only.
 
 use std::fmt::Write as _;
@@ -80,6 +89,109 @@ impl DownstreamFailureKind {
 
     const fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// The counters of one listener (the relay-wide ones in [`Stats`] count it too).
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    name: String,
+    /// Inbound connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// Inbound connections refused at this listener's per-worker limit.
+    pub connections_refused: AtomicU64,
+    /// Inbound connections refused by this listener's source allowlist.
+    pub connections_refused_source: AtomicU64,
+    /// Inbound connections open now.
+    pub connections_open: AtomicU64,
+    /// TLS handshakes that failed.
+    pub tls_handshake_failures: AtomicU64,
+    /// Frames received from senders.
+    pub messages_in: AtomicU64,
+    /// Bytes received from senders.
+    pub bytes_in: AtomicU64,
+    /// ACK payload bytes written to senders.
+    pub bytes_out: AtomicU64,
+    /// AR sent for frames without a readable MSH.
+    pub rejects_bad_header: AtomicU64,
+    /// AR sent for messages that match no route.
+    pub rejects_unrouted: AtomicU64,
+    /// Connections closed for a framing error.
+    pub framing_errors: AtomicU64,
+    /// Connections closed by the idle timeout.
+    pub idle_timeouts: AtomicU64,
+    /// Connections closed because a frame did not complete within the frame deadline.
+    pub frame_deadline_expired: AtomicU64,
+    acks_from_downstream: [AtomicU64; AckCode::ALL.len()],
+    acks_generated: [AtomicU64; AckCode::ALL.len()],
+}
+
+impl ListenerStats {
+    /// Counters for the listener called `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// The listener's name (the `listener` label).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// ACKs with `code` sent to this listener's senders, as the downstream wrote them
+    /// (`generated == false`) or as the relay made them.
+    pub fn acks(&self, code: AckCode, generated: bool) -> u64 {
+        let counters = if generated {
+            &self.acks_generated
+        } else {
+            &self.acks_from_downstream
+        };
+        Stats::get(&counters[code_index(code)])
+    }
+}
+
+/// The counters of one downstream.
+#[derive(Debug, Default)]
+pub struct DownstreamStats {
+    name: String,
+    /// Messages the downstream took (acknowledged with any code, or took without an ACK when
+    /// MSH-15 asked for none).
+    pub messages: AtomicU64,
+    /// Payload bytes of those messages.
+    pub bytes: AtomicU64,
+    /// Delivery attempts that failed (each retry counts).
+    pub failed_attempts: AtomicU64,
+    acks: [AtomicU64; AckCode::ALL.len()],
+}
+
+impl DownstreamStats {
+    /// Counters for the downstream called `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// The downstream's name (the `downstream` label).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// ACKs with `code` read from this downstream.
+    pub fn acks(&self, code: AckCode) -> u64 {
+        Stats::get(&self.acks[code_index(code)])
+    }
+
+    /// Counts one message the downstream took, with its ACK's code if it sent one.
+    pub(crate) fn delivered(&self, bytes: usize, code: Option<AckCode>) {
+        Stats::bump(&self.messages);
+        Stats::add(&self.bytes, bytes);
+        if let Some(code) = code {
+            Stats::bump(&self.acks[code_index(code)]);
+        }
     }
 }
 
@@ -173,12 +285,76 @@ pub struct Stats {
     downstream_failures: [AtomicU64; DownstreamFailureKind::ALL.len()],
     acks_from_downstream: [AtomicU64; AckCode::ALL.len()],
     acks_generated: [AtomicU64; AckCode::ALL.len()],
+    /// Per listener, indexed like `Config::listeners` (empty in a default `Stats`).
+    listeners: Vec<ListenerStats>,
+    /// Per downstream, indexed like `Config::downstreams` (empty in a default `Stats`).
+    downstreams: Vec<DownstreamStats>,
 }
 
 /// Workers whose oldest undelivered message is tracked one by one.
 const OLDEST_SLOTS: usize = 32;
 
 impl Stats {
+    /// Counters for a relay with these listeners and downstreams (names, in config order).
+    pub fn new<'a>(
+        listeners: impl IntoIterator<Item = &'a str>,
+        downstreams: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        Self {
+            listeners: listeners.into_iter().map(ListenerStats::new).collect(),
+            downstreams: downstreams.into_iter().map(DownstreamStats::new).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Counters for the relay `config` describes.
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        Self::new(
+            config.listeners.iter().map(|l| l.name.as_str()),
+            config.downstreams.iter().map(|d| d.name.as_str()),
+        )
+    }
+
+    /// Every listener's counters, indexed like `Config::listeners`.
+    pub fn listeners(&self) -> &[ListenerStats] {
+        &self.listeners
+    }
+
+    /// Listener `index`'s counters.
+    ///
+    /// # Panics
+    /// When there is no such listener (the workers' `Stats` has one entry per listener).
+    pub fn listener(&self, index: usize) -> &ListenerStats {
+        &self.listeners[index]
+    }
+
+    /// The counters of the listener called `name`, if there is one.
+    pub fn listener_named(&self, name: &str) -> Option<&ListenerStats> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// Every downstream's counters, indexed like `Config::downstreams`.
+    pub fn downstreams(&self) -> &[DownstreamStats] {
+        &self.downstreams
+    }
+
+    /// Downstream `index`'s counters, if it has any (a default `Stats` has none).
+    pub fn downstream(&self, index: usize) -> Option<&DownstreamStats> {
+        self.downstreams.get(index)
+    }
+
+    /// Counts an ACK with `code` sent to a sender of listener `listener`, relay-wide and for
+    /// the listener.
+    pub fn ack_to_sender(&self, listener: &ListenerStats, code: AckCode, generated: bool) {
+        self.ack(code, generated);
+        let counters = if generated {
+            &listener.acks_generated
+        } else {
+            &listener.acks_from_downstream
+        };
+        Self::bump(&counters[code_index(code)]);
+    }
+
     /// Sets worker `worker`'s oldest undelivered message time (ms since the epoch; 0: none).
     pub fn set_journal_oldest(&self, worker: usize, time_ms: u64) {
         self.journal_oldest_ms[worker.min(OLDEST_SLOTS - 1)].store(time_ms, Ordering::Relaxed);
@@ -244,7 +420,9 @@ impl Stats {
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every counter and histogram.
-    pub fn render(&self, rejections: &TlsRejections) -> String {
+    /// `rejections` are the listeners' client-certificate refusals, indexed like the listeners
+    /// (listeners may share one; it is then counted once in the relay-wide series).
+    pub fn render(&self, rejections: &[Arc<TlsRejections>]) -> String {
         let mut out = String::with_capacity(8 << 10);
         let counters: [(&str, &str, &AtomicU64); 36] = [
             (
@@ -471,14 +649,22 @@ impl Stats {
             "# HELP mllp_relay_tls_rejections_total Client certificates refused, by reason.\n",
         );
         out.push_str("# TYPE mllp_relay_tls_rejections_total counter\n");
+        let mut distinct: Vec<&Arc<TlsRejections>> = Vec::with_capacity(rejections.len());
+        for r in rejections {
+            if !distinct.iter().any(|seen| Arc::ptr_eq(seen, r)) {
+                distinct.push(r);
+            }
+        }
         for reason in RejectReason::ALL {
             let _ = writeln!(
                 out,
                 "mllp_relay_tls_rejections_total{{reason=\"{}\"}} {}",
                 reason.label(),
-                rejections.get(reason)
+                distinct.iter().map(|r| r.get(reason)).sum::<u64>()
             );
         }
+        self.render_listeners(rejections, &mut out);
+        self.render_downstreams(&mut out);
         out.push_str("# HELP mllp_relay_journal_oldest_undelivered_seconds durable mode: age of the oldest undelivered message (0: none).\n");
         out.push_str("# TYPE mllp_relay_journal_oldest_undelivered_seconds gauge\n");
         let _ = writeln!(
@@ -517,6 +703,205 @@ impl Stats {
             histogram.render(&format!("mllp_relay_{name}"), help, &mut out);
         }
         out
+    }
+}
+
+impl Stats {
+    /// The `mllp_relay_listener_*` series: one per listener and counter.
+    fn render_listeners(&self, rejections: &[Arc<TlsRejections>], out: &mut String) {
+        if self.listeners.is_empty() {
+            return;
+        }
+        type Field = fn(&ListenerStats) -> &AtomicU64;
+        let counters: [(&str, &str, Field); 13] = [
+            (
+                "connections_accepted_total",
+                "Inbound connections accepted, by listener.",
+                |l| &l.connections_accepted,
+            ),
+            (
+                "connections_refused_total",
+                "Inbound connections refused at the listener's per-worker limit.",
+                |l| &l.connections_refused,
+            ),
+            (
+                "connections_refused_source_total",
+                "Inbound connections refused by the listener's source allowlist.",
+                |l| &l.connections_refused_source,
+            ),
+            (
+                "connections_open",
+                "Inbound connections open now, by listener.",
+                |l| &l.connections_open,
+            ),
+            (
+                "tls_handshake_failures_total",
+                "Inbound TLS handshakes that failed, by listener.",
+                |l| &l.tls_handshake_failures,
+            ),
+            (
+                "messages_in_total",
+                "Frames received from senders, by listener.",
+                |l| &l.messages_in,
+            ),
+            (
+                "bytes_in_total",
+                "Bytes received from senders, by listener.",
+                |l| &l.bytes_in,
+            ),
+            (
+                "bytes_out_total",
+                "ACK payload bytes written to senders, by listener.",
+                |l| &l.bytes_out,
+            ),
+            (
+                "rejects_bad_header_total",
+                "AR sent for frames without a readable MSH, by listener.",
+                |l| &l.rejects_bad_header,
+            ),
+            (
+                "rejects_unrouted_total",
+                "AR sent for messages that match no route, by listener.",
+                |l| &l.rejects_unrouted,
+            ),
+            (
+                "framing_errors_total",
+                "Connections closed for an MLLP framing error, by listener.",
+                |l| &l.framing_errors,
+            ),
+            (
+                "idle_timeouts_total",
+                "Connections closed by the idle timeout, by listener.",
+                |l| &l.idle_timeouts,
+            ),
+            (
+                "frame_deadline_expired_total",
+                "Connections closed because a frame did not complete in time, by listener.",
+                |l| &l.frame_deadline_expired,
+            ),
+        ];
+        for (name, help, field) in counters {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(
+                out,
+                "# HELP mllp_relay_listener_{name} {help}\n# TYPE mllp_relay_listener_{name} {kind}"
+            );
+            for listener in &self.listeners {
+                let _ = writeln!(
+                    out,
+                    "mllp_relay_listener_{name}{{listener=\"{}\"}} {}",
+                    LabelValue(&listener.name),
+                    Self::get(field(listener))
+                );
+            }
+        }
+        out.push_str(
+            "# HELP mllp_relay_listener_acks_total ACKs sent to senders, by listener, code and \
+             origin (downstream or relay).\n# TYPE mllp_relay_listener_acks_total counter\n",
+        );
+        for listener in &self.listeners {
+            for code in AckCode::ALL {
+                for (origin, generated) in [("downstream", false), ("relay", true)] {
+                    let _ = writeln!(
+                        out,
+                        "mllp_relay_listener_acks_total{{listener=\"{}\",code=\"{code}\",\
+                         origin=\"{origin}\"}} {}",
+                        LabelValue(&listener.name),
+                        listener.acks(code, generated)
+                    );
+                }
+            }
+        }
+        out.push_str(
+            "# HELP mllp_relay_listener_tls_rejections_total Client certificates refused, by \
+             listener and reason.\n# TYPE mllp_relay_listener_tls_rejections_total counter\n",
+        );
+        for (listener, rejections) in self.listeners.iter().zip(rejections) {
+            for reason in RejectReason::ALL {
+                let _ = writeln!(
+                    out,
+                    "mllp_relay_listener_tls_rejections_total{{listener=\"{}\",reason=\"{}\"}} {}",
+                    LabelValue(&listener.name),
+                    reason.label(),
+                    rejections.get(reason)
+                );
+            }
+        }
+    }
+
+    /// The `mllp_relay_downstream_*{downstream=…}` series: one per downstream and counter.
+    fn render_downstreams(&self, out: &mut String) {
+        if self.downstreams.is_empty() {
+            return;
+        }
+        type Field = fn(&DownstreamStats) -> &AtomicU64;
+        let counters: [(&str, &str, Field); 3] = [
+            (
+                "messages_total",
+                "Messages the downstream took (any ACK code, or none when none was asked for).",
+                |d| &d.messages,
+            ),
+            (
+                "bytes_total",
+                "Payload bytes of the messages the downstream took.",
+                |d| &d.bytes,
+            ),
+            (
+                "failed_attempts_total",
+                "Delivery attempts to the downstream that failed (each retry counts).",
+                |d| &d.failed_attempts,
+            ),
+        ];
+        for (name, help, field) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP mllp_relay_downstream_{name} {help}\n# TYPE mllp_relay_downstream_{name} counter"
+            );
+            for downstream in &self.downstreams {
+                let _ = writeln!(
+                    out,
+                    "mllp_relay_downstream_{name}{{downstream=\"{}\"}} {}",
+                    LabelValue(&downstream.name),
+                    Self::get(field(downstream))
+                );
+            }
+        }
+        out.push_str(
+            "# HELP mllp_relay_downstream_acks_total ACKs read from each downstream, by code.\n\
+             # TYPE mllp_relay_downstream_acks_total counter\n",
+        );
+        for downstream in &self.downstreams {
+            for code in AckCode::ALL {
+                let _ = writeln!(
+                    out,
+                    "mllp_relay_downstream_acks_total{{downstream=\"{}\",code=\"{code}\"}} {}",
+                    LabelValue(&downstream.name),
+                    downstream.acks(code)
+                );
+            }
+        }
+    }
+}
+
+/// A label value in the exposition format: backslash, double quote and newline escaped (config
+/// files allow none of them in names, but a `Config` built in code might).
+struct LabelValue<'a>(&'a str);
+
+impl std::fmt::Display for LabelValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -634,7 +1019,7 @@ const REQUEST_LIMIT: usize = 8 << 10;
 pub fn serve(
     listener: TcpListener,
     stats: Arc<Stats>,
-    rejections: Arc<TlsRejections>,
+    rejections: Vec<Arc<TlsRejections>>,
     stop: Arc<AtomicBool>,
 ) {
     let _ = listener.set_nonblocking(true);
@@ -678,4 +1063,98 @@ pub fn serve(
 /// Binds the metrics address (so a bad address fails at start, not later).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_and_downstreams_get_their_own_labelled_series() {
+        let stats = Stats::new(["adt", "lab"], ["ehr"]);
+        let (adt, lab) = (stats.listener(0), stats.listener(1));
+        Stats::bump(&adt.messages_in);
+        Stats::bump(&stats.messages_in);
+        Stats::add(&lab.bytes_in, 3);
+        stats.ack_to_sender(lab, AckCode::CA, true);
+        stats.ack_to_sender(adt, AckCode::AE, false);
+        stats
+            .downstream(0)
+            .unwrap()
+            .delivered(10, Some(AckCode::AE));
+        assert!(stats.downstream(1).is_none());
+        // The relay-wide ACK counters count what the listeners count.
+        assert_eq!(stats.acks(AckCode::CA, true), 1);
+        assert_eq!(lab.acks(AckCode::CA, true), 1);
+        assert_eq!(adt.acks(AckCode::CA, true), 0);
+
+        let rejections = [
+            Arc::new(TlsRejections::new()),
+            Arc::new(TlsRejections::new()),
+        ];
+        let text = stats.render(&rejections);
+        for line in [
+            "mllp_relay_messages_in_total 1",
+            "mllp_relay_listener_messages_in_total{listener=\"adt\"} 1",
+            "mllp_relay_listener_messages_in_total{listener=\"lab\"} 0",
+            "mllp_relay_listener_bytes_in_total{listener=\"lab\"} 3",
+            "mllp_relay_acks_total{code=\"CA\",origin=\"relay\"} 1",
+            "mllp_relay_listener_acks_total{listener=\"lab\",code=\"CA\",origin=\"relay\"} 1",
+            "mllp_relay_listener_acks_total{listener=\"adt\",code=\"AE\",origin=\"downstream\"} 1",
+            "mllp_relay_listener_tls_rejections_total{listener=\"adt\",reason=\"unknown_ca\"} 0",
+            "mllp_relay_downstream_messages_total{downstream=\"ehr\"} 1",
+            "mllp_relay_downstream_bytes_total{downstream=\"ehr\"} 10",
+            "mllp_relay_downstream_acks_total{downstream=\"ehr\",code=\"AE\"} 1",
+            "# TYPE mllp_relay_listener_connections_open gauge",
+            "# TYPE mllp_relay_listener_messages_in_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+        }
+        // One HELP and TYPE per family, however many listeners.
+        assert_eq!(
+            text.matches("# TYPE mllp_relay_listener_messages_in_total ")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn shared_tls_rejections_are_counted_once_relay_wide() {
+        let stats = Stats::new(["a", "b", "c"], []);
+        let shared = Arc::new(TlsRejections::new());
+        let own = Arc::new(TlsRejections::new());
+        shared.record(RejectReason::UnknownCa);
+        own.record(RejectReason::UnknownCa);
+        let text = stats.render(&[shared.clone(), shared, own]);
+        for line in [
+            "mllp_relay_tls_rejections_total{reason=\"unknown_ca\"} 2",
+            "mllp_relay_listener_tls_rejections_total{listener=\"a\",reason=\"unknown_ca\"} 1",
+            "mllp_relay_listener_tls_rejections_total{listener=\"b\",reason=\"unknown_ca\"} 1",
+            "mllp_relay_listener_tls_rejections_total{listener=\"c\",reason=\"unknown_ca\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(LabelValue("a\"b\\c\nd").to_string(), "a\\\"b\\\\c\\nd");
+        let stats = Stats::new(["we\"ird"], []);
+        let text = stats.render(&[Arc::new(TlsRejections::new())]);
+        assert!(
+            text.contains("mllp_relay_listener_messages_in_total{listener=\"we\\\"ird\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_default_stats_has_no_labelled_series() {
+        let text = Stats::default().render(&[]);
+        assert!(!text.contains("mllp_relay_listener_"), "{text}");
+        assert!(
+            !text.contains("mllp_relay_downstream_messages_total"),
+            "{text}"
+        );
+        assert!(text.contains("mllp_relay_messages_in_total 0"), "{text}");
+    }
 }

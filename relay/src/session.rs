@@ -13,11 +13,11 @@ use mllp::frame::Deframer;
 use mllp::hl7::Msh;
 use tracing::{debug, info, warn};
 
-use crate::config::{AckMode, OnDownstreamFailure, WhenJournalFull};
+use crate::config::{AckMode, ListenerConfig, OnDownstreamFailure, WhenJournalFull};
 use crate::conn::{Conn, ConnError, shared_canceller};
 use crate::downstream::{Timing, expects_accept_ack};
 use crate::journal::{JournalError, Writer};
-use crate::metrics::Stats;
+use crate::metrics::{ListenerStats, Stats};
 use crate::time::hl7_timestamp;
 use crate::worker::WorkerContext;
 
@@ -40,10 +40,13 @@ enum Reply {
     Close,
 }
 
-/// Runs a session to its end; never panics on input, never returns an error (it logs).
-pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
-    let listener = &ctx.config.listener;
+/// Runs a session on a connection accepted by listener `index` (of `Config::listeners`) to its
+/// end, with that listener's settings and counters; never panics on input, never returns an
+/// error (it logs).
+pub(crate) async fn run(mut conn: Conn, index: usize, ctx: Rc<WorkerContext>) {
+    let listener = &ctx.config.listeners[index];
     let stats = &ctx.stats;
+    let counters = stats.listener(index);
     let peer = conn.peer();
     if conn.is_tls() {
         if let Err(error) = conn
@@ -51,11 +54,12 @@ pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
             .await
         {
             Stats::bump(&stats.tls_handshake_failures);
+            Stats::bump(&counters.tls_handshake_failures);
             if let ConnError::Tls(tls_error) = &error {
                 // Reasons rustls decides before our verifier runs (no certificate at all).
                 listener.tls_rejections.note_handshake_error(tls_error);
             }
-            warn!(%peer, %error, "TLS handshake failed; connection closed");
+            warn!(listener = %listener.name, %peer, %error, "TLS handshake failed; connection closed");
             return;
         }
         debug!(%peer, "TLS handshake complete");
@@ -63,6 +67,8 @@ pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
 
     let mut session = Session {
         ctx: &ctx,
+        listener,
+        counters,
         deframer: Deframer::new(listener.framing),
         ack: Vec::new(),
         reply: Vec::new(),
@@ -81,7 +87,8 @@ pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
                 Ok(None) => break,
                 Err(error) => {
                     Stats::bump(&stats.framing_errors);
-                    warn!(%peer, %error, "framing error; connection closed");
+                    Stats::bump(&counters.framing_errors);
+                    warn!(listener = %listener.name, %peer, %error, "framing error; connection closed");
                     conn.close().await;
                     return;
                 }
@@ -99,6 +106,7 @@ pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
                         return;
                     }
                     Stats::add(&stats.bytes_out, session.reply.len());
+                    Stats::add(&counters.bytes_out, session.reply.len());
                     stats.latency_total.record(started.elapsed());
                     if let Some(timing) = session.timing.written {
                         stats
@@ -165,10 +173,14 @@ pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
             ctx.unregister_idle(id);
         }
         match result {
-            Ok(n) => Stats::add(&stats.bytes_in, n),
+            Ok(n) => {
+                Stats::add(&stats.bytes_in, n);
+                Stats::add(&counters.bytes_in, n);
+            }
             Err(ConnError::Closed) => {
                 if let Err(error) = session.deframer.finish() {
                     Stats::bump(&stats.framing_errors);
+                    Stats::bump(&counters.framing_errors);
                     warn!(%peer, %error, "sender closed the connection mid-frame");
                 } else {
                     debug!(%peer, "sender closed the connection");
@@ -180,9 +192,11 @@ pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
                     .is_some_and(|(_, at)| Instant::now() >= at + listener.frame_deadline)
                 {
                     Stats::bump(&stats.frame_deadline_expired);
+                    Stats::bump(&counters.frame_deadline_expired);
                     warn!(%peer, deadline = ?listener.frame_deadline, "frame not completed within the frame deadline; connection closed");
                 } else {
                     Stats::bump(&stats.idle_timeouts);
+                    Stats::bump(&counters.idle_timeouts);
                     info!(%peer, idle = ?listener.idle_timeout, "idle timeout; connection closed");
                 }
                 conn.close().await;
@@ -204,6 +218,10 @@ pub(crate) async fn run(mut conn: Conn, ctx: Rc<WorkerContext>) {
 /// The per-connection state that outlives one message.
 struct Session<'c> {
     ctx: &'c WorkerContext,
+    /// The listener that accepted the connection.
+    listener: &'c ListenerConfig,
+    /// Its counters.
+    counters: &'c ListenerStats,
     deframer: Deframer,
     /// The downstream's ACK payload for the current message.
     ack: Vec<u8>,
@@ -218,11 +236,17 @@ struct Session<'c> {
 }
 
 impl Session<'_> {
+    /// Counts an ACK with `code` about to be sent to the sender.
+    fn answered(&self, code: AckCode, generated: bool) {
+        self.ctx.stats.ack_to_sender(self.counters, code, generated);
+    }
+
     /// Delivers one message and prepares the sender's answer in `self.reply`.
     async fn handle(&mut self, payload: &[u8]) -> Reply {
         let stats = &self.ctx.stats;
-        let listener = &self.ctx.config.listener;
+        let listener = self.listener;
         Stats::bump(&stats.messages_in);
+        Stats::bump(&self.counters.messages_in);
         self.reply.clear();
         self.ack.clear();
         self.timing = Timing::default();
@@ -233,6 +257,7 @@ impl Session<'_> {
             Ok(msh) => msh,
             Err(error) => {
                 Stats::bump(&stats.rejects_bad_header);
+                Stats::bump(&self.counters.rejects_bad_header);
                 warn!(%error, "message without a readable MSH: rejected with AR, not forwarded");
                 let text = format!("message rejected: {error}");
                 let params = AckParams::new(&timestamp, control_id.as_bytes());
@@ -245,7 +270,7 @@ impl Session<'_> {
                     diagnostic: text.as_bytes(),
                 };
                 ack::write_headerless_reject(&params, detail, &mut self.reply);
-                stats.ack(AckCode::AR, true);
+                self.answered(AckCode::AR, true);
                 return Reply::Send;
             }
         };
@@ -258,6 +283,7 @@ impl Session<'_> {
             Ok(index) => index,
             Err(code) => {
                 Stats::bump(&stats.rejects_unrouted);
+                Stats::bump(&self.counters.rejects_unrouted);
                 warn!(
                     msh3 = %String::from_utf8_lossy(msh.raw_field(3)),
                     msh9 = %String::from_utf8_lossy(msh.raw_field(9)),
@@ -280,7 +306,7 @@ impl Session<'_> {
                     &mut self.reply,
                 ) {
                     AckDecision::Send(code) => {
-                        stats.ack(code, true);
+                        self.answered(code, true);
                         Reply::Send
                     }
                     AckDecision::NotDue => Reply::Nothing,
@@ -318,7 +344,7 @@ impl Session<'_> {
                     return Reply::Nothing;
                 };
                 Stats::bump(&stats.acks_passed_through);
-                stats.ack(code, false);
+                self.answered(code, false);
                 std::mem::swap(&mut self.reply, &mut self.ack);
                 Reply::Send
             }
@@ -355,7 +381,7 @@ impl Session<'_> {
                         match decision {
                             AckDecision::Send(code) => {
                                 Stats::bump(&stats.naks_downstream_failed);
-                                stats.ack(code, true);
+                                self.answered(code, true);
                                 Reply::Send
                             }
                             AckDecision::NotDue => Reply::Nothing,
@@ -376,7 +402,7 @@ impl Session<'_> {
         control_id: &[u8],
     ) -> Reply {
         let stats = &self.ctx.stats;
-        let listener = &self.ctx.config.listener;
+        let listener = self.listener;
         let queued = self
             .ctx
             .local_queue
@@ -403,7 +429,7 @@ impl Session<'_> {
         };
         match ack::build_ack(msh, outcome, listener.ack_policy, &params, &mut self.reply) {
             AckDecision::Send(code) => {
-                stats.ack(code, true);
+                self.answered(code, true);
                 Reply::Send
             }
             AckDecision::NotDue => Reply::Nothing,
@@ -423,7 +449,7 @@ impl Session<'_> {
     ) -> Reply {
         let ctx = self.ctx;
         let stats = &ctx.stats;
-        let listener = &ctx.config.listener;
+        let listener = self.listener;
         let forwarder = ctx
             .durable
             .as_ref()
@@ -472,7 +498,7 @@ impl Session<'_> {
         };
         match ack::build_ack(msh, outcome, listener.ack_policy, &params, &mut self.reply) {
             AckDecision::Send(code) => {
-                stats.ack(code, true);
+                self.answered(code, true);
                 Reply::Send
             }
             AckDecision::NotDue => Reply::Nothing,

@@ -1,10 +1,13 @@
 //! Worker threads: one monoio runtime per thread (io_uring, or epoll where io_uring is not
-//! available), each pinned to a core and accepting on its own `SO_REUSEPORT` listener, so the
-//! kernel spreads connections and a connection lives and dies on one core.
+//! available), each pinned to a core and accepting on its own `SO_REUSEPORT` socket for each
+//! listener, so the kernel spreads connections and a connection lives and dies on one core.
+//! A worker runs one accept loop per listener; a session knows its listener (by index into
+//! `Config::listeners`) and takes that listener's TLS, framing, ACK mode, limits and counters.
 //!
 //! Shutdown: the handle sets a flag; each worker notices it within a fifth of a second, stops
-//! accepting, cancels the reads of connections that are idle between messages, and waits for
-//! sessions in the middle of a message to finish it, up to the grace period.
+//! accepting on every listener, cancels the reads of connections that are idle between
+//! messages, and waits for sessions in the middle of a message to finish it, up to the grace
+//! period.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -38,11 +41,20 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 /// Listen backlog: room for a burst of reconnecting senders after a network blip.
 const BACKLOG: i32 = 1024;
 
+/// A listener as bound: its name and the address it accepts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundListener {
+    /// The listener's name (`ListenerConfig::name`).
+    pub name: String,
+    /// The bound address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+}
+
 /// A running relay.
 #[derive(Debug)]
 pub struct RelayHandle {
     config: Arc<Config>,
-    listen_addr: SocketAddr,
+    listeners: Vec<BoundListener>,
     metrics_addr: Option<SocketAddr>,
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -52,9 +64,22 @@ pub struct RelayHandle {
 }
 
 impl RelayHandle {
-    /// The address the listener is bound to (the real port when 0 was asked for).
+    /// The address the first listener is bound to (the real port when 0 was asked for).
     pub fn listen_addr(&self) -> SocketAddr {
-        self.listen_addr
+        self.listeners[0].addr
+    }
+
+    /// Every listener with its bound address, in `Config::listeners` order.
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
+    }
+
+    /// The bound address of the listener called `name`.
+    pub fn listen_addr_of(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.addr)
     }
 
     /// The address of the Prometheus endpoint, if one was asked for.
@@ -62,14 +87,16 @@ impl RelayHandle {
         self.metrics_addr
     }
 
-    /// Reloads the listener's certificates, keys, client CA and allowlist from their files
-    /// (what SIGHUP does): `None` for a plain listener; on error the old ones stay in force.
-    pub fn reload_tls(&self) -> Option<Result<(), crate::tls::TlsSetupError>> {
+    /// Reloads the certificates, keys, client CA and allowlist of every TLS listener from
+    /// their files (what SIGHUP does): one result per TLS listener, with its name, in config
+    /// order (empty when every listener is plain). Each listener reloads on its own: where it
+    /// fails, that listener's old configuration stays in force and the others still reload.
+    pub fn reload_tls(&self) -> Vec<(&str, Result<(), crate::tls::TlsSetupError>)> {
         self.config
-            .listener
-            .tls
-            .as_ref()
-            .map(crate::tls::ReloadableServerConfig::reload)
+            .listeners
+            .iter()
+            .filter_map(|l| Some((l.name.as_str(), l.tls.as_ref()?.reload())))
+            .collect()
     }
 
     /// The relay's counters.
@@ -110,8 +137,8 @@ pub(crate) struct WorkerContext {
     /// Cancellers of sessions idle between messages, cancelled at shutdown.
     idle: RefCell<HashMap<u64, SharedCanceller>>,
     next_idle: Cell<u64>,
-    /// Open sessions on this worker.
-    active: Cell<usize>,
+    /// Open sessions on this worker, per listener (indexed like `config.listeners`).
+    active: Box<[Cell<usize>]>,
     /// Counter for generated control ids.
     generated: Cell<u64>,
     /// `local` mode: messages acknowledged and waiting for the forwarder.
@@ -129,6 +156,11 @@ pub(crate) struct WorkerContext {
 impl WorkerContext {
     pub(crate) fn shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// Open sessions on this worker, all listeners together.
+    fn open_sessions(&self) -> usize {
+        self.active.iter().map(Cell::get).sum()
     }
 
     /// Registers an idle session's read so shutdown can cancel it.
@@ -199,26 +231,54 @@ impl WorkerContext {
 /// Binds the listeners and starts the workers.
 ///
 /// # Errors
-/// When the listen address cannot be bound or a worker thread cannot start.
+/// When the listeners cannot run together (none, a name used twice, overlapping addresses),
+/// a listen address cannot be bound, or a worker thread cannot start.
 pub fn start(config: Config) -> io::Result<RelayHandle> {
+    config
+        .check_listeners()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let workers = config.workers.max(1);
-    let first = bind_reuseport(config.listener.addr)?;
-    let listen_addr = first
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| io::Error::other("listener has no IP address"))?;
-    let mut sockets = vec![first];
-    for _ in 1..workers {
-        sockets.push(bind_reuseport(listen_addr)?);
+    // sockets[worker][listener]. The first worker's bind of each listener fixes its port (port
+    // 0 picks one); the other workers bind that same port.
+    let mut sockets: Vec<Vec<Socket>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::with_capacity(config.listeners.len());
+    for listener in &config.listeners {
+        let named = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("listener {:?} on {}: {e}", listener.name, listener.addr),
+            )
+        };
+        let first = bind_reuseport(listener.addr).map_err(named)?;
+        let addr = first
+            .local_addr()
+            .map_err(named)?
+            .as_socket()
+            .ok_or_else(|| named(io::Error::other("the socket has no IP address")))?;
+        sockets[0].push(first);
+        for worker in &mut sockets[1..] {
+            worker.push(bind_reuseport(addr).map_err(named)?);
+        }
+        bound.push(BoundListener {
+            name: listener.name.clone(),
+            addr,
+        });
     }
-    if config.listener.ack_mode == AckMode::Local {
+    let local: Vec<&str> = config
+        .listeners
+        .iter()
+        .filter(|l| l.ack_mode == AckMode::Local)
+        .map(|l| l.name.as_str())
+        .collect();
+    if !local.is_empty() {
         warn!(
+            listeners = %local.join(", "),
             "ack mode LOCAL: senders get AA/CA on receipt, before the receiver has the message; \
              a crash, or a receiver that refuses or never answers, LOSES acknowledged messages \
              (each loss is logged and counted). Use passthrough when messages must not be lost."
         );
     }
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats::for_config(&config));
     let (journal_lock, mut recovered) = open_journals(&config, workers, &stats)?;
     let config = Arc::new(config);
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -228,11 +288,12 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         let listener = crate::metrics::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("metrics address {addr}: {e}")))?;
         metrics_addr = Some(listener.local_addr()?);
-        let (stats, rejections, stop) = (
-            stats.clone(),
-            config.listener.tls_rejections.clone(),
-            shutdown.clone(),
-        );
+        let rejections = config
+            .listeners
+            .iter()
+            .map(|l| l.tls_rejections.clone())
+            .collect();
+        let (stats, stop) = (stats.clone(), shutdown.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("mllp-relay-metrics".into())
@@ -259,7 +320,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
     );
     let workers_running = Arc::new(AtomicUsize::new(workers));
     let driver = resolve_driver(config.driver)?;
-    for (id, socket) in sockets.into_iter().enumerate() {
+    for (id, sockets) in sockets.into_iter().enumerate() {
         let config = config.clone();
         let shutdown = shutdown.clone();
         let stats = stats.clone();
@@ -275,7 +336,8 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                 {
                     warn!(worker = id, cpu, error = %e, "could not pin the worker to a core");
                 }
-                let local_queue = (config.listener.ack_mode == AckMode::Local)
+                let local_queue = config
+                    .uses_ack_mode(AckMode::Local)
                     .then(|| crate::forwarder::LocalQueue::new(stats.clone()));
                 let run = async move {
                     let durable = match journal {
@@ -288,12 +350,14 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                         },
                         None => None,
                     };
+                    let active = config.listeners.iter().map(|_| Cell::new(0)).collect();
                     let context = Rc::new(WorkerContext {
                         downstreams: config
                             .downstreams
                             .iter()
                             .cloned()
-                            .map(Downstream::new)
+                            .enumerate()
+                            .map(|(index, d)| Downstream::new(index, d))
                             .collect(),
                         config,
                         stats,
@@ -301,7 +365,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                         shutdown,
                         idle: RefCell::new(HashMap::new()),
                         next_idle: Cell::new(0),
-                        active: Cell::new(0),
+                        active,
                         generated: Cell::new(0),
                         local_queue,
                         handoffs,
@@ -309,7 +373,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                         durable,
                         next_lane: Cell::new(0),
                     });
-                    accept_loop(socket, context).await;
+                    run_worker(sockets, context).await;
                 };
                 if let Err(e) = block_on(driver, run) {
                     error!(worker = id, error = %e, "cannot build the runtime");
@@ -319,7 +383,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
     }
     Ok(RelayHandle {
         config,
-        listen_addr,
+        listeners: bound,
         metrics_addr,
         shutdown,
         threads,
@@ -340,13 +404,21 @@ fn open_journals(
     Option<crate::journal::JournalLock>,
     Vec<Option<crate::journal::Recovered>>,
 )> {
-    if config.listener.ack_mode != AckMode::Durable {
+    let Some(durable) = config
+        .listeners
+        .iter()
+        .find(|l| l.ack_mode == AckMode::Durable)
+    else {
         return Ok((None, Vec::new()));
-    }
+    };
     let Some(journal) = &config.journal else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "ack mode durable needs a journal directory (--journal DIR, or [journal] dir)",
+            format!(
+                "listener {:?} has ack mode durable, which needs a journal directory \
+                 (--journal DIR, or [journal] dir)",
+                durable.name
+            ),
         ));
     };
     let lock = crate::journal::lock(&journal.dir)?;
@@ -536,14 +608,19 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
-async fn accept_loop(socket: Socket, ctx: Rc<WorkerContext>) {
-    let listener = match TcpListener::from_std(socket.into()) {
-        Ok(listener) => listener,
-        Err(e) => {
-            error!(error = %e, "cannot register the listener with the runtime");
-            return;
+/// One worker's life: registers its listener sockets, starts the forwarding tasks its
+/// listeners' ACK modes need, accepts on every listener until shutdown, then drains.
+async fn run_worker(sockets: Vec<Socket>, ctx: Rc<WorkerContext>) {
+    let mut listeners = Vec::with_capacity(sockets.len());
+    for (socket, config) in sockets.into_iter().zip(&ctx.config.listeners) {
+        match TcpListener::from_std(socket.into()) {
+            Ok(listener) => listeners.push(listener),
+            Err(e) => {
+                error!(worker = ctx.id, listener = %config.name, error = %e, "cannot register the listener with the runtime");
+                return;
+            }
         }
-    };
+    }
     if ctx.local_queue.is_some() {
         monoio::spawn(crate::forwarder::run(ctx.clone()));
     }
@@ -562,18 +639,14 @@ async fn accept_loop(socket: Socket, ctx: Rc<WorkerContext>) {
             }
         }
     }
-    while !ctx.shutting_down() {
-        match accept_within(&listener, SHUTDOWN_POLL).await {
-            Some(Ok((tcp, peer))) => admit(tcp, peer, &ctx),
-            Some(Err(e)) => {
-                warn!(error = %e, "accept failed");
-                // Out of file descriptors and the like: do not spin.
-                monoio::time::sleep(Duration::from_millis(50)).await;
-            }
-            None => {}
-        }
+    let loops: Vec<monoio::task::JoinHandle<()>> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(index, listener)| monoio::spawn(accept_loop(listener, index, ctx.clone())))
+        .collect();
+    for accepting in loops {
+        accepting.await;
     }
-    drop(listener);
     drain(&ctx).await;
     if let (Some(forwarder), Some(committer)) = (&ctx.durable, committer) {
         stop_durable(&ctx, forwarder, committer).await;
@@ -586,6 +659,21 @@ async fn accept_loop(socket: Socket, ctx: Rc<WorkerContext>) {
         }
     }
     ctx.workers_running.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Accepts on listener `index` until shutdown; the socket is closed when it returns.
+async fn accept_loop(listener: TcpListener, index: usize, ctx: Rc<WorkerContext>) {
+    while !ctx.shutting_down() {
+        match accept_within(&listener, SHUTDOWN_POLL).await {
+            Some(Ok((tcp, peer))) => admit(tcp, peer, index, &ctx),
+            Some(Err(e)) => {
+                warn!(listener = %ctx.config.listeners[index].name, error = %e, "accept failed");
+                // Out of file descriptors and the like: do not spin.
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None => {}
+        }
+    }
 }
 
 /// Owns the only connection of a `single` downstream: delivers handed-over messages one at a
@@ -611,9 +699,12 @@ async fn link_task(ctx: Rc<WorkerContext>, index: usize, handoff: Arc<Handoff>) 
     }
 }
 
-/// Starts a session for an accepted connection, or refuses it when the worker is full.
-fn admit(tcp: TcpStream, peer: SocketAddr, ctx: &Rc<WorkerContext>) {
-    let listener = &ctx.config.listener;
+/// Starts a session for a connection accepted on listener `index`, or refuses it when its
+/// source is not allowed or the listener is at its per-worker limit.
+fn admit(tcp: TcpStream, peer: SocketAddr, index: usize, ctx: &Rc<WorkerContext>) {
+    let listener = &ctx.config.listeners[index];
+    let counters = ctx.stats.listener(index);
+    let active = &ctx.active[index];
     if !listener.allowed_sources.is_empty()
         && !listener
             .allowed_sources
@@ -621,39 +712,50 @@ fn admit(tcp: TcpStream, peer: SocketAddr, ctx: &Rc<WorkerContext>) {
             .any(|net| net.contains(peer.ip()))
     {
         Stats::bump(&ctx.stats.connections_refused_source);
-        warn!(%peer, "source address not on the allowlist: connection refused");
+        Stats::bump(&counters.connections_refused_source);
+        warn!(listener = %listener.name, %peer, "source address not on the allowlist: connection refused");
         return;
     }
-    if ctx.active.get() >= listener.max_connections_per_worker {
+    if active.get() >= listener.max_connections_per_worker {
         Stats::bump(&ctx.stats.connections_refused);
-        warn!(%peer, limit = listener.max_connections_per_worker, "connection limit reached: connection refused");
+        Stats::bump(&counters.connections_refused);
+        warn!(listener = %listener.name, %peer, limit = listener.max_connections_per_worker, "connection limit reached: connection refused");
         drop(tcp);
         return;
     }
     let _ = tcp.set_nodelay(true);
     Stats::bump(&ctx.stats.connections_accepted);
+    Stats::bump(&counters.connections_accepted);
     let conn = match &listener.tls {
         None => Conn::plain(tcp, peer),
         Some(tls) => match rustls::ServerConnection::new(tls.current()) {
             Ok(session) => Conn::tls(tcp, peer, session.into()),
             Err(e) => {
-                error!(%peer, error = %e, "cannot start a TLS session");
+                error!(listener = %listener.name, %peer, error = %e, "cannot start a TLS session");
                 return;
             }
         },
     };
-    ctx.active.set(ctx.active.get() + 1);
+    active.set(active.get() + 1);
     ctx.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+    counters.connections_open.fetch_add(1, Ordering::Relaxed);
     let task_ctx = ctx.clone();
     monoio::spawn(async move {
-        let outcome = CatchUnwind(std::pin::pin!(session::run(conn, task_ctx.clone()))).await;
+        let outcome =
+            CatchUnwind(std::pin::pin!(session::run(conn, index, task_ctx.clone()))).await;
         if outcome.is_err() {
             Stats::bump(&task_ctx.stats.session_panics);
             error!(%peer, "a session panicked; only its connection was lost");
         }
-        task_ctx.active.set(task_ctx.active.get() - 1);
+        let active = &task_ctx.active[index];
+        active.set(active.get() - 1);
         task_ctx
             .stats
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+        task_ctx
+            .stats
+            .listener(index)
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
     });
@@ -668,7 +770,7 @@ async fn drain(ctx: &Rc<WorkerContext>) {
             fire(canceller);
         }
         let forwarding = ctx.local_queue.as_ref().is_some_and(|q| !q.is_idle());
-        if ctx.active.get() == 0 && !forwarding {
+        if ctx.open_sessions() == 0 && !forwarding {
             return;
         }
         if Instant::now() >= deadline {
@@ -677,7 +779,7 @@ async fn drain(ctx: &Rc<WorkerContext>) {
                 .as_ref()
                 .map_or(0, crate::forwarder::LocalQueue::len);
             warn!(
-                open = ctx.active.get(),
+                open = ctx.open_sessions(),
                 queued, "shutdown grace period over: closing with messages in flight"
             );
             return;

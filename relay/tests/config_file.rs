@@ -147,7 +147,7 @@ fn a_full_file_becomes_the_expected_config() {
     assert_eq!(config.shutdown_grace, Duration::from_secs(45));
     assert_eq!(config.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
 
-    let l = &config.listener;
+    let l = &config.listeners[0];
     assert_eq!(l.addr, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
     assert_eq!(l.ack_mode, AckMode::Passthrough);
     assert_eq!(l.on_downstream_failure, OnDownstreamFailure::Close);
@@ -180,8 +180,10 @@ fn a_full_file_becomes_the_expected_config() {
 
     // The settings keep what the summary shows: names and resolved paths.
     let s = &loaded.settings;
-    assert_eq!(s.listener.name, "lab-results");
-    let tls = s.listener.tls.as_ref().unwrap();
+    assert_eq!(s.listeners.len(), 1);
+    assert_eq!(s.listeners[0].name, "lab-results");
+    assert_eq!(config.listeners[0].name, "lab-results");
+    let tls = s.listeners[0].tls.as_ref().unwrap();
     assert_eq!(tls.cert_chain, pki.server.cert_path);
     assert_eq!(tls.key, pki.server.key_path);
     assert_eq!(tls.client_ca.as_deref(), Some(pki.ca.cert_path.as_path()));
@@ -227,7 +229,7 @@ fn omitted_keys_take_the_documented_defaults() {
     assert_eq!(config.driver, Driver::Auto);
     assert_eq!(config.shutdown_grace, config::DEFAULT_SHUTDOWN_GRACE);
     assert_eq!(config.metrics_addr, None);
-    let l = &config.listener;
+    let l = &config.listeners[0];
     assert!(l.tls.is_none());
     assert_eq!(l.ack_mode, AckMode::Passthrough);
     assert_eq!(l.on_downstream_failure, OnDownstreamFailure::Nak);
@@ -288,14 +290,20 @@ fn every_example_validates() {
     }
     for file in &files {
         let settings = load_config_unchecked(file).unwrap_or_else(|e| panic!("{e}"));
-        // Relative certificate paths point next to the example, not to the working directory.
-        if let Some(tls) = &settings.listener.tls {
-            assert!(tls.cert_chain.starts_with(file.parent().unwrap()));
+        for listener in &settings.listeners {
+            // Relative certificate paths point next to the example, not to the working
+            // directory.
+            if let Some(tls) = &listener.tls {
+                assert!(tls.cert_chain.starts_with(file.parent().unwrap()));
+            }
         }
-        // A journal exactly when the mode needs one (the loader refuses anything else).
+        // A journal exactly when a mode needs one (the loader refuses anything else).
         assert_eq!(
             settings.journal.is_some(),
-            settings.listener.config.ack_mode == AckMode::Durable,
+            settings
+                .listeners
+                .iter()
+                .any(|l| l.config.ack_mode == AckMode::Durable),
             "{}",
             file.display()
         );
@@ -308,7 +316,7 @@ fn provide_files(settings: &Settings, pki: &Pki) {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(from, to).unwrap();
     };
-    if let Some(tls) = &settings.listener.tls {
+    for tls in settings.listeners.iter().filter_map(|l| l.tls.as_ref()) {
         copy(&pki.server.cert_path, &tls.cert_chain);
         copy(&pki.server.key_path, &tls.key);
         if let Some(ca) = &tls.client_ca {
@@ -336,10 +344,29 @@ fn every_example_loads_once_its_certificates_exist() {
         let settings = load_config_unchecked(&copied).unwrap_or_else(|e| panic!("{e}"));
         provide_files(&settings, &pki);
         let loaded = load_config(&copied).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.config.listeners.len(), settings.listeners.len());
+        for (built, checked) in loaded.config.listeners.iter().zip(&settings.listeners) {
+            assert_eq!(built.name, checked.name);
+            assert_eq!(built.tls.is_some(), checked.tls.is_some());
+        }
+        // And `check-config` itself, the command the examples tell the reader to run, passes
+        // and names every listener.
+        let out = Command::new(BIN)
+            .args(["check-config".as_ref(), copied.as_os_str()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
-            loaded.config.listener.tls.is_some(),
-            settings.listener.tls.is_some()
+            out.status.code(),
+            Some(0),
+            "{}: {stdout}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
         );
+        for listener in &settings.listeners {
+            let line = format!("listener {:?} on {}", listener.name, listener.config.addr);
+            assert!(stdout.contains(&line), "{line:?} not in:\n{stdout}");
+        }
     }
 }
 
@@ -454,16 +481,6 @@ fn a_bad_address_names_its_key() {
 }
 
 #[test]
-fn two_listeners_are_refused_for_now() {
-    let text = format!("{MINIMAL}\n[[listener]]\nlisten = \"127.0.0.1:0\"\n");
-    let message = problem_at(&text, "listener");
-    assert!(
-        message.contains("only one [[listener]] is supported in this version"),
-        "{message}"
-    );
-}
-
-#[test]
 fn a_missing_listener_or_downstream_is_named() {
     let found = problems("workers = 1\n");
     let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
@@ -478,7 +495,7 @@ fn ack_modes_parse_and_unknown_ones_are_named() {
     );
     let dir = TempDir::new("cfg-local");
     let loaded = load_config(&write(&dir, "relay.toml", &local)).unwrap();
-    assert_eq!(loaded.config.listener.ack_mode, AckMode::Local);
+    assert_eq!(loaded.config.listeners[0].ack_mode, AckMode::Local);
     let message = problem_at(
         &MINIMAL.replace(
             "listen = \"127.0.0.1:0\"",
@@ -602,13 +619,13 @@ fn relative_paths_are_resolved_against_the_file_directory() {
 
     // Run from elsewhere: the working directory plays no part.
     let loaded = load_config(&path).unwrap_or_else(|e| panic!("{e}"));
-    let tls = loaded.settings.listener.tls.as_ref().unwrap();
+    let tls = loaded.settings.listeners[0].tls.as_ref().unwrap();
     assert_eq!(tls.cert_chain, sub.join("../server.pem"));
     assert_eq!(
         tls.key, pki.server.key_path,
         "absolute paths stay as they are"
     );
-    assert!(loaded.config.listener.tls.is_some());
+    assert!(loaded.config.listeners[0].tls.is_some());
 }
 
 #[test]
@@ -624,7 +641,7 @@ fn overrides_replace_the_file_and_are_named_by_flag() {
         pin_workers: Some(false),
     };
     let config = load_config_with(&path, &overrides).unwrap().config;
-    assert_eq!(config.listener.addr, overrides.listen.unwrap());
+    assert_eq!(config.listeners[0].addr, overrides.listen.unwrap());
     assert_eq!(
         config.downstreams[0].addr,
         "127.0.0.1:7000".parse().unwrap()
@@ -1201,6 +1218,442 @@ fn the_link_policy_is_read_and_checked() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Several listeners
+// ---------------------------------------------------------------------------------------------
+
+/// Two listeners: ADT plain and passthrough, lab results over TLS in `local` mode with its own
+/// limits; one downstream, shared.
+const TWO_LISTENERS: &str = r#"
+[[listener]]
+name = "adt"
+listen = "127.0.0.1:0"
+max_frame_size = "1MiB"
+allowed_sources = ["10.0.0.0/8"]
+
+[[listener]]
+name = "lab"
+listen = "127.0.0.1:0"
+ack_mode = "local"
+ack_policy = "always"
+on_downstream_failure = "close"
+max_frame_size = "2MiB"
+tolerate = ["fs_without_cr"]
+idle_timeout = "2min"
+max_connections_per_worker = 7
+
+[listener.tls]
+cert = "server.pem"
+key = "server.key"
+
+[[downstream]]
+name = "ehr"
+address = "127.0.0.1:6661"
+"#;
+
+/// The TLS table of `TWO_LISTENERS`.
+const LAB_TLS: &str = "[listener.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n";
+
+/// `TWO_LISTENERS` without TLS, so that it validates without certificate files.
+fn two_plain() -> String {
+    assert!(TWO_LISTENERS.contains(LAB_TLS));
+    TWO_LISTENERS.replace(LAB_TLS, "")
+}
+
+#[test]
+fn several_listeners_each_keep_their_own_settings() {
+    let pki = Pki::new("cfg-two");
+    let path = write(&pki.dir, "relay.toml", TWO_LISTENERS);
+    let loaded = load_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    let [adt, lab] = loaded.config.listeners.as_slice() else {
+        panic!("{:#?}", loaded.config.listeners)
+    };
+    assert_eq!((adt.name.as_str(), lab.name.as_str()), ("adt", "lab"));
+
+    assert_eq!(adt.ack_mode, AckMode::Passthrough);
+    assert_eq!(adt.ack_policy, AckPolicy::Negotiated);
+    assert_eq!(adt.on_downstream_failure, OnDownstreamFailure::Nak);
+    assert_eq!(adt.framing.max_frame_len(), 1 << 20);
+    assert_eq!(adt.framing.tolerances(), Tolerances::STRICT);
+    assert_eq!(adt.allowed_sources, ["10.0.0.0/8".parse().unwrap()]);
+    assert_eq!(adt.idle_timeout, config::DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(
+        adt.max_connections_per_worker,
+        config::DEFAULT_MAX_CONNECTIONS_PER_WORKER
+    );
+    assert!(
+        adt.tls.is_none(),
+        "[listener.tls] belongs to the listener above it"
+    );
+
+    assert_eq!(lab.ack_mode, AckMode::Local);
+    assert_eq!(lab.ack_policy, AckPolicy::Always);
+    assert_eq!(lab.on_downstream_failure, OnDownstreamFailure::Close);
+    assert_eq!(lab.framing.max_frame_len(), 2 << 20);
+    assert!(lab.framing.tolerances().fs_without_cr);
+    assert!(lab.allowed_sources.is_empty());
+    assert_eq!(lab.idle_timeout, Duration::from_secs(120));
+    assert_eq!(lab.max_connections_per_worker, 7);
+    assert!(lab.tls.is_some());
+    assert!(
+        !std::sync::Arc::ptr_eq(&adt.tls_rejections, &lab.tls_rejections),
+        "each listener counts its own refused client certificates"
+    );
+
+    // Downstreams and routes are shared; no journal without a durable listener.
+    assert_eq!(loaded.config.downstreams.len(), 1);
+    assert_eq!(loaded.config.default_downstream, Some(0));
+    assert_eq!(loaded.config.journal, None);
+
+    let summary = loaded.settings.to_string();
+    let adt_at = summary
+        .find("listener \"adt\" on 127.0.0.1:0\n  TLS: off (plain TCP)\n  ack mode passthrough")
+        .unwrap_or_else(|| panic!("adt not in:\n{summary}"));
+    let lab_at = summary
+        .find("listener \"lab\" on 127.0.0.1:0\n  TLS: on")
+        .unwrap_or_else(|| panic!("lab not in:\n{summary}"));
+    assert!(adt_at < lab_at, "in file order:\n{summary}");
+    for expected in [
+        "2 listeners (each with its own settings; downstreams and routes shared):\n",
+        "  frames: at most 1MiB, tolerating nothing (strict MLLP)\n  sources allowed: 10.0.0.0/8",
+        "  ack mode local (ACK on receipt, no durability: messages can be lost), ack policy always",
+        "  frames: at most 2MiB, tolerating fs_without_cr",
+        "timeouts: idle 2min, frame 1min, handshake 10s, write 30s; at most 7 connections per worker",
+        "downstream \"ehr\" at 127.0.0.1:6661",
+    ] {
+        assert!(
+            summary.contains(expected),
+            "{expected:?} not in:\n{summary}"
+        );
+    }
+}
+
+#[test]
+fn one_listener_keeps_unindexed_keys_and_several_are_indexed() {
+    // The same bad value, alone and as the second of two listeners.
+    let bad = "listen = \"127.0.0.1:0\"\nidle_timeout = \"0s\"";
+    let message = problem_at(
+        &MINIMAL.replace("listen = \"127.0.0.1:0\"", bad),
+        "listener.idle_timeout",
+    );
+    assert!(message.contains("greater than zero"), "{message}");
+    let text = two_plain().replace(
+        "idle_timeout = \"2min\"",
+        "idle_timeout = \"0s\"\nwrite_timeout = \"soon\"",
+    );
+    let text = text.replace(
+        "allowed_sources = [\"10.0.0.0/8\"]",
+        "allowed_sources = [\"10.0.0.0/8\", \"10.0.0.0/99\"]",
+    );
+    let text = text.replace("tolerate = [\"fs_without_cr\"]", "tolerate = [\"nope\"]");
+    let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "listener[0].allowed_sources[1]",
+            "listener[1].tolerate[0]",
+            "listener[1].idle_timeout",
+            "listener[1].write_timeout",
+        ]
+    );
+}
+
+#[test]
+fn tls_problems_name_the_listener_they_belong_to() {
+    let pki = Pki::new("cfg-two-tls");
+    // A key file that cannot be read: found while validating.
+    let text = TWO_LISTENERS.replace("key = \"server.key\"", "key = \"missing.key\"");
+    let e = load_config(&write(&pki.dir, "missing.toml", &text)).expect_err("no key file");
+    let keys: Vec<&str> = e.problems().iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["listener[1].tls.key"], "{e}");
+    // A key that does not match the certificate: found while building.
+    let text = TWO_LISTENERS.replace("key = \"server.key\"", "key = \"client.key\"");
+    let e = load_config(&write(&pki.dir, "mismatch.toml", &text)).expect_err("wrong key");
+    let [problem] = e.problems() else {
+        panic!("{e}")
+    };
+    assert_eq!(problem.key, "listener[1].tls.key");
+    assert!(problem.message.contains("does not match"), "{problem}");
+    assert!(
+        e.to_string().contains("listener[1].tls.key: "),
+        "the report names it too: {e}"
+    );
+    // A TLS table under the first of two listeners belongs to it, and its keys say so.
+    let text = TWO_LISTENERS.replace(
+        "allowed_sources = [\"10.0.0.0/8\"]\n",
+        "allowed_sources = [\"10.0.0.0/8\"]\n\n[listener.tls]\ncert = \"server.pem\"\n",
+    );
+    let e = load_config(&write(&pki.dir, "first.toml", &text)).expect_err("no key");
+    let [problem] = e.problems() else {
+        panic!("{e}")
+    };
+    assert_eq!(problem.key, "listener[0].tls.key");
+    assert_eq!(
+        problem.message,
+        "missing: the private key of listener[0].tls.cert (PEM)"
+    );
+}
+
+#[test]
+fn duplicate_listener_names_are_named_by_index() {
+    let message = problem_at(
+        &two_plain().replace("name = \"lab\"", "name = \"adt\""),
+        "listener[1].name",
+    );
+    assert!(message.contains("duplicate: \"adt\""), "{message}");
+    assert!(message.contains("listener[0]"), "{message}");
+
+    // Two listeners without a name both get the default: the message says so.
+    let unnamed = two_plain()
+        .replace("name = \"adt\"\n", "")
+        .replace("name = \"lab\"\n", "");
+    let message = problem_at(&unnamed, "listener[1].name");
+    assert!(message.contains("duplicate: \"listener\""), "{message}");
+    assert!(message.contains("name each one"), "{message}");
+}
+
+#[test]
+fn two_listeners_on_one_address_are_refused() {
+    let two_on = |first: &str, second: &str| {
+        two_plain()
+            .replacen(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"{first}\""),
+                1,
+            )
+            .replacen(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"{second}\""),
+                1,
+            )
+    };
+    let message = problem_at(
+        &two_on("127.0.0.1:12575", "127.0.0.1:12575"),
+        "listener[1].listen",
+    );
+    assert!(
+        message.contains("127.0.0.1:12575 is already the address of listener[0]"),
+        "{message}"
+    );
+    for (first, second) in [
+        ("0.0.0.0:12575", "127.0.0.1:12575"),
+        ("127.0.0.1:12575", "0.0.0.0:12575"),
+        ("[::]:12575", "127.0.0.1:12575"),
+    ] {
+        let message = problem_at(&two_on(first, second), "listener[1].listen");
+        assert!(
+            message.contains("overlaps listener[0]"),
+            "{first} {second}: {message}"
+        );
+    }
+    // Different ports, or different specific IPs, or IPv4's wildcard and an IPv6 address, or
+    // port 0 twice: fine.
+    let dir = TempDir::new("cfg-two-addr");
+    for (first, second) in [
+        ("127.0.0.1:12575", "127.0.0.1:12576"),
+        ("127.0.0.1:12575", "127.0.0.2:12575"),
+        ("0.0.0.0:12575", "[::1]:12575"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+    ] {
+        let path = write(&dir, "relay.toml", &two_on(first, second));
+        let loaded = load_config(&path).unwrap_or_else(|e| panic!("{first} {second}: {e}"));
+        assert_eq!(loaded.config.listeners.len(), 2);
+    }
+}
+
+#[test]
+fn listen_is_refused_with_several_listeners() {
+    let pki = Pki::new("cfg-two-listen");
+    let path = write(&pki.dir, "relay.toml", TWO_LISTENERS);
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:2575".parse().unwrap()),
+        ..Overrides::default()
+    };
+    let e = load_config_with(&path, &overrides).expect_err("--listen with two listeners");
+    let [problem] = e.problems() else {
+        panic!("{e}")
+    };
+    assert_eq!(problem.key, "--listen");
+    assert!(
+        problem
+            .message
+            .starts_with("the file defines 2 listeners; set their addresses in the file"),
+        "{problem}"
+    );
+    // The other overrides still apply.
+    let overrides = Overrides {
+        workers: Some(2),
+        metrics: Some("127.0.0.1:9000".parse().unwrap()),
+        ..Overrides::default()
+    };
+    let config = load_config_with(&path, &overrides).unwrap().config;
+    assert_eq!(config.workers, 2);
+    assert_eq!(config.listeners.len(), 2);
+
+    // On the command line: exit 2 with that message.
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--listen: the file defines 2 listeners"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_journal_is_needed_when_any_listener_is_durable() {
+    let durable_second = two_plain().replace("ack_mode = \"local\"", "ack_mode = \"durable\"");
+    let message = problem_at(&durable_second, "journal.dir");
+    assert!(
+        message.starts_with("missing: listener[1].ack_mode = \"durable\""),
+        "{message}"
+    );
+
+    // With the journal: durable listener and passthrough listener side by side.
+    let dir = TempDir::new("cfg-two-durable");
+    let with_journal = format!("{durable_second}\n[journal]\ndir = \"journal\"\n");
+    let loaded =
+        load_config(&write(&dir, "relay.toml", &with_journal)).unwrap_or_else(|e| panic!("{e}"));
+    let modes: Vec<AckMode> = loaded.config.listeners.iter().map(|l| l.ack_mode).collect();
+    assert_eq!(modes, [AckMode::Passthrough, AckMode::Durable]);
+    assert_eq!(
+        loaded.config.journal.as_ref().map(|j| j.dir.clone()),
+        Some(dir.0.join("journal"))
+    );
+
+    // The journal must hold the largest frame of the durable listeners (lab's 2MiB), not the
+    // passthrough one's.
+    let small = format!("{with_journal}max_size = \"1MiB\"\nsegment_size = \"1MiB\"\n");
+    let message = problem_at(&small, "journal.max_size");
+    assert!(
+        message.contains("smaller than listener[1].max_frame_size (2MiB)"),
+        "{message}"
+    );
+
+    // A journal with no durable listener at all is refused.
+    let pki = Pki::new("cfg-two-nodurable");
+    let text = format!("{TWO_LISTENERS}\n[journal]\ndir = \"journal\"\n");
+    let e = load_config(&write(&pki.dir, "relay.toml", &text)).expect_err("unused journal");
+    let [problem] = e.problems() else {
+        panic!("{e}")
+    };
+    assert_eq!(problem.key, "journal");
+    assert!(
+        problem
+            .message
+            .contains("no listener has ack_mode = \"durable\""),
+        "{problem}"
+    );
+}
+
+#[test]
+fn check_config_lists_every_listener() {
+    let pki = Pki::new("cfg-cli-two");
+    let path = write(&pki.dir, "relay.toml", TWO_LISTENERS);
+    let out = Command::new(BIN)
+        .args(["check-config".as_ref(), path.as_os_str()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        ": OK",
+        "2 listeners",
+        "listener \"adt\" on 127.0.0.1:0\n  TLS: off (plain TCP)",
+        "listener \"lab\" on 127.0.0.1:0\n  TLS: on",
+        "ack mode local",
+        "at most 7 connections per worker",
+        "downstream \"ehr\" at 127.0.0.1:6661",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} not in:\n{stdout}");
+    }
+
+    // An error in the second listener: named by index on stderr, exit 2.
+    let bad = write(
+        &pki.dir,
+        "bad.toml",
+        &TWO_LISTENERS.replace("name = \"lab\"", "name = \"adt\""),
+    );
+    let out = Command::new(BIN)
+        .args(["check-config".as_ref(), bad.as_os_str()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("listener[1].name: duplicate"), "{stderr}");
+}
+
+#[test]
+fn the_relay_runs_two_listeners_from_a_config_file() {
+    let pki = Pki::new("cfg-cli-two-run");
+    let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver_addr = receiver.local_addr().unwrap();
+    let text = TWO_LISTENERS
+        .replace("127.0.0.1:6661", &receiver_addr.to_string())
+        .replace("allowed_sources = [\"10.0.0.0/8\"]\n", "");
+    let path = write(&pki.dir, "relay.toml", &text);
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .args(["--workers", "1", "--no-pin"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let mut lines = BufReader::new(running.0.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().expect("a line").unwrap();
+    // The first line keeps its one-listener form, for the first listener.
+    let first = next();
+    let rest = first
+        .strip_prefix("mllp-relay listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first:?}"));
+    let (addr, rest) = rest.split_once(' ').unwrap();
+    let adt: SocketAddr = addr.parse().unwrap();
+    assert_ne!(adt.port(), 0);
+    assert!(
+        rest.starts_with(&format!(
+            "(plain), forwarding to {receiver_addr} (plain), 1 worker(s), ack mode passthrough"
+        )),
+        "{first}"
+    );
+    // Then one line per listener, naming it.
+    let mut named = Vec::new();
+    for _ in 0..2 {
+        let line = next();
+        let rest = line
+            .strip_prefix("mllp-relay listener ")
+            .unwrap_or_else(|| panic!("unexpected line: {line:?}"));
+        let (name, rest) = rest.split_once(" on ").unwrap();
+        let (addr, rest) = rest.split_once(' ').unwrap();
+        named.push((
+            name.to_owned(),
+            addr.parse::<SocketAddr>().unwrap(),
+            rest.to_owned(),
+        ));
+    }
+    assert_eq!(named[0].0, "\"adt\"");
+    assert_eq!(named[0].1, adt);
+    assert_eq!(named[0].2, "(plain), ack mode passthrough");
+    assert_eq!(named[1].0, "\"lab\"");
+    assert_ne!(named[1].1.port(), 0);
+    assert_ne!(named[1].1, adt);
+    assert_eq!(named[1].2, "(TLS), ack mode local (no durability)");
+    // Both accept connections.
+    std::net::TcpStream::connect(adt).unwrap();
+    std::net::TcpStream::connect(named[1].1).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
 // The durable ACK mode and its journal
 // ---------------------------------------------------------------------------------------------
 
@@ -1228,7 +1681,7 @@ fn durable_with_only_a_journal_dir_takes_the_journal_defaults() {
     let dir = TempDir::new("cfg-durable-defaults");
     let path = write(&dir, "relay.toml", DURABLE);
     let loaded = load_config(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(loaded.config.listener.ack_mode, AckMode::Durable);
+    assert_eq!(loaded.config.listeners[0].ack_mode, AckMode::Durable);
     let journal = loaded.config.journal.as_ref().expect("a journal");
     assert_eq!(*journal, JournalConfig::new(dir.0.join("journal")));
     assert_eq!(journal.commit_interval, config::DEFAULT_COMMIT_INTERVAL);
@@ -1490,8 +1943,8 @@ fn a_journal_dir_that_is_a_file_is_refused() {
 fn the_durable_example_journals_with_its_documented_settings() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/durable.toml");
     let settings = load_config_unchecked(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(settings.listener.config.ack_mode, AckMode::Durable);
-    assert!(settings.listener.tls.is_some(), "TLS in");
+    assert_eq!(settings.listeners[0].config.ack_mode, AckMode::Durable);
+    assert!(settings.listeners[0].tls.is_some(), "TLS in");
     assert!(
         settings.downstreams.iter().all(|d| d.tls.is_none()),
         "plain out"

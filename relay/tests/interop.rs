@@ -69,7 +69,7 @@ fn relay_config(pki: &pki::Pki, downstream: SocketAddr, mutual: bool) -> Config 
         Some(relay::tls::ReloadableServerConfig::load(settings, rejections.clone()).unwrap());
     listener.tls_rejections = rejections;
     Config {
-        listener,
+        listeners: vec![listener],
         downstreams: vec![DownstreamConfig::plain("peer", downstream)],
         routes: Vec::new(),
         default_downstream: Some(0),
