@@ -285,6 +285,7 @@ fn every_example_validates() {
         "plain.toml",
         "routing.toml",
         "tls-termination.toml",
+        "two-listeners.toml",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} missing");
     }
@@ -1548,6 +1549,37 @@ fn a_journal_is_needed_when_any_listener_is_durable() {
             .contains("no listener has ack_mode = \"durable\""),
         "{problem}"
     );
+}
+
+#[test]
+fn the_two_listeners_example_has_two_differently_configured_listeners() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/two-listeners.toml");
+    let settings = load_config_unchecked(&path).unwrap_or_else(|e| panic!("{e}"));
+    let [adt, lab] = settings.listeners.as_slice() else {
+        panic!("{:#?}", settings.listeners)
+    };
+    assert_eq!(
+        (adt.name.as_str(), lab.name.as_str()),
+        ("adt", "lab-results")
+    );
+    assert_ne!(adt.config.addr, lab.config.addr);
+    assert_eq!(adt.config.ack_mode, AckMode::Passthrough);
+    assert_eq!(lab.config.ack_mode, AckMode::Durable);
+    assert!(adt.tls.is_none(), "ADT is plain");
+    assert!(lab.tls.is_some(), "lab results over TLS");
+    assert_eq!(adt.config.framing.max_frame_len(), 1 << 20);
+    assert_eq!(lab.config.framing.max_frame_len(), 16 << 20);
+    assert!(!adt.config.allowed_sources.is_empty());
+    assert_eq!(lab.config.max_connections_per_worker, 500);
+    assert!(settings.journal.is_some(), "for the durable listener");
+    let names: Vec<&str> = settings
+        .downstreams
+        .iter()
+        .map(|d| d.config.name.as_str())
+        .collect();
+    assert_eq!(names, ["ehr", "engine"], "shared by both listeners");
+    assert_eq!(settings.routes.len(), 2);
+    assert_eq!(settings.default_downstream, Some(1));
 }
 
 #[test]
