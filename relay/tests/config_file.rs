@@ -38,6 +38,41 @@ fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
     dir.write(name, text)
 }
 
+/// Runs `mllp-relay check-config FILE`, asserts it accepts the file (exit 0, nothing on stderr
+/// that matters) and returns its summary on stdout.
+fn check_config_accepts(path: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["check-config".as_ref(), path.as_os_str()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}: {stdout}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs `mllp-relay check-config FILE`, asserts it refuses the file (exit 2, nothing on
+/// stdout) and returns the problems it printed on stderr.
+fn check_config_refuses(path: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["check-config".as_ref(), path.as_os_str()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
 /// Loads `text` as a file in a fresh directory and returns its problems (it must be invalid).
 fn problems(text: &str) -> Vec<Problem> {
     let dir = TempDir::new("cfg");
@@ -352,18 +387,7 @@ fn every_example_loads_once_its_certificates_exist() {
         }
         // And `check-config` itself, the command the examples tell the reader to run, passes
         // and names every listener.
-        let out = Command::new(BIN)
-            .args(["check-config".as_ref(), copied.as_os_str()])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}: {stdout}{}",
-            file.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = check_config_accepts(&copied);
         for listener in &settings.listeners {
             let line = format!("listener {:?} on {}", listener.name, listener.config.addr);
             assert!(stdout.contains(&line), "{line:?} not in:\n{stdout}");
@@ -1053,17 +1077,7 @@ fn the_routing_example_routes_results_and_adt() {
 fn check_config_prints_a_summary_and_exits_0() {
     let pki = Pki::new("cfg-cli-ok");
     let path = write(&pki.dir, "relay.toml", &full_file(&pki));
-    let out = Command::new(BIN)
-        .args(["check-config".as_ref(), path.as_os_str()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_config_accepts(&path);
     for expected in [
         ": OK",
         "listener \"lab-results\" on 127.0.0.1:0",
@@ -1090,12 +1104,7 @@ fn check_config_prints_every_error_and_exits_2() {
             "address = \"127.0.0.1:6661\"\nack_timeout = \"10x\"",
         );
     let path = write(&dir, "relay.toml", &text);
-    let out = Command::new(BIN)
-        .args(["check-config".as_ref(), path.as_os_str()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = check_config_refuses(&path);
     assert!(
         stderr.contains("listener.tolerate[0]: unknown tolerance"),
         "{stderr}"
@@ -1104,19 +1113,13 @@ fn check_config_prints_every_error_and_exits_2() {
         stderr.contains("downstream.ack_timeout: \"10x\" is not a duration"),
         "{stderr}"
     );
-    assert!(out.stdout.is_empty());
 
     let unknown = write(
         &dir,
         "unknown.toml",
         &format!("colour = \"blue\"\n{MINIMAL}"),
     );
-    let out = Command::new(BIN)
-        .args(["check-config".as_ref(), unknown.as_os_str()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = check_config_refuses(&unknown);
     assert!(stderr.contains("unknown field `colour`"), "{stderr}");
 }
 
@@ -1586,17 +1589,7 @@ fn the_two_listeners_example_has_two_differently_configured_listeners() {
 fn check_config_lists_every_listener() {
     let pki = Pki::new("cfg-cli-two");
     let path = write(&pki.dir, "relay.toml", TWO_LISTENERS);
-    let out = Command::new(BIN)
-        .args(["check-config".as_ref(), path.as_os_str()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_config_accepts(&path);
     for expected in [
         ": OK",
         "2 listeners",
@@ -1615,12 +1608,7 @@ fn check_config_lists_every_listener() {
         "bad.toml",
         &TWO_LISTENERS.replace("name = \"lab\"", "name = \"adt\""),
     );
-    let out = Command::new(BIN)
-        .args(["check-config".as_ref(), bad.as_os_str()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = check_config_refuses(&bad);
     assert!(stderr.contains("listener[1].name: duplicate"), "{stderr}");
 }
 
@@ -1999,17 +1987,7 @@ fn the_durable_example_journals_with_its_documented_settings() {
 fn check_config_prints_the_journal() {
     let dir = TempDir::new("cfg-cli-durable");
     let path = write(&dir, "relay.toml", &durable_with("when_full = \"pause\""));
-    let out = Command::new(BIN)
-        .args(["check-config".as_ref(), path.as_os_str()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_config_accepts(&path);
     for expected in [
         "ack mode durable".to_owned(),
         format!("journal in {}", dir.0.join("journal").display()),
@@ -2023,12 +2001,7 @@ fn check_config_prints_the_journal() {
 
     let start = DURABLE.find("[journal]").unwrap();
     let bad = write(&dir, "bad.toml", &DURABLE[..start]);
-    let out = Command::new(BIN)
-        .args(["check-config".as_ref(), bad.as_os_str()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = check_config_refuses(&bad);
     assert!(stderr.contains("journal.dir: missing"), "{stderr}");
 }
 
