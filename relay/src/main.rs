@@ -41,7 +41,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   mllp-relay check-config relay.toml
 ///   mllp-relay --config relay.toml
 ///
-/// The flags describe one listener; a config file may define several [[listener]] tables, each
+/// The flags describe one listener; a config file may define several `[[listener]]` tables, each
 /// with its own port, TLS, ACK mode, framing and limits, sharing the downstreams and routes
 /// (e.g. ADT on one port and lab results on another: relay/examples/two-listeners.toml).
 /// Start-up prints "mllp-relay listening on ADDR ..." for the first listener, then one
@@ -212,7 +212,7 @@ enum Command {
     /// resolved. When it is valid, a summary (every listener with its TLS and client
     /// authentication, ACK mode, limits and timeouts; the journal, downstreams, routes,
     /// workers) goes to stdout and the exit code is 0; otherwise every error found goes to
-    /// stderr, each naming its key (listener[1].tls.key for the second of several
+    /// stderr, each naming its key (`listener[1].tls.key` for the second of several
     /// listeners), and the exit code is 2.
     CheckConfig {
         /// The config file.
