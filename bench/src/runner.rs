@@ -29,8 +29,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const HOLD_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a stopped process may take to drain and exit before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-/// Settling time before a memory reading of held connections.
-const MEMORY_SETTLE: Duration = Duration::from_millis(700);
+/// How long held connections sit idle before a memory reading. Idle connections in the field
+/// sit for minutes; a reading taken sooner counts memory a system keeps only for a connection
+/// that just spoke (mllp-relay gives a connection's buffers back after 1 s of quiet, and its
+/// allocator returns freed pages to the OS a second or two later). The same for every system.
+const MEMORY_SETTLE: Duration = Duration::from_secs(4);
 
 /// Numbers the peers' per-run directories.
 static PEER_DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

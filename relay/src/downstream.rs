@@ -214,7 +214,11 @@ impl Downstream {
         let addr = self.config.addr;
         let mut link = match self.pooled() {
             Some(link) => link,
-            None => self.connect().await?,
+            // Boxed: connecting (TCP, then maybe a TLS handshake, each under a timer) is the
+            // largest future on the delivery path and happens once per downstream connection,
+            // not per message; inline, its space would sit in every session's task, idle or
+            // not, for the connection's whole life.
+            None => Box::pin(self.connect()).await?,
         };
         let framing = self.config.framing;
         let write_deadline = Instant::now() + self.config.ack_timeout;

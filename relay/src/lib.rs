@@ -31,6 +31,7 @@
 //! - [`tls`]: certificate loading and client-certificate verification (CA and/or SHA-256
 //!   thumbprints).
 //! - [`metrics`]: the counters the workers keep.
+//! - [`memory`]: handing memory freed after a burst back to the operating system.
 //!
 //! # Not here
 //! Message transformation of any kind: bytes pass through unchanged. Replication of the
@@ -45,6 +46,7 @@ mod durable;
 mod forwarder;
 mod handoff;
 pub mod journal;
+pub mod memory;
 pub mod metrics;
 mod session;
 pub mod time;

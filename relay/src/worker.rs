@@ -639,6 +639,7 @@ async fn run_worker(sockets: Vec<Socket>, ctx: Rc<WorkerContext>) {
             }
         }
     }
+    monoio::spawn(return_freed_memory(ctx.clone()));
     let loops: Vec<monoio::task::JoinHandle<()>> = listeners
         .into_iter()
         .enumerate()
@@ -659,6 +660,16 @@ async fn run_worker(sockets: Vec<Socket>, ctx: Rc<WorkerContext>) {
         }
     }
     ctx.workers_running.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Until shutdown, hands the memory this worker freed back to the operating system on a slow
+/// tick (see [`crate::memory`]): idle connections after a burst then cost what they hold, not
+/// what the burst once needed.
+async fn return_freed_memory(ctx: Rc<WorkerContext>) {
+    while !ctx.shutting_down() {
+        monoio::time::sleep(crate::memory::RETURN_PERIOD).await;
+        crate::memory::return_freed_memory();
+    }
 }
 
 /// Accepts on listener `index` until shutdown; the socket is closed when it returns.
@@ -741,7 +752,9 @@ fn admit(tcp: TcpStream, peer: SocketAddr, index: usize, ctx: &Rc<WorkerContext>
     counters.connections_open.fetch_add(1, Ordering::Relaxed);
     let task_ctx = ctx.clone();
     monoio::spawn(async move {
-        if contained(session::run(conn, index, task_ctx.clone()))
+        // Pinned in place: the session future (several KiB, most of an idle connection's
+        // memory) is stored once in this task, not moved into a second copy.
+        if contained(std::pin::pin!(session::run(conn, index, task_ctx.clone())))
             .await
             .is_err()
         {
@@ -810,8 +823,8 @@ async fn stop_durable(
 /// Runs `task` so that a panic inside it ends that task only: `Err(())` instead of unwinding
 /// into the worker's event loop, which would take every other connection on the core with it.
 /// (The release profile keeps `panic = "unwind"` for this.)
-async fn contained<F: Future>(task: F) -> Result<F::Output, ()> {
-    CatchUnwind(std::pin::pin!(task)).await
+fn contained<F: Future + Unpin>(task: F) -> CatchUnwind<F> {
+    CatchUnwind(task)
 }
 
 /// Polls a future inside `catch_unwind`.
@@ -846,20 +859,20 @@ mod tests {
             .build()
             .expect("runtime");
         let (panicking, survivor, after) = runtime.block_on(async {
-            let panicking = monoio::spawn(contained(async {
+            let panicking = monoio::spawn(contained(Box::pin(async {
                 monoio::time::sleep(Duration::from_millis(1)).await;
                 let frames: Vec<u8> = Vec::new();
                 // An out-of-bounds index: the kind of bug containment is for.
                 frames[usize::from(frames.is_empty())]
-            }));
-            let survivor = monoio::spawn(contained(async {
+            })));
+            let survivor = monoio::spawn(contained(Box::pin(async {
                 monoio::time::sleep(Duration::from_millis(20)).await;
                 "finished"
-            }));
+            })));
             let panicking = panicking.await;
             let survivor = survivor.await;
             // The runtime still runs new work after the panic.
-            let after = monoio::spawn(contained(async { 7 })).await;
+            let after = monoio::spawn(contained(Box::pin(async { 7 }))).await;
             (panicking, survivor, after)
         });
         assert_eq!(panicking, Err(()));

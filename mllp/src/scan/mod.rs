@@ -23,8 +23,9 @@
 //! NEON on aarch64 is not implemented: we cannot test it on our machines, and an untested SIMD
 //! path is worse than the scalar one.
 //!
-//! This is the only module of the workspace with `unsafe` code, all of it in the
-//! architecture-specific submodule, each block with a `SAFETY` comment.
+//! This is the only module of the protocol core with `unsafe` code, all of it in the
+//! architecture-specific submodule, each block with a `SAFETY` comment (the workspace's one
+//! other `unsafe` block is `relay::memory`'s call into the allocator).
 
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
