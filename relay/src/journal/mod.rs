@@ -5,6 +5,7 @@
 //!  DIR/lock                         held (flock) by the running relay: one relay per journal
 //!  DIR/worker-0/00000000000000000001.log   segments, named by their first sequence number
 //!  DIR/worker-0/00000000000000052113.log
+//!  DIR/worker-0/next-segment.spare  the next segment, zero-filled ahead of time (spare.rs)
 //!  DIR/worker-1/…
 //!  DIR/dead-letters/worker-0.log    messages the receiver refused, with its answer
 //! ```
@@ -21,6 +22,10 @@
 //!   only what was in flight.
 //! - Recovery reads every segment, drops messages that have a delivered record, and truncates
 //!   a torn or corrupt tail of the newest segment; nothing after a damaged record is trusted.
+//!   Zeros after the last record are a segment's unwritten, preallocated end, not damage.
+//! - Segments after the first are begun from a spare file filled with zeros and synced ahead
+//!   of time, so that a commit overwrites blocks instead of growing the file and its
+//!   `fdatasync` has no size change to push through the filesystem's journal.
 //! - A segment is deleted once every message in it has left the queue and it is not the one
 //!   being written.
 //!
@@ -28,6 +33,7 @@
 //! (`session.rs`).
 
 pub(crate) mod record;
+mod spare;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -435,6 +441,7 @@ pub(crate) fn adopt_orphans(root: &Path, workers: usize, stats: &Stats) -> io::R
         for segment in &orphan.segments {
             fs::remove_file(&segment.path)?;
         }
+        spare::remove_leftovers(&dir)?;
         fs::remove_dir(&dir)?;
         sync_dir(root)?;
     }
@@ -495,6 +502,13 @@ impl PageCache {
         );
         self.dropped = end;
     }
+
+    /// Drops every page not dropped yet, to the end of the file (for a segment no longer
+    /// written: its records are synced, and the zeros after them will not be written over).
+    fn advise_to_end(&mut self) {
+        let _ = rustix::fs::fadvise(&self.file, self.dropped, None, rustix::fs::Advice::DontNeed);
+        self.dropped = u64::MAX;
+    }
 }
 
 /// A segment that is no longer written, still holding undelivered messages.
@@ -531,6 +545,8 @@ pub(crate) struct Journal {
     /// Sessions waiting for space (`when_full = pause`).
     space_waiters: RefCell<Vec<Waker>>,
     active: RefCell<Active>,
+    /// The next segment, zero-filled ahead of time (see [`spare`]).
+    next_segment: RefCell<spare::Spare>,
     /// Commits started and not finished, and the messages in them.
     in_flight: Cell<usize>,
     in_flight_messages: Cell<usize>,
@@ -621,6 +637,7 @@ impl Journal {
         }
         let outstanding = entries.iter().map(|e| (e.seq, e.time_ms, false)).collect();
         let entries: Vec<Entry> = entries.into_iter().map(Entry::from).collect();
+        let next_segment = spare::Spare::new(&dir, config.segment_bytes);
         let journal = Rc::new(Self {
             worker,
             dir,
@@ -641,6 +658,7 @@ impl Journal {
                 file: Rc::new(monoio::fs::File::from_std(file)?),
                 written: 0,
             }),
+            next_segment: RefCell::new(next_segment),
             in_flight: Cell::new(0),
             in_flight_messages: Cell::new(0),
             writers: ActiveWriters::new(),
@@ -1172,12 +1190,15 @@ impl Journal {
         // increasing, and every record in a segment follows those of the segments before it.
         let first_seq = self.next_seq.get().max(self.active.borrow().first_seq + 1);
         let path = self.dir.join(segment_name(first_seq));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| context(e, "cannot create", &path))?;
+        let file = match self.next_segment.borrow_mut().take_as(&path) {
+            Some(prepared) => prepared,
+            None => OpenOptions::new()
+                .create_new(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| context(e, "cannot create", &path))?,
+        };
         sync_dir(&self.dir)?;
         let new = Active {
             first_seq,
@@ -1186,7 +1207,7 @@ impl Journal {
             written: 0,
         };
         let mut old = std::mem::replace(&mut *self.active.borrow_mut(), new);
-        old.cache.advise(old.written);
+        old.cache.advise_to_end();
         let live = self.active_live.replace(0);
         let old_path = self.dir.join(segment_name(old.first_seq));
         let sealed = Sealed {

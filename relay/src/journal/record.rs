@@ -18,6 +18,11 @@
 //! all told apart from a real record. Scanning stops at the first record that does not check:
 //! in an append-only file written with group commit, only the tail after the last completed
 //! fdatasync can be torn, and nothing after a bad record is trusted.
+//!
+//! Segments are preallocated with zeros (see `journal::spare`), so the records of a segment are
+//! followed by the zeros not yet written over. Zeros from there to the end of the file are
+//! the segment's clean end, not damage: an all-zero header never checks (its CRC field would
+//! have to equal the CRC of 28 zero bytes), so no record can be mistaken for them.
 
 /// Header length in bytes.
 pub(crate) const HEADER_LEN: usize = 32;
@@ -167,6 +172,7 @@ pub(crate) fn scan(bytes: &[u8], mut each: impl FnMut(usize, Record<'_>)) -> Sca
                 each(offset, record);
                 offset += len;
             }
+            Err(_) if is_unwritten(&bytes[offset..]) => break,
             Err(damage) => {
                 return Scan {
                     valid_len: offset,
@@ -179,6 +185,11 @@ pub(crate) fn scan(bytes: &[u8], mut each: impl FnMut(usize, Record<'_>)) -> Sca
         valid_len: offset,
         damage: None,
     }
+}
+
+/// Whether `rest` is preallocated space no record was written into: zeros only.
+fn is_unwritten(rest: &[u8]) -> bool {
+    rest.iter().all(|&b| b == 0)
 }
 
 /// Appends a dead-letter record to `out`: the message with sequence number `seq`, taken in at
@@ -321,6 +332,49 @@ mod tests {
         assert_eq!(count, 1);
         assert_eq!(scan.valid_len, second_at);
         assert_eq!(scan.damage, Some((second_at, Damage::Checksum)));
+    }
+
+    #[test]
+    fn zeros_after_the_last_record_are_a_clean_end_of_a_preallocated_segment() {
+        let mut bytes = message(1, b"one");
+        bytes.extend(message(2, b"two"));
+        let records = bytes.len();
+        bytes.resize(records + 64 * 1024, 0);
+        let mut count = 0;
+        let scan = scan(&bytes, |_, _| count += 1);
+        assert_eq!(count, 2);
+        assert_eq!(scan.valid_len, records);
+        assert_eq!(scan.damage, None);
+        // A segment preallocated and never written into.
+        assert_eq!(
+            super::scan(&[0; 4096], |_, _| panic!("no record in zeros")),
+            Scan {
+                valid_len: 0,
+                damage: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_torn_record_in_preallocated_space_is_still_damage() {
+        let mut bytes = message(1, b"one");
+        let torn_at = bytes.len();
+        // The next record's first sector reached the disk, the rest of it did not: the zeros
+        // after it do not make it a clean end.
+        let second = message(2, &[b'x'; 600]);
+        bytes.extend_from_slice(&second[..512]);
+        bytes.resize(torn_at + 8192, 0);
+        let scan = scan(&bytes, |_, _| {});
+        assert_eq!(scan.valid_len, torn_at);
+        assert_eq!(scan.damage, Some((torn_at, Damage::Checksum)));
+        // A record after a hole of zeros (a later commit's write landed, an earlier one's did
+        // not): nothing after the hole is trusted, and it is reported.
+        let mut holed = message(1, b"one");
+        holed.resize(torn_at + 4096, 0);
+        holed.extend(message(3, b"three"));
+        let scan = super::scan(&holed, |_, _| {});
+        assert_eq!(scan.valid_len, torn_at);
+        assert!(scan.damage.is_some());
     }
 
     #[test]
