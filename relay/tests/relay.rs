@@ -1743,6 +1743,48 @@ fn durable_mode_delivers_after_a_restart_what_it_had_not_delivered() {
 }
 
 #[test]
+fn durable_mode_with_a_single_link_delivers_in_the_order_it_acknowledged() {
+    // One worker, one link: the relay's global order is its journal's order. The receiver is
+    // down while six senders take turns, so everything queues; when it comes back, the order
+    // it receives must be the order the AAs were given, across connections. (With the
+    // per-core policy, connections are delivered on parallel lanes and may interleave.)
+    let journal = TempDir::new("single-order");
+    let receiver_addr = dead_port();
+    let mut cfg = durable_config(receiver_addr, &journal.0);
+    cfg.workers = 1;
+    cfg.downstreams[0].link = relay::config::LinkPolicy::Single;
+    let relay = relay::start(cfg).unwrap();
+    let mut clients: Vec<Client> = (0..6)
+        .map(|_| Client::connect(relay.listen_addr()))
+        .collect();
+    let mut acknowledged = Vec::new();
+    for round in 0..10 {
+        for (c, client) in clients.iter_mut().enumerate() {
+            // Not simply round-robin: the next sender depends on the round, so that no
+            // per-connection grouping can reproduce the order by accident.
+            let id = format!("ORDER-{round}-{}", (c * 5 + round) % 6);
+            assert_eq!(
+                code_and_id(&client.round_trip(&message(&id))),
+                (AckCode::AA, id.clone())
+            );
+            acknowledged.push(id);
+        }
+    }
+    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    wait_until("the receiver has every message", || {
+        receiver.received().len() >= acknowledged.len()
+    });
+    drop(clients);
+    relay.shutdown();
+    assert_eq!(
+        receiver.connections.load(Ordering::SeqCst),
+        1,
+        "one downstream connection"
+    );
+    assert_eq!(control_ids(&receiver.received()), acknowledged);
+}
+
+#[test]
 fn durable_mode_writes_into_prepared_segments_and_recovers_through_their_zeros() {
     // Small segments: many rotations, most of them into a zero-filled spare prepared ahead
     // (the first may find it not ready yet). The receiver is down, so every record is a
