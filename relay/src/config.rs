@@ -102,6 +102,19 @@ pub const DEFAULT_JOURNAL_MEMORY_BYTES: usize = 64 << 20;
 /// are delivered in parallel, as passthrough would.
 pub const DEFAULT_FORWARD_LANES: usize = 8;
 
+/// Default cap on the messages a `durable` listener's duplicate window remembers (when the
+/// window is turned on): about 100 bytes each plus the ACK, so some 30 MB; at 100 msgs/s that
+/// is over a quarter of an hour of traffic.
+pub const DEFAULT_DUPLICATE_WINDOW_ENTRIES: usize = 100_000;
+
+/// Longest duplicate window accepted: senders resend within minutes, while a message resent on
+/// purpose (an operator replaying a day's feed after the receiver lost it) must not be
+/// swallowed as a duplicate.
+pub const MAX_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Most entries a duplicate window may be given (about 3 GB at the size above).
+pub const MAX_DUPLICATE_WINDOW_ENTRIES: usize = 10_000_000;
+
 /// What happens to a message arriving when the journal is at its size cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhenJournalFull {
@@ -257,6 +270,9 @@ pub struct ListenerConfig {
     /// Source addresses allowed to connect; empty allows every source. Others are closed at
     /// once, before any TLS or MLLP byte, with a log line and a counter.
     pub allowed_sources: Vec<SourceNet>,
+    /// `durable` mode: the window of recently accepted messages that answers a resend with
+    /// its original ACK; `None` (the default) queues every message it receives.
+    pub duplicates: Option<Arc<crate::duplicates::DuplicateWindow>>,
 }
 
 /// How a downstream's connections are shared among workers.
@@ -544,6 +560,7 @@ impl ListenerConfig {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_connections_per_worker: DEFAULT_MAX_CONNECTIONS_PER_WORKER,
             allowed_sources: Vec::new(),
+            duplicates: None,
         }
     }
 }

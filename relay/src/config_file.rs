@@ -54,6 +54,10 @@
 //! handshake_timeout = "10s"
 //! write_timeout = "30s"
 //! max_connections_per_worker = 10000   # per worker, for this listener alone
+//! duplicate_window = "10min"   # durable only; default: off. A message whose MSH-3, MSH-4, MSH-10
+//!                              # and content match one accepted within this time (at most 24h)
+//!                              # gets the original ACK again and is not queued twice
+//! duplicate_window_entries = 100000    # cap on the messages remembered (whole relay)
 //!
 //! [listener.tls]               # optional, belongs to the [[listener]] just above it;
 //!                              # without it that listener speaks plain TCP
@@ -182,6 +186,7 @@ use crate::config::{
     self, AckMode, Config, DownstreamConfig, Driver, JournalConfig, LinkPolicy, ListenerConfig,
     OnDownstreamFailure, Pattern, Route, RouteMatch, WhenJournalFull,
 };
+use crate::duplicates::DuplicateWindow;
 use crate::tls::{
     self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections, TlsSetupError,
 };
@@ -391,6 +396,10 @@ pub struct RawListener {
     /// Source addresses allowed to connect (CIDR); empty or absent allows every source.
     #[serde(default)]
     pub allowed_sources: Vec<String>,
+    /// `durable` mode: how long an accepted message is remembered to answer a resend of it.
+    pub duplicate_window: Option<RawDuration>,
+    /// `durable` mode: most messages the duplicate window remembers.
+    pub duplicate_window_entries: Option<i64>,
     /// `[listener.tls]`.
     pub tls: Option<RawListenerTls>,
 }
@@ -1022,6 +1031,51 @@ impl Checker<'_> {
         found
     }
 
+    /// `{prefix}.duplicate_window` and `..._entries`: the window, only for a durable listener
+    /// (elsewhere the relay does not answer on its own, or keeps no custody to protect).
+    fn duplicate_window(
+        &mut self,
+        prefix: &str,
+        raw: &RawListener,
+        mode: AckMode,
+    ) -> Option<Arc<DuplicateWindow>> {
+        let key = format!("{prefix}.duplicate_window");
+        let entries = self.integer(
+            &format!("{prefix}.duplicate_window_entries"),
+            raw.duplicate_window_entries,
+            1,
+            config::MAX_DUPLICATE_WINDOW_ENTRIES,
+            config::DEFAULT_DUPLICATE_WINDOW_ENTRIES,
+        );
+        let Some(text) = raw.duplicate_window.as_ref() else {
+            if raw.duplicate_window_entries.is_some() {
+                self.fail(
+                    format!("{prefix}.duplicate_window_entries"),
+                    format!("set without {key}: give the window a duration too, e.g. \"10min\""),
+                );
+            }
+            return None;
+        };
+        let age = self.duration(&key, Some(text), Duration::ZERO, false);
+        if age > config::MAX_DUPLICATE_WINDOW {
+            self.fail(
+                &key,
+                format!(
+                    "{:?} is longer than 24h: a message resent on purpose must not be swallowed",
+                    text.0
+                ),
+            );
+        }
+        if mode != AckMode::Durable {
+            self.fail(
+                &key,
+                "only a listener with ack_mode = \"durable\" can answer a resend from its own \
+                 custody: set ack_mode = \"durable\" or remove this key",
+            );
+        }
+        (!age.is_zero()).then(|| Arc::new(DuplicateWindow::new(age, entries)))
+    }
+
     /// One listener; its keys are named `{prefix}.key`. `listen` (from `--listen`) replaces its
     /// address.
     fn listener(
@@ -1151,6 +1205,7 @@ impl Checker<'_> {
             MAX_CONNECTIONS_PER_WORKER_LIMIT,
             config::DEFAULT_MAX_CONNECTIONS_PER_WORKER,
         );
+        config.duplicates = self.duplicate_window(prefix, raw, config.ack_mode);
 
         let tls = raw.tls.as_ref().map(|tls| ServerTlsSettings {
             cert_chain: self.required_file(
@@ -2033,6 +2088,15 @@ impl fmt::Display for ListenerSettings {
         } else {
             // The sender is answered before delivery: a downstream failure never reaches it.
             writeln!(f, "  ack mode {mode}, ack policy {policy}")?;
+        }
+        if let Some(window) = &lc.duplicates {
+            writeln!(
+                f,
+                "  duplicate window: {}, at most {} messages (a resend within it gets its \
+                 original ACK and is not queued again)",
+                format_duration(window.max_age()),
+                window.capacity()
+            )?;
         }
         let t = lc.framing.tolerances();
         let tolerated: Vec<&str> = [

@@ -24,6 +24,8 @@
 //! - `forwarder`: `local` ACK mode's per-worker queue and forwarding task.
 //! - [`journal`]: `durable` ACK mode's per-worker append-only journal (group commit, recovery).
 //! - `durable`: `durable` ACK mode's delivery lanes and dead letters.
+//! - [`duplicates`]: `durable` listeners' optional window that answers a resent message with
+//!   its original ACK instead of queueing it twice.
 //! - [`dead_letters`]: listing and replaying dead letters (`mllp-relay dead-letters`).
 //! - `handoff`: the `single` link policy's cross-core queue to the link task on worker 0.
 //! - [`conn`]: plain/TLS connections with cancel-safe deadline I/O over rustls's sans-IO core
@@ -42,6 +44,7 @@ pub mod config_file;
 pub mod conn;
 pub mod dead_letters;
 mod downstream;
+pub mod duplicates;
 mod durable;
 mod forwarder;
 mod handoff;

@@ -18,6 +18,7 @@ use relay::config::{
     OnDownstreamFailure, SourceNet,
 };
 use relay::config_file::{self, Overrides, parse_duration};
+use relay::duplicates::DuplicateWindow;
 use relay::tls::{self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections};
 
 #[global_allocator]
@@ -144,6 +145,13 @@ struct Cli {
     /// set them in the journal table of a config file (--config).
     #[arg(long, value_name = "DIR")]
     journal: Option<PathBuf>,
+
+    /// With --ack-mode durable: a message accepted within this long (e.g. 10min; at most 24h)
+    /// and sent again with the same MSH-3, MSH-4, MSH-10 and content (a sender that missed the
+    /// ACK) gets its original ACK and is not queued twice. Default: off. The window is kept
+    /// in memory (100,000 messages at most) and starts empty after a restart.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    duplicate_window: Option<Duration>,
 
     /// What the sender hears when the receiver fails after every retry: a generated AE/CE
     /// with ERR 207 (nak), or nothing and a closed connection (close).
@@ -347,6 +355,11 @@ const FILE_ONLY_FLAGS: &[(&str, &str, &str)] = &[
     ("ack_mode", "--ack-mode", "listener.ack_mode"),
     ("journal", "--journal", "journal.dir"),
     (
+        "duplicate_window",
+        "--duplicate-window",
+        "listener.duplicate_window",
+    ),
+    (
         "on_downstream_failure",
         "--on-downstream-failure",
         "listener.on_downstream_failure",
@@ -442,7 +455,14 @@ fn main() -> anyhow::Result<()> {
     let mode_of = |listener: &ListenerConfig| match (listener.ack_mode, &config.journal) {
         (AckMode::Passthrough, _) => "passthrough".to_owned(),
         (AckMode::Local, _) => "local (no durability)".to_owned(),
-        (AckMode::Durable, Some(journal)) => format!("durable (journal {})", journal.dir.display()),
+        (AckMode::Durable, Some(journal)) => match &listener.duplicates {
+            None => format!("durable (journal {})", journal.dir.display()),
+            Some(window) => format!(
+                "durable (journal {}, duplicate window {})",
+                journal.dir.display(),
+                config_file::format_duration(window.max_age())
+            ),
+        },
         (AckMode::Durable, None) => "durable".to_owned(),
     };
     // Per listener, in config order: name, TLS or plain, ACK mode (the address comes once bound).
@@ -597,6 +617,36 @@ fn journal_from_flags(cli: &Cli) -> Option<JournalConfig> {
     }
 }
 
+/// `--duplicate-window`: only with `--ack-mode durable` (a usage error otherwise, exit 2).
+fn duplicate_window_from_flags(cli: &Cli) -> Option<Arc<DuplicateWindow>> {
+    let age = cli.duplicate_window?;
+    if !matches!(cli.ack_mode, AckModeArg::Durable) {
+        Cli::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                "--duplicate-window needs --ack-mode durable: only a relay that keeps custody \
+                 of a message can answer its resend itself",
+            )
+            .exit();
+    }
+    if age.is_zero() || age > config::MAX_DUPLICATE_WINDOW {
+        Cli::command()
+            .error(
+                ErrorKind::ValueValidation,
+                format!(
+                    "--duplicate-window {}: must be more than 0 and at most 24h (a message \
+                     resent on purpose must not be swallowed as a duplicate)",
+                    config_file::format_duration(age)
+                ),
+            )
+            .exit();
+    }
+    Some(Arc::new(DuplicateWindow::new(
+        age,
+        config::DEFAULT_DUPLICATE_WINDOW_ENTRIES,
+    )))
+}
+
 fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     // clap requires both without --config; this only guards against a change to that.
     let (Some(listen), Some(forward)) = (cli.listen, cli.forward.as_deref()) else {
@@ -666,6 +716,7 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     listener.idle_timeout = cli.idle_timeout;
     listener.allowed_sources = cli.allowed_sources.clone();
     listener.frame_deadline = cli.frame_deadline;
+    listener.duplicates = duplicate_window_from_flags(cli);
 
     let workers = match cli.workers {
         Some(0) => bail!("--workers must be at least 1"),

@@ -122,6 +122,10 @@ pub struct ListenerStats {
     pub idle_timeouts: AtomicU64,
     /// Connections closed because a frame did not complete within the frame deadline.
     pub frame_deadline_expired: AtomicU64,
+    /// `durable` mode: resends answered from the duplicate window instead of queued again.
+    pub duplicates_answered: AtomicU64,
+    /// `durable` mode: messages that reused a remembered control ID with other content.
+    pub duplicate_window_reused_ids: AtomicU64,
     acks_from_downstream: [AtomicU64; AckCode::ALL.len()],
     acks_generated: [AtomicU64; AckCode::ALL.len()],
 }
@@ -713,7 +717,7 @@ impl Stats {
             return;
         }
         type Field = fn(&ListenerStats) -> &AtomicU64;
-        let counters: [(&str, &str, Field); 13] = [
+        let counters: [(&str, &str, Field); 15] = [
             (
                 "connections_accepted_total",
                 "Inbound connections accepted, by listener.",
@@ -778,6 +782,18 @@ impl Stats {
                 "frame_deadline_expired_total",
                 "Connections closed because a frame did not complete in time, by listener.",
                 |l| &l.frame_deadline_expired,
+            ),
+            (
+                "duplicates_answered_total",
+                "durable mode: resends answered with their original ACK from the duplicate \
+                 window instead of queued again, by listener.",
+                |l| &l.duplicates_answered,
+            ),
+            (
+                "duplicate_window_reused_ids_total",
+                "durable mode: messages that reused a control ID the duplicate window remembers \
+                 for different content (queued as new), by listener.",
+                |l| &l.duplicate_window_reused_ids,
             ),
         ];
         for (name, help, field) in counters {

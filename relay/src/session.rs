@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use crate::config::{AckMode, ListenerConfig, OnDownstreamFailure, WhenJournalFull};
 use crate::conn::{Conn, ConnError, shared_canceller};
 use crate::downstream::{Timing, expects_accept_ack};
+use crate::duplicates::Seen;
 use crate::journal::{JournalError, Writer};
 use crate::metrics::{ListenerStats, Stats};
 use crate::time::hl7_timestamp;
@@ -75,6 +76,7 @@ pub(crate) async fn run(mut conn: Conn, index: usize, ctx: Rc<WorkerContext>) {
         timing: Timing::default(),
         lane: ctx.next_lane(),
         writer: Writer::default(),
+        window_key: Vec::new(),
     };
     let mut buf: Vec<u8> = Vec::new();
     // When the frame being received began (for the whole-frame deadline).
@@ -233,6 +235,8 @@ struct Session<'c> {
     lane: u32,
     /// `durable` mode: this connection as a sender the group commit may wait for.
     writer: Writer,
+    /// `durable` mode with a duplicate window: scratch space for the window's key.
+    window_key: Vec<u8>,
 }
 
 impl Session<'_> {
@@ -455,6 +459,42 @@ impl Session<'_> {
             .as_ref()
             .expect("durable mode runs with a journal");
         let journal = &forwarder.journal;
+        if let Some(window) = &listener.duplicates {
+            match window.check(
+                msh,
+                payload,
+                Instant::now(),
+                &mut self.window_key,
+                &mut self.reply,
+            ) {
+                Seen::New => {}
+                Seen::ReusedControlId => {
+                    Stats::bump(&self.counters.duplicate_window_reused_ids);
+                    warn!(
+                        msh3 = %String::from_utf8_lossy(msh.raw_field(3)),
+                        msh10 = %String::from_utf8_lossy(msh.control_id()),
+                        "control ID reused for a different message within the duplicate window: \
+                         taken as a new message"
+                    );
+                }
+                Seen::Resent(answer) => {
+                    Stats::bump(&self.counters.duplicates_answered);
+                    info!(
+                        msh3 = %String::from_utf8_lossy(msh.raw_field(3)),
+                        msh10 = %String::from_utf8_lossy(msh.control_id()),
+                        "resend of a message already in custody: answered with its original \
+                         ACK, not queued again"
+                    );
+                    return match answer {
+                        Some(code) => {
+                            self.answered(code, true);
+                            Reply::Send
+                        }
+                        None => Reply::Nothing,
+                    };
+                }
+            }
+        }
         let pause = ctx
             .config
             .journal
@@ -496,7 +536,15 @@ impl Session<'_> {
                 )
             }
         };
-        match ack::build_ack(msh, outcome, listener.ack_policy, &params, &mut self.reply) {
+        let decision = ack::build_ack(msh, outcome, listener.ack_policy, &params, &mut self.reply);
+        if let (Some(window), Ok(())) = (&listener.duplicates, &stored) {
+            let answer = match decision {
+                AckDecision::Send(code) => Some((code, self.reply.as_slice())),
+                AckDecision::NotDue => None,
+            };
+            window.remember(msh, payload, answer, Instant::now(), &mut self.window_key);
+        }
+        match decision {
             AckDecision::Send(code) => {
                 self.answered(code, true);
                 Reply::Send

@@ -2094,3 +2094,154 @@ fn the_relay_runs_durable_from_flags() {
     );
     assert!(journal.is_dir(), "the relay creates its journal at start");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The duplicate window of a durable listener
+// ---------------------------------------------------------------------------------------------
+
+/// `DURABLE` with `keys` (TOML lines) added to its `[[listener]]` table.
+fn durable_listener_with(keys: &str) -> String {
+    DURABLE.replace(
+        "ack_mode = \"durable\"",
+        &format!("ack_mode = \"durable\"\n{keys}"),
+    )
+}
+
+#[test]
+fn the_duplicate_window_is_off_unless_asked_for() {
+    let dir = TempDir::new("cfg-window-off");
+    let loaded = load_config(&write(&dir, "relay.toml", DURABLE)).unwrap();
+    assert!(loaded.config.listeners[0].duplicates.is_none());
+    assert!(!loaded.settings.to_string().contains("duplicate window"));
+}
+
+#[test]
+fn a_duplicate_window_is_read_and_shown() {
+    let dir = TempDir::new("cfg-window");
+    let path = write(
+        &dir,
+        "relay.toml",
+        &durable_listener_with("duplicate_window = \"10min\"\nduplicate_window_entries = 5000"),
+    );
+    let loaded = load_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    let window = loaded.config.listeners[0]
+        .duplicates
+        .as_ref()
+        .expect("a window");
+    assert_eq!(window.max_age(), Duration::from_secs(600));
+    // Rounded up to whole shards, never below what was asked.
+    assert!(
+        (5000..5100).contains(&window.capacity()),
+        "{}",
+        window.capacity()
+    );
+    let summary = check_config_accepts(&path);
+    assert!(
+        summary.contains("duplicate window: 10min, at most"),
+        "{summary}"
+    );
+
+    // Without `duplicate_window_entries`, the default cap.
+    let loaded = load_config(&write(
+        &dir,
+        "default-cap.toml",
+        &durable_listener_with("duplicate_window = \"2min\""),
+    ))
+    .unwrap();
+    let window = loaded.config.listeners[0].duplicates.as_ref().unwrap();
+    assert!(window.capacity() >= config::DEFAULT_DUPLICATE_WINDOW_ENTRIES);
+}
+
+#[test]
+fn each_bad_duplicate_window_names_its_key() {
+    for (keys, key, expected) in [
+        (
+            "duplicate_window = \"25h\"",
+            "listener.duplicate_window",
+            "longer than 24h",
+        ),
+        (
+            "duplicate_window = \"0s\"",
+            "listener.duplicate_window",
+            "greater than zero",
+        ),
+        (
+            "duplicate_window = \"a while\"",
+            "listener.duplicate_window",
+            "is not a duration",
+        ),
+        (
+            "duplicate_window = \"1min\"\nduplicate_window_entries = 0",
+            "listener.duplicate_window_entries",
+            "must be between 1 and",
+        ),
+        (
+            "duplicate_window_entries = 10",
+            "listener.duplicate_window_entries",
+            "set without listener.duplicate_window",
+        ),
+    ] {
+        let message = problem_at(&durable_listener_with(keys), key);
+        assert!(message.contains(expected), "{keys}: {message}");
+    }
+}
+
+#[test]
+fn a_duplicate_window_needs_a_durable_listener() {
+    let text = MINIMAL.replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nack_mode = \"local\"\nduplicate_window = \"10min\"",
+    );
+    let message = problem_at(&text, "listener.duplicate_window");
+    assert!(message.contains("ack_mode = \"durable\""), "{message}");
+}
+
+#[test]
+fn the_duplicate_window_flag_is_checked() {
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--forward", "127.0.0.1:9"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["--duplicate-window", "10min"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--duplicate-window needs --ack-mode durable"),
+        "{stderr}"
+    );
+    let dir = TempDir::new("cfg-window-flag");
+    let journal = dir.0.join("journal");
+    let journal = journal.to_str().unwrap();
+    for (window, expected) in [("25h", "at most 24h"), ("0s", "more than 0")] {
+        let (code, stderr) = run(&[
+            "--ack-mode",
+            "durable",
+            "--journal",
+            journal,
+            "--duplicate-window",
+            window,
+        ]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{window}: {stderr}");
+    }
+
+    let path = write(&dir, "relay.toml", DURABLE);
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .args(["--duplicate-window", "10min"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--duplicate-window (set listener.duplicate_window in the file)"),
+        "{stderr}"
+    );
+}

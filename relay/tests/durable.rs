@@ -20,8 +20,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use jepsen::{
-    Answer, Fiu, Mode, NakRule, RelayOpts, Scenario, Sink, Tear, Torn, Workload, WorkloadOpts,
-    classify, found_outside_segments, free_addr, newest_segments, seq_of, settle, tear, wait_until,
+    Answer, Fiu, History, Mode, NakRule, Relay, RelayOpts, Scenario, Sink, Tear, Torn, Workload,
+    WorkloadOpts, classify, found_outside_segments, free_addr, newest_segments, seq_of, settle,
+    tear, wait_until,
 };
 use mllp::ack::Outcome;
 
@@ -50,6 +51,20 @@ fn duplicate_bound(crashes: usize) -> usize {
 
 fn senders_u64() -> u64 {
     u64::try_from(SENDERS).unwrap()
+}
+
+/// Waits (bounded) for a workload with a quota to finish, lets every acked message reach the
+/// sink, and checks the relay is still up; returns what the senders saw.
+fn run_to_the_end(load: Workload, sink: &Sink, relay: &mut Relay, scenario: &Scenario) -> History {
+    assert!(
+        wait_until(Duration::from_secs(60), || load.done()),
+        "the senders did not finish\n{}",
+        scenario.diagnostics()
+    );
+    let history = load.finish();
+    settle(sink, &history, SETTLE);
+    assert!(relay.alive(), "the relay died\n{}", scenario.diagnostics());
+    history
 }
 
 /// Fault 1: the relay is killed with SIGKILL under load, again and again, on the same journal
@@ -160,14 +175,12 @@ fn downstream_naks_are_final() {
     let mut relay = scenario.start_relay(&opts);
     let mut work = WorkloadOpts::new("NAKS", SENDERS);
     work.per_sender = Some(60);
-    let load = Workload::start(relay.addr(), work);
-    assert!(
-        wait_until(Duration::from_secs(60), || load.done()),
-        "the senders did not finish\n{}",
-        scenario.diagnostics()
+    let history = run_to_the_end(
+        Workload::start(relay.addr(), work),
+        &sink,
+        &mut relay,
+        &scenario,
     );
-    let history = load.finish();
-    settle(&sink, &history, SETTLE);
 
     let refused: Vec<_> = history
         .attempts
@@ -239,15 +252,12 @@ fn slow_downstream() {
     let mut relay = scenario.start_relay(&opts);
     let mut work = WorkloadOpts::new("SLOW", SENDERS);
     work.per_sender = Some(40);
-    let load = Workload::start(relay.addr(), work);
-    assert!(
-        wait_until(Duration::from_secs(60), || load.done()),
-        "the senders did not finish\n{}",
-        scenario.diagnostics()
+    let history = run_to_the_end(
+        Workload::start(relay.addr(), work),
+        &sink,
+        &mut relay,
+        &scenario,
     );
-    let history = load.finish();
-    settle(&sink, &history, SETTLE);
-    assert!(relay.alive(), "the relay died\n{}", scenario.diagnostics());
     let tally = classify(
         "slow downstream (30 ms per ACK)",
         MODE,
@@ -261,6 +271,62 @@ fn slow_downstream() {
         tally.acked, tally.sent,
         "a slow receiver is no reason to refuse or drop a message"
     );
+}
+
+/// Fault 4b: every sender "misses" each ACK and sends the message again on a new connection
+/// (as one whose ACK timed out would), against a relay with a duplicate window. The resend gets
+/// the original answer and the receiver sees each message once.
+#[test]
+fn resent_messages_are_answered_from_the_duplicate_window() {
+    let scenario = Scenario::new("resend after every ACK, duplicate window on");
+    let sink = Sink::start();
+    let mut opts = RelayOpts::new(
+        MODE,
+        "127.0.0.1:0".parse().unwrap(),
+        sink.addr(),
+        &scenario.journal(),
+    );
+    opts.duplicate_window = Some("10min");
+    let mut relay = scenario.start_relay(&opts);
+    let mut work = WorkloadOpts::new("DUPW", SENDERS);
+    work.per_sender = Some(40);
+    work.resend_acked = true;
+    let history = run_to_the_end(
+        Workload::start(relay.addr(), work),
+        &sink,
+        &mut relay,
+        &scenario,
+    );
+
+    // Every resend of an acked message was answered, positively, for the same id (an ACK
+    // naming another id would be in `mismatched`, which `assert_safe` checks).
+    let acked = history.acked();
+    assert_eq!(
+        history.resends.len(),
+        acked.len(),
+        "one resend per acked message"
+    );
+    for (id, answer) in &history.resends {
+        let first = history.attempts.iter().find(|a| &a.id == id).unwrap();
+        assert_eq!(
+            *answer, first.answer,
+            "{id}: the resend was answered {answer:?}, the message itself {:?}",
+            first.answer
+        );
+    }
+    let mut tally = classify(
+        "sender resends every acked message (duplicate window on)",
+        MODE,
+        &history,
+        &sink.received(),
+        None,
+    );
+    tally.note = format!(
+        "{} resends, each answered AA/CA again",
+        history.resends.len()
+    );
+    tally.report();
+    tally.assert_safe(Some(0), &scenario);
 }
 
 /// Fault 5: the journal's fdatasync starts failing (libfiu). Messages committed by a failing

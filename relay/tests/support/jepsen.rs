@@ -250,6 +250,8 @@ pub(crate) struct RelayOpts {
     pub(crate) driver: &'static str,
     pub(crate) retries: u32,
     pub(crate) ack_timeout: &'static str,
+    /// `--duplicate-window` (durable mode only).
+    pub(crate) duplicate_window: Option<&'static str>,
     /// A program and its arguments that run the relay (e.g. `fiu-run -x -f PREFIX`).
     pub(crate) wrapper: Vec<OsString>,
 }
@@ -265,6 +267,7 @@ impl RelayOpts {
             driver: "auto",
             retries: 2,
             ack_timeout: "2s",
+            duplicate_window: None,
             wrapper: Vec::new(),
         }
     }
@@ -295,6 +298,10 @@ impl RelayOpts {
         if self.mode == Mode::Durable {
             args.push("--journal".into());
             args.push(self.journal.clone().into_os_string());
+        }
+        if let Some(window) = self.duplicate_window {
+            args.push("--duplicate-window".into());
+            args.push(window.into());
         }
         args
     }
@@ -687,6 +694,9 @@ pub(crate) struct WorkloadOpts {
     pub(crate) per_sender: Option<u64>,
     /// Longest a sender waits for an answer before it gives the connection up.
     pub(crate) answer_timeout: Duration,
+    /// After each positive ACK, send the same message again on a new connection, as a sender
+    /// that missed the ACK would (the answers are in [`History::resends`]).
+    pub(crate) resend_acked: bool,
 }
 
 impl WorkloadOpts {
@@ -696,6 +706,7 @@ impl WorkloadOpts {
             senders,
             per_sender: None,
             answer_timeout: Duration::from_secs(10),
+            resend_acked: false,
         }
     }
 }
@@ -721,6 +732,7 @@ struct WorkShared {
     attempts: Mutex<Vec<Attempt>>,
     /// ACKs whose MSA-2 was not the message's MSH-10: a protocol violation.
     mismatched: Mutex<Vec<String>>,
+    resends: Mutex<Vec<(String, Answer)>>,
     gave_up: AtomicUsize,
 }
 
@@ -735,6 +747,8 @@ pub(crate) struct Workload {
 pub(crate) struct History {
     pub(crate) attempts: Vec<Attempt>,
     pub(crate) mismatched: Vec<String>,
+    /// With [`WorkloadOpts::resend_acked`]: each resent id and the answer to its resend.
+    pub(crate) resends: Vec<(String, Answer)>,
     /// Senders that could not reconnect within [`CONNECT_PATIENCE`].
     pub(crate) gave_up: usize,
 }
@@ -758,6 +772,7 @@ impl Workload {
             counts: Mutex::new(Counts::default()),
             attempts: Mutex::new(Vec::new()),
             mismatched: Mutex::new(Vec::new()),
+            resends: Mutex::new(Vec::new()),
             gave_up: AtomicUsize::new(0),
         });
         let threads = (0..opts.senders)
@@ -825,6 +840,7 @@ impl Workload {
         History {
             attempts: self.shared.attempts.lock().unwrap().clone(),
             mismatched: self.shared.mismatched.lock().unwrap().clone(),
+            resends: self.shared.resends.lock().unwrap().clone(),
             gave_up: self.shared.gave_up.load(Ordering::SeqCst),
         }
     }
@@ -846,25 +862,21 @@ fn send_loop(shared: &WorkShared, index: usize, opts: WorkloadOpts) {
         let id = format!("{}{index:02}{seq:06}", opts.tag);
         seq += 1;
         let sent = Instant::now();
-        let answer = match connection.exchange(&message(&id, enhanced), opts.answer_timeout) {
-            Ok((code, acknowledged)) if acknowledged == id => {
-                conn = Some(connection);
-                if code.is_accept() {
-                    Answer::Positive(code)
-                } else {
-                    Answer::Negative(code)
-                }
-            }
-            Ok((code, acknowledged)) => {
-                shared
-                    .mismatched
-                    .lock()
-                    .unwrap()
-                    .push(format!("{id} answered {code} for {acknowledged}"));
-                Answer::Nothing
-            }
-            Err(_) => Answer::Nothing,
-        };
+        let payload = message(&id, enhanced);
+        let answer = ask(shared, &mut connection, &id, &payload, opts.answer_timeout);
+        if answer != Answer::Nothing {
+            conn = Some(connection);
+        }
+        if opts.resend_acked
+            && matches!(answer, Answer::Positive(_))
+            && let Some(stream) = connect(shared)
+        {
+            // A sender that missed the ACK reconnects and sends the message again.
+            let mut fresh = Connection::new(stream);
+            let again = ask(shared, &mut fresh, &id, &payload, opts.answer_timeout);
+            shared.resends.lock().unwrap().push((id.clone(), again));
+            conn = (again != Answer::Nothing).then_some(fresh);
+        }
         {
             let mut counts = shared.counts.lock().unwrap();
             match answer {
@@ -879,6 +891,35 @@ fn send_loop(shared: &WorkShared, index: usize, opts: WorkloadOpts) {
             sent,
             done: Instant::now(),
         });
+    }
+}
+
+/// Sends `payload` (whose MSH-10 is `id`) on `connection` and classifies the answer; an ACK
+/// for another id is recorded as a protocol violation and counts as no answer.
+fn ask(
+    shared: &WorkShared,
+    connection: &mut Connection,
+    id: &str,
+    payload: &[u8],
+    timeout: Duration,
+) -> Answer {
+    match connection.exchange(payload, timeout) {
+        Ok((code, acknowledged)) if acknowledged == id => {
+            if code.is_accept() {
+                Answer::Positive(code)
+            } else {
+                Answer::Negative(code)
+            }
+        }
+        Ok((code, acknowledged)) => {
+            shared
+                .mismatched
+                .lock()
+                .unwrap()
+                .push(format!("{id} answered {code} for {acknowledged}"));
+            Answer::Nothing
+        }
+        Err(_) => Answer::Nothing,
     }
 }
 
