@@ -17,6 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use monoio::buf::IoBufMut;
 use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
 use monoio::net::TcpStream;
+use monoio::time::Sleep;
 
 /// Bytes of ciphertext read from the socket at a time. One TLS record is at most ~16.6 KiB;
 /// reading up to that much keeps a full record to one syscall without idle connections
@@ -114,9 +116,15 @@ pub struct Conn {
     tcp: TcpStream,
     transport: Transport,
     peer: SocketAddr,
-    /// The cancel signal of reads the caller gives none: kept from read to read while it has
-    /// not fired (a timeout fires it), so that a read costs no allocation.
+    /// The cancel signal of writes, and of reads the caller gives none: kept from one
+    /// operation to the next while it has not fired (a timeout fires it), so that reading and
+    /// writing allocate nothing.
     own_cancel: SharedCanceller,
+    /// The deadline timer, made on first use and re-armed for every read and write. Moving a
+    /// registered timer to a later deadline costs next to nothing, while a fresh timer per
+    /// operation set up, registered and removed a 512-byte entry each time (and its 128-byte
+    /// alignment padded every future that held one).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// Why a read or write did not complete.
@@ -154,6 +162,7 @@ impl Conn {
     pub fn plain(tcp: TcpStream, peer: SocketAddr) -> Self {
         Self {
             own_cancel: shared_canceller(),
+            timer: None,
             tcp,
             transport: Transport::Plain {
                 outgoing: Vec::new(),
@@ -173,6 +182,7 @@ impl Conn {
         };
         Self {
             own_cancel: shared_canceller(),
+            timer: None,
             tcp,
             transport,
             peer,
@@ -226,7 +236,7 @@ impl Conn {
             let (result, slice) = read_deadline(
                 &mut self.tcp,
                 buf.slice_mut(start..end),
-                deadline,
+                arm(&mut self.timer, deadline),
                 canceller.unwrap_or(&self.own_cancel),
             )
             .await;
@@ -291,7 +301,7 @@ impl Conn {
         }
         // A readiness poll consumes no data, so dropping it on timeout loses nothing.
         let readable = self.tcp.readable(false);
-        let timer = monoio::time::sleep_until(deadline.into());
+        let timer = arm(&mut self.timer, deadline);
         let fired = signal.fired();
         monoio::select! {
             result = readable => result.map_err(ConnError::Io),
@@ -358,8 +368,7 @@ impl Conn {
                 for part in parts {
                     joined.extend_from_slice(part);
                 }
-                let (result, joined) =
-                    write_deadline_returning(&mut self.tcp, joined, deadline).await;
+                let (result, joined) = self.write_buffer(joined, deadline).await;
                 if let Transport::Plain { outgoing } = &mut self.transport {
                     *outgoing = joined;
                 }
@@ -417,8 +426,7 @@ impl Conn {
             return Ok(());
         }
         let data = std::mem::take(outgoing);
-        let result = write_deadline_returning(&mut self.tcp, data, deadline).await;
-        let (result, mut data) = result;
+        let (result, mut data) = self.write_buffer(data, deadline).await;
         data.clear();
         if let Transport::Tls { outgoing, .. } = &mut self.transport {
             *outgoing = data;
@@ -426,8 +434,18 @@ impl Conn {
         result
     }
 
-    /// Reads ciphertext from the socket and feeds it to rustls; on a TLS error, sends the
-    /// alert rustls queued and returns the error.
+    /// Writes all of `data` to the socket before `deadline` and gives the buffer back.
+    async fn write_buffer(
+        &mut self,
+        data: Vec<u8>,
+        deadline: Instant,
+    ) -> (Result<(), ConnError>, Vec<u8>) {
+        let timer = arm(&mut self.timer, deadline);
+        let returned = write_deadline_returning(&mut self.tcp, data, timer, &self.own_cancel).await;
+        self.renew_own_cancel();
+        returned
+    }
+
     /// Replaces the connection's own cancel signal once a timeout has fired it.
     fn renew_own_cancel(&mut self) {
         if self.own_cancel.is_fired() {
@@ -435,6 +453,8 @@ impl Conn {
         }
     }
 
+    /// Reads ciphertext from the socket and feeds it to rustls; on a TLS error, sends the
+    /// alert rustls queued and returns the error.
     async fn pump_ciphertext(
         &mut self,
         deadline: Instant,
@@ -452,7 +472,7 @@ impl Conn {
             let (result, slice) = read_deadline(
                 &mut self.tcp,
                 buf.slice_mut(0..end),
-                deadline,
+                arm(&mut self.timer, deadline),
                 canceller.unwrap_or(&self.own_cancel),
             )
             .await;
@@ -518,7 +538,7 @@ impl From<rustls::Error> for ConnError {
 async fn read_deadline<B: IoBufMut>(
     tcp: &mut TcpStream,
     buf: B,
-    deadline: Instant,
+    mut timer: Pin<&mut Sleep>,
     own: &SharedCanceller,
 ) -> (Result<usize, ConnError>, B) {
     let Some(handle) = own.canceller.borrow().as_ref().map(Canceller::handle) else {
@@ -527,8 +547,6 @@ async fn read_deadline<B: IoBufMut>(
     };
     let read = tcp.cancelable_read(buf, handle);
     let mut read = std::pin::pin!(read);
-    let timer = monoio::time::sleep_until(deadline.into());
-    let mut timer = std::pin::pin!(timer);
     monoio::select! {
         (result, buf) = &mut read => (map_read(result), buf),
         () = &mut timer => {
@@ -558,27 +576,28 @@ const fn libc_ecanceled() -> i32 {
     125
 }
 
-/// Writes all of `data` before `deadline` and gives the buffer back for reuse.
+/// Writes all of `data` before `timer` fires and gives the buffer back for reuse. A timeout
+/// fires `own` (cancelling the write, which is then awaited), so `own` must belong to this
+/// connection alone.
 async fn write_deadline_returning(
     tcp: &mut TcpStream,
     mut data: Vec<u8>,
-    deadline: Instant,
+    mut timer: Pin<&mut Sleep>,
+    own: &SharedCanceller,
 ) -> (Result<(), ConnError>, Vec<u8>) {
     let mut written = 0;
     while written < data.len() {
-        let canceller = Canceller::new();
+        let Some(handle) = own.canceller.borrow().as_ref().map(Canceller::handle) else {
+            // Fired by an earlier timeout of this write.
+            return (Err(ConnError::TimedOut), data);
+        };
         let end = data.len();
-        let write = tcp.cancelable_write(
-            monoio::buf::IoBuf::slice(data, written..end),
-            canceller.handle(),
-        );
+        let write = tcp.cancelable_write(monoio::buf::IoBuf::slice(data, written..end), handle);
         let mut write = std::pin::pin!(write);
-        let timer = monoio::time::sleep_until(deadline.into());
-        let mut timer = std::pin::pin!(timer);
         let (result, slice) = monoio::select! {
             r = &mut write => r,
             () = &mut timer => {
-                let _ = canceller.cancel();
+                fire(own);
                 let (result, slice) = write.await;
                 match result {
                     Ok(n) if n > 0 => (Ok(n), slice),
@@ -594,4 +613,17 @@ async fn write_deadline_returning(
         }
     }
     (Ok(()), data)
+}
+
+/// `timer` re-armed for `deadline` (made on first use).
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) -> Pin<&mut Sleep> {
+    match timer {
+        Some(armed) => {
+            armed.as_mut().reset(deadline.into());
+            armed.as_mut()
+        }
+        None => timer
+            .insert(Box::pin(monoio::time::sleep_until(deadline.into())))
+            .as_mut(),
+    }
 }

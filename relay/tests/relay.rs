@@ -467,6 +467,46 @@ fn silent_receiver_times_out() {
 }
 
 #[test]
+fn a_receiver_that_stops_reading_fails_the_send_in_time() {
+    // Accepts, then never reads: the relay's write of a message bigger than both socket
+    // buffers can never finish, so the write deadline (the ACK timeout) must cancel it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let holder = held.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            holder.lock().unwrap().push(stream);
+        }
+    });
+    let mut cfg = config(addr);
+    cfg.listeners[0].framing = FramingConfig::MLLP.with_max_frame_len(16 << 20).unwrap();
+    cfg.downstreams[0].ack_timeout = Duration::from_millis(300);
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let mut big = message("STUCK-1");
+    big.extend(std::iter::repeat_n(b'x', 15 << 20));
+    big.push(b'\r');
+    let started = Instant::now();
+    let ack = client.round_trip(&big);
+    assert_eq!(code_and_id(&ack), (AckCode::AE, "STUCK-1".to_string()));
+    assert!(started.elapsed() < PATIENCE);
+    // Both attempts (one retry) failed while sending, each on its own connection.
+    assert_eq!(
+        relay
+            .stats()
+            .downstream_failures(DownstreamFailureKind::Send),
+        2
+    );
+    assert_eq!(held.lock().unwrap().len(), 2);
+    // The worker is not stuck: a small message is still relayed, with its own deadline.
+    let ack = client.round_trip(&message("AFTER-1"));
+    assert_eq!(code_and_id(&ack).1, "AFTER-1");
+    relay.shutdown();
+}
+
+#[test]
 fn receiver_that_closes_after_each_message() {
     let receiver = Receiver::start(Behaviour::CloseAfterEach);
     let relay = relay::start(config(receiver.addr)).unwrap();
