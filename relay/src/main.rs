@@ -46,7 +46,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// with its own port, TLS, ACK mode, framing and limits, sharing the downstreams and routes
 /// (e.g. ADT on one port and lab results on another: relay/examples/two-listeners.toml).
 /// Start-up prints "mllp-relay listening on ADDR ..." for the first listener, then one
-/// "mllp-relay listener NAME on ADDR ..." line per listener.
+/// "mllp-relay listener NAME on ADDR ..." line per listener, and with --metrics the bound
+/// address of the metrics endpoint ("mllp-relay metrics on http://ADDR/metrics").
 ///
 /// With --config, these flags override the file: --listen, --forward, --workers, --metrics,
 /// --driver, --no-pin (and --log applies as usual). --listen is refused when the file defines
@@ -496,6 +497,9 @@ fn main() -> anyhow::Result<()> {
             "mllp-relay listener {name:?} on {} ({inbound}), ack mode {mode}",
             bound.addr
         );
+    }
+    if let Some(metrics) = handle.metrics_addr() {
+        println!("mllp-relay metrics on http://{metrics}/metrics");
     }
     let shutdown = handle.shutdown_flag();
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

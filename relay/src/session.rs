@@ -19,7 +19,7 @@ use crate::downstream::{Timing, expects_accept_ack};
 use crate::duplicates::Seen;
 use crate::journal::{JournalError, Writer};
 use crate::metrics::{ListenerStats, Stats};
-use crate::time::hl7_timestamp;
+use crate::time::write_hl7_timestamp;
 use crate::worker::WorkerContext;
 
 /// Read size for a sender's connection: a few TCP segments. The buffer grows for bigger
@@ -77,6 +77,14 @@ pub(crate) async fn run(mut conn: Conn, index: usize, ctx: Rc<WorkerContext>) {
         lane: ctx.next_lane(),
         writer: Writer::default(),
         window_key: Vec::new(),
+        ids: GeneratedIds::default(),
+    };
+    // Cancels this session's reads between messages at shutdown; one for the session's life
+    // (a signal is replaced only once fired, and a fired one ends the session).
+    let idle_signal = shared_canceller();
+    let _registration = IdleRegistration {
+        ctx: &ctx,
+        id: ctx.register_idle(&idle_signal),
     };
     let mut buf: Vec<u8> = Vec::new();
     // When the frame being received began (for the whole-frame deadline).
@@ -149,8 +157,7 @@ pub(crate) async fn run(mut conn: Conn, index: usize, ctx: Rc<WorkerContext>) {
         };
 
         // Between messages the wait can be cancelled by shutdown; inside a frame it cannot.
-        let canceller = in_frame.is_none().then(shared_canceller);
-        let registration = canceller.as_ref().map(|c| ctx.register_idle(c));
+        let canceller = in_frame.is_none().then_some(&idle_signal);
         let nothing_kept = buf.len() == session.deframer.discardable();
         let waited = match &canceller {
             Some(signal) if nothing_kept => {
@@ -163,17 +170,12 @@ pub(crate) async fn run(mut conn: Conn, index: usize, ctx: Rc<WorkerContext>) {
         let result = match waited {
             Ok(()) => {
                 session.deframer.reserve_for_read(&mut buf, READ_CHUNK);
-                let (result, returned) = conn
-                    .read_into(buf, READ_CHUNK, deadline, canceller.as_ref())
-                    .await;
+                let (result, returned) = conn.read_into(buf, READ_CHUNK, deadline, canceller).await;
                 buf = returned;
                 result
             }
             Err(e) => Err(e),
         };
-        if let Some(id) = registration {
-            ctx.unregister_idle(id);
-        }
         match result {
             Ok(n) => {
                 Stats::add(&stats.bytes_in, n);
@@ -237,9 +239,48 @@ struct Session<'c> {
     writer: Writer,
     /// `durable` mode with a duplicate window: scratch space for the window's key.
     window_key: Vec<u8>,
+    /// MSH-7 and MSH-10 of the ACKs the relay writes itself, made only when one is written.
+    ids: GeneratedIds,
+}
+
+/// The MSH-7 (time) and MSH-10 (control ID) of an ACK the relay generates, in buffers reused
+/// from message to message. Filled only when such an ACK is written: a passed-through ACK
+/// needs neither, so relaying a message reads no clock for it and allocates nothing.
+#[derive(Default)]
+struct GeneratedIds {
+    timestamp: Vec<u8>,
+    control_id: Vec<u8>,
+}
+
+impl GeneratedIds {
+    fn params(&self) -> AckParams<'_> {
+        AckParams::new(&self.timestamp, &self.control_id)
+    }
+}
+
+/// Keeps a session's idle signal registered with its worker (so that shutdown can cancel the
+/// session's reads between messages) for the session's life.
+struct IdleRegistration<'c> {
+    ctx: &'c WorkerContext,
+    id: u64,
+}
+
+impl Drop for IdleRegistration<'_> {
+    fn drop(&mut self) {
+        self.ctx.unregister_idle(self.id);
+    }
 }
 
 impl Session<'_> {
+    /// The IDs for an ACK the relay writes itself, now: taken out of `self.ids` (give them
+    /// back when the ACK is written, so that their buffers are reused).
+    fn take_ids(&mut self) -> GeneratedIds {
+        let mut ids = std::mem::take(&mut self.ids);
+        write_hl7_timestamp(SystemTime::now(), &mut ids.timestamp);
+        self.ctx.write_next_control_id(&mut ids.control_id);
+        ids
+    }
+
     /// Counts an ACK with `code` about to be sent to the sender.
     fn answered(&self, code: AckCode, generated: bool) {
         self.ctx.stats.ack_to_sender(self.counters, code, generated);
@@ -254,8 +295,6 @@ impl Session<'_> {
         self.reply.clear();
         self.ack.clear();
         self.timing = Timing::default();
-        let timestamp = hl7_timestamp(SystemTime::now());
-        let control_id = self.ctx.next_control_id();
 
         let msh = match Msh::parse(payload) {
             Ok(msh) => msh,
@@ -264,16 +303,17 @@ impl Session<'_> {
                 Stats::bump(&self.counters.rejects_bad_header);
                 warn!(%error, "message without a readable MSH: rejected with AR, not forwarded");
                 let text = format!("message rejected: {error}");
-                let params = AckParams::new(&timestamp, control_id.as_bytes());
+                let ids = self.take_ids();
                 let params = AckParams {
                     text: Some(text.as_bytes()),
-                    ..params
+                    ..ids.params()
                 };
                 let detail = ErrorDetail {
                     code: header_error_code(error),
                     diagnostic: text.as_bytes(),
                 };
                 ack::write_headerless_reject(&params, detail, &mut self.reply);
+                self.ids = ids;
                 self.answered(AckCode::AR, true);
                 return Reply::Send;
             }
@@ -294,21 +334,24 @@ impl Session<'_> {
                     "no route for the message: rejected with AR, not forwarded"
                 );
                 let text = format!("no route for {}", String::from_utf8_lossy(msh.raw_field(9)));
+                let ids = self.take_ids();
                 let params = AckParams {
                     text: Some(text.as_bytes()),
                     error: Some(ErrorDetail {
                         code,
                         diagnostic: text.as_bytes(),
                     }),
-                    ..AckParams::new(&timestamp, control_id.as_bytes())
+                    ..ids.params()
                 };
-                return match ack::build_ack(
+                let decision = ack::build_ack(
                     &msh,
                     Outcome::Rejected,
                     listener.ack_policy,
                     &params,
                     &mut self.reply,
-                ) {
+                );
+                self.ids = ids;
+                return match decision {
                     AckDecision::Send(code) => {
                         self.answered(code, true);
                         Reply::Send
@@ -319,12 +362,10 @@ impl Session<'_> {
         };
         match listener.ack_mode {
             AckMode::Local => {
-                return self.accept_locally(&msh, payload, &timestamp, control_id.as_bytes());
+                return self.accept_locally(&msh, payload);
             }
             AckMode::Durable => {
-                return self
-                    .accept_durably(&msh, payload, downstream, &timestamp, control_id.as_bytes())
-                    .await;
+                return self.accept_durably(&msh, payload, downstream).await;
             }
             AckMode::Passthrough => {}
         }
@@ -367,13 +408,14 @@ impl Session<'_> {
                     }
                     OnDownstreamFailure::Nak => {
                         let text = format!("not delivered: {failure}");
+                        let ids = self.take_ids();
                         let params = AckParams {
                             text: Some(text.as_bytes()),
                             error: Some(ErrorDetail {
                                 code: ErrorCode::ApplicationInternal,
                                 diagnostic: text.as_bytes(),
                             }),
-                            ..AckParams::new(&timestamp, control_id.as_bytes())
+                            ..ids.params()
                         };
                         let decision = ack::build_ack(
                             &msh,
@@ -382,6 +424,7 @@ impl Session<'_> {
                             &params,
                             &mut self.reply,
                         );
+                        self.ids = ids;
                         match decision {
                             AckDecision::Send(code) => {
                                 Stats::bump(&stats.naks_downstream_failed);
@@ -398,13 +441,7 @@ impl Session<'_> {
 
     /// `local` mode: queue the message for the forwarder and answer at once; when the queue is
     /// full, answer AE/CE instead (never a silent drop).
-    fn accept_locally(
-        &mut self,
-        msh: &Msh<'_>,
-        payload: &[u8],
-        timestamp: &[u8],
-        control_id: &[u8],
-    ) -> Reply {
+    fn accept_locally(&mut self, msh: &Msh<'_>, payload: &[u8]) -> Reply {
         let stats = &self.ctx.stats;
         let listener = self.listener;
         let queued = self
@@ -412,8 +449,9 @@ impl Session<'_> {
             .local_queue
             .as_ref()
             .is_some_and(|q| q.try_push(payload));
+        let ids = self.take_ids();
         let (outcome, params) = if queued {
-            (Outcome::Accepted, AckParams::new(timestamp, control_id))
+            (Outcome::Accepted, ids.params())
         } else {
             Stats::bump(&stats.local_queue_full);
             warn!("local mode: forwarding queue full; the sender gets an AE/CE and may resend");
@@ -427,11 +465,13 @@ impl Session<'_> {
                 AckParams {
                     text: Some(text),
                     error,
-                    ..AckParams::new(timestamp, control_id)
+                    ..ids.params()
                 },
             )
         };
-        match ack::build_ack(msh, outcome, listener.ack_policy, &params, &mut self.reply) {
+        let decision = ack::build_ack(msh, outcome, listener.ack_policy, &params, &mut self.reply);
+        self.ids = ids;
+        match decision {
             AckDecision::Send(code) => {
                 self.answered(code, true);
                 Reply::Send
@@ -443,14 +483,7 @@ impl Session<'_> {
     /// `durable` mode: journal the message, and answer AA/CA once the journal is synced; AE/CE
     /// (ERR 207) when the journal failed or is full (nothing is dropped silently: the sender
     /// keeps the message and may resend).
-    async fn accept_durably(
-        &mut self,
-        msh: &Msh<'_>,
-        payload: &[u8],
-        downstream: usize,
-        timestamp: &[u8],
-        control_id: &[u8],
-    ) -> Reply {
+    async fn accept_durably(&mut self, msh: &Msh<'_>, payload: &[u8], downstream: usize) -> Reply {
         let ctx = self.ctx;
         let stats = &ctx.stats;
         let listener = self.listener;
@@ -509,8 +542,9 @@ impl Session<'_> {
             Err(error) => Err(error),
         };
         let failure_text;
+        let ids = self.take_ids();
         let (outcome, params) = match &stored {
-            Ok(()) => (Outcome::Accepted, AckParams::new(timestamp, control_id)),
+            Ok(()) => (Outcome::Accepted, ids.params()),
             Err(error) => {
                 match error {
                     JournalError::Full(_) => Stats::bump(&stats.journal_full_naks),
@@ -531,12 +565,13 @@ impl Session<'_> {
                             code: ErrorCode::ApplicationInternal,
                             diagnostic: text,
                         }),
-                        ..AckParams::new(timestamp, control_id)
+                        ..ids.params()
                     },
                 )
             }
         };
         let decision = ack::build_ack(msh, outcome, listener.ack_policy, &params, &mut self.reply);
+        self.ids = ids;
         if let (Some(window), Ok(())) = (&listener.duplicates, &stored) {
             let answer = match decision {
                 AckDecision::Send(code) => Some((code, self.reply.as_slice())),
@@ -571,6 +606,7 @@ impl Session<'_> {
                 *buf = Vec::new();
                 self.ack = Vec::new();
                 self.reply = Vec::new();
+                self.ids = GeneratedIds::default();
                 conn.release_buffers();
                 conn.wait_readable(deadline, signal).await
             }

@@ -1,21 +1,31 @@
 //! HL7 timestamps from the system clock, without a calendar library.
 
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `YYYYMMDDHHMMSS.mmm+0000` (HL7 DTM, UTC) for `now`: the MSH-7 of generated ACKs.
 pub fn hl7_timestamp(now: SystemTime) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_hl7_timestamp(now, &mut out);
+    out
+}
+
+/// [`hl7_timestamp`] written over `out`, reusing its buffer.
+pub fn write_hl7_timestamp(now: SystemTime, out: &mut Vec<u8>) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
-    format!(
+    out.clear();
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
         "{year:04}{month:02}{day:02}{:02}{:02}{:02}.{:03}+0000",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
         since.subsec_millis()
-    )
-    .into_bytes()
+    );
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for a time in ms since the Unix epoch (operator output).
@@ -66,5 +76,14 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_763_817_005_123);
         assert_eq!(hl7_timestamp(t), b"20251122131005.123+0000");
         assert_eq!(format_unix_ms(1_763_817_005_123), "2025-11-22 13:10:05 UTC");
+    }
+
+    #[test]
+    fn a_reused_buffer_holds_only_the_latest_timestamp() {
+        let mut out = b"left over from an earlier, longer value".to_vec();
+        write_hl7_timestamp(UNIX_EPOCH + Duration::from_millis(1_763_817_005_123), &mut out);
+        assert_eq!(out, b"20251122131005.123+0000");
+        write_hl7_timestamp(UNIX_EPOCH, &mut out);
+        assert_eq!(out, b"19700101000000.000+0000");
     }
 }

@@ -12,7 +12,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -219,12 +219,14 @@ impl WorkerContext {
         lane
     }
 
-    /// A control id for a relay-generated ACK, unique within this process run:
-    /// `R<worker>-<counter>`.
-    pub(crate) fn next_control_id(&self) -> String {
+    /// Writes a control id for a relay-generated ACK over `out`, unique within this process
+    /// run: `R<worker>-<counter>`.
+    pub(crate) fn write_next_control_id(&self, out: &mut Vec<u8>) {
         let n = self.generated.get() + 1;
         self.generated.set(n);
-        format!("R{}-{n}", self.id)
+        out.clear();
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "R{}-{n}", self.id);
     }
 }
 

@@ -4,7 +4,7 @@
 #[path = "support/pki.rs"]
 mod pki;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -2093,6 +2093,43 @@ fn the_relay_runs_durable_from_flags() {
         "{line:?}"
     );
     assert!(journal.is_dir(), "the relay creates its journal at start");
+}
+
+#[test]
+fn the_relay_prints_where_its_metrics_are() {
+    let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
+    let child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
+        .args(["--forward", &receiver.local_addr().unwrap().to_string()])
+        .args(["--metrics", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let mut out = BufReader::new(running.0.stdout.take().unwrap());
+    // The first line, one line per listener, then the metrics line.
+    let mut line = String::new();
+    for _ in 0..3 {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+    }
+    assert!(line.starts_with("mllp-relay metrics on "), "{line:?}");
+    let url = line
+        .trim_end()
+        .strip_prefix("mllp-relay metrics on ")
+        .unwrap();
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{url:?}"));
+    let mut http = std::net::TcpStream::connect(addr).unwrap();
+    http.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    http.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    assert!(body.contains("mllp_relay_"), "{body}");
 }
 
 // ---------------------------------------------------------------------------------------------
