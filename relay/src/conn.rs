@@ -108,8 +108,13 @@ enum Transport {
         fed: usize,
         /// Ciphertext produced by rustls, written to the socket before the next read.
         outgoing: Vec<u8>,
+        /// The plaintext of the write in progress, joined (see [`Conn::write_all`]).
+        joined: Vec<u8>,
     },
 }
+
+/// Plaintext bytes in one TLS record at most (TLS 1.2 and 1.3).
+const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
 
 /// A connection with deadline-bound I/O; see the module docs.
 pub struct Conn {
@@ -179,6 +184,7 @@ impl Conn {
             incoming: Vec::new(),
             fed: 0,
             outgoing: Vec::new(),
+            joined: Vec::new(),
         };
         Self {
             own_cancel: shared_canceller(),
@@ -345,6 +351,7 @@ impl Conn {
             incoming,
             fed,
             outgoing,
+            joined,
             ..
         } = &mut self.transport
         {
@@ -354,6 +361,7 @@ impl Conn {
                 *fed = 0;
             }
             *outgoing = Vec::new();
+            *joined = Vec::new();
         }
     }
 
@@ -374,11 +382,22 @@ impl Conn {
                 }
                 result
             }
-            Transport::Tls { .. } => {
-                // rustls buffers at most 64 KiB of outgoing data: a larger write is taken in
-                // pieces, with the ciphertext flushed to the socket whenever the buffer fills.
-                for part in parts {
-                    let mut rest = *part;
+            Transport::Tls { joined, .. } => {
+                // The parts are joined, a record's worth at a time, before rustls sees them:
+                // handed over one by one, each (the frame's start byte, the message, the end
+                // bytes) became a TLS record of its own: three seals instead of one, three
+                // records for the peer to open, and three of rustls's per-record allocations.
+                let mut joined = std::mem::take(joined);
+                let total: usize = parts.iter().map(|part| part.len()).sum();
+                let mut done = 0;
+                while done < total {
+                    joined.clear();
+                    copy_span(parts, done, MAX_RECORD_PLAINTEXT, &mut joined);
+                    done += joined.len();
+                    // rustls buffers at most 64 KiB of outgoing data: a larger write is taken
+                    // in pieces, with the ciphertext flushed to the socket whenever the buffer
+                    // fills.
+                    let mut rest = joined.as_slice();
                     while !rest.is_empty() {
                         let Transport::Tls { session, .. } = &mut self.transport else {
                             unreachable!("transport does not change");
@@ -395,6 +414,9 @@ impl Conn {
                             self.flush_tls(deadline).await?;
                         }
                     }
+                }
+                if let Transport::Tls { joined: kept, .. } = &mut self.transport {
+                    *kept = joined;
                 }
                 self.flush_tls(deadline).await
             }
@@ -615,6 +637,24 @@ async fn write_deadline_returning(
     (Ok(()), data)
 }
 
+/// Appends to `out` the bytes of the concatenation of `parts` from offset `from`, up to
+/// `limit` bytes in `out`.
+fn copy_span(parts: &[&[u8]], mut from: usize, limit: usize, out: &mut Vec<u8>) {
+    for part in parts {
+        if from >= part.len() {
+            from -= part.len();
+            continue;
+        }
+        let room = limit.saturating_sub(out.len());
+        if room == 0 {
+            return;
+        }
+        let piece = &part[from..];
+        out.extend_from_slice(&piece[..piece.len().min(room)]);
+        from = 0;
+    }
+}
+
 /// `timer` re-armed for `deadline` (made on first use).
 fn arm(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) -> Pin<&mut Sleep> {
     match timer {
@@ -625,5 +665,32 @@ fn arm(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) -> Pin<&mut Sleep
         None => timer
             .insert(Box::pin(monoio::time::sleep_until(deadline.into())))
             .as_mut(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_span;
+
+    #[test]
+    fn copy_span_takes_every_window_of_the_concatenation() {
+        let parts: [&[u8]; 4] = [b"\x0b", b"MSH|abc", b"", b"\x1c\r"];
+        let all: Vec<u8> = parts.concat();
+        for from in 0..=all.len() {
+            for limit in 1..=all.len() + 1 {
+                let mut out = Vec::new();
+                copy_span(&parts, from, limit, &mut out);
+                let end = (from + limit).min(all.len());
+                assert_eq!(out, &all[from..end], "from {from} limit {limit}");
+            }
+        }
+        // Windows one after the other rebuild the whole.
+        let mut rebuilt = Vec::new();
+        while rebuilt.len() < all.len() {
+            let mut window = Vec::new();
+            copy_span(&parts, rebuilt.len(), 3, &mut window);
+            rebuilt.extend_from_slice(&window);
+        }
+        assert_eq!(rebuilt, all);
     }
 }

@@ -81,7 +81,10 @@ mod tests {
     #[test]
     fn a_reused_buffer_holds_only_the_latest_timestamp() {
         let mut out = b"left over from an earlier, longer value".to_vec();
-        write_hl7_timestamp(UNIX_EPOCH + Duration::from_millis(1_763_817_005_123), &mut out);
+        write_hl7_timestamp(
+            UNIX_EPOCH + Duration::from_millis(1_763_817_005_123),
+            &mut out,
+        );
         assert_eq!(out, b"20251122131005.123+0000");
         write_hl7_timestamp(UNIX_EPOCH, &mut out);
         assert_eq!(out, b"19700101000000.000+0000");
