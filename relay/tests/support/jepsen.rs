@@ -505,7 +505,7 @@ impl Sink {
             let _ = nix::sys::socket::setsockopt(
                 stream.as_raw_fd(),
                 nix::sys::socket::sockopt::Linger,
-                &nix::libc::linger {
+                &libc::linger {
                     l_onoff: 1,
                     l_linger: 0,
                 },
