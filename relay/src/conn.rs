@@ -15,7 +15,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -259,10 +259,10 @@ impl Conn {
                 unreachable!("checked above");
             };
             let before = buf.len();
-            match session.reader().read_to_end(&mut buf) {
+            match take_plaintext(session, &mut buf) {
                 // A clean TLS close (close_notify) after everything was read.
-                Ok(_) if buf.len() == before => return (Err(ConnError::Closed), buf),
-                Ok(_) => return (Ok(buf.len() - before), buf),
+                Ok(()) if buf.len() == before => return (Err(ConnError::Closed), buf),
+                Ok(()) => return (Ok(buf.len() - before), buf),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if buf.len() > before {
                         return (Ok(buf.len() - before), buf);
@@ -635,6 +635,27 @@ async fn write_deadline_returning(
         }
     }
     (Ok(()), data)
+}
+
+/// Appends all the plaintext rustls has decrypted to `buf`; `Ok` once the peer closed the TLS
+/// session cleanly, [`io::ErrorKind::WouldBlock`] when more must be read from the socket.
+///
+/// Copied chunk by chunk from rustls's buffers: `read_to_end` would first zero the spare
+/// capacity of `buf` on every call (the standard library's generic path for a reader without
+/// its own `read_buf`), a memset of several KiB per message.
+fn take_plaintext(session: &mut rustls::Connection, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut reader = session.reader();
+    loop {
+        let taken = {
+            let chunk = reader.fill_buf()?;
+            buf.extend_from_slice(chunk);
+            chunk.len()
+        };
+        if taken == 0 {
+            return Ok(());
+        }
+        reader.consume(taken);
+    }
 }
 
 /// Appends to `out` the bytes of the concatenation of `parts` from offset `from`, up to
