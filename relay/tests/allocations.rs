@@ -221,7 +221,7 @@ const AT_MOST: u64 = (COUNTED / 100) as u64;
 /// What rustls's buffered API allocates per message here: one record in (the received
 /// record's plaintext is copied into a new buffer) and one record out (each sealed record is
 /// built in a new buffer). The relay hands it each ACK as one record; before, the frame's
-/// three parts made three records, and five allocations per message. rustls's unbuffered API,
+/// three parts made three records, and four allocations per message. rustls's unbuffered API,
 /// which works in the caller's buffers, would take these two away too.
 const RUSTLS_PER_MESSAGE: u64 = 2;
 
