@@ -107,6 +107,9 @@
 //!                              # (1..=256); each sender connection keeps its order on one lane
 //! when_full = "nak"            # at max_size: nak (the sender gets AE/CE "journal full") | pause
 //!                              # (the sender's connection is not read until space is freed)
+//! direct_io = true             # write commits with O_DIRECT + O_DSYNC where the filesystem
+//!                              # allows it (less CPU); false: page cache + fdatasync. Both are
+//!                              # equally durable
 //! ```
 //!
 //! Top-level keys (`workers`, `default_route`, …) must come before the first `[[…]]` or
@@ -498,6 +501,8 @@ pub struct RawJournal {
     pub forward_lanes: Option<i64>,
     /// `nak` or `pause`.
     pub when_full: Option<String>,
+    /// Direct (`O_DIRECT`) commit writes.
+    pub direct_io: Option<bool>,
 }
 
 /// A duration as written (a string, parsed during validation so the error can name its key).
@@ -1520,6 +1525,7 @@ impl Checker<'_> {
             ],
             WhenJournalFull::Nak,
         );
+        journal.direct_io = raw.direct_io.unwrap_or(true);
         journal
     }
 
@@ -2175,6 +2181,15 @@ impl fmt::Display for Settings {
                 f,
                 "  {} forward lane(s) per per-core downstream; when full: {full}",
                 j.forward_lanes
+            )?;
+            writeln!(
+                f,
+                "  commits written {}",
+                if j.direct_io {
+                    "with O_DIRECT + O_DSYNC where the filesystem allows it, else page cache + fdatasync"
+                } else {
+                    "through the page cache + fdatasync (direct_io = false)"
+                }
             )?;
         }
 

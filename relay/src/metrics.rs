@@ -685,7 +685,7 @@ impl Stats {
         for (name, help, histogram) in [
             (
                 "journal_fsync_seconds",
-                "durable mode: fdatasync latency per journal commit.",
+                "durable mode: time to make each journal commit durable (an O_DSYNC direct write, or a write and fdatasync where the filesystem has no O_DIRECT).",
                 &self.journal_fsync,
             ),
             (

@@ -1710,6 +1710,7 @@ fn durable_with_only_a_journal_dir_takes_the_journal_defaults() {
     assert_eq!(journal.memory_bytes, config::DEFAULT_JOURNAL_MEMORY_BYTES);
     assert_eq!(journal.forward_lanes, config::DEFAULT_FORWARD_LANES);
     assert_eq!(journal.when_full, WhenJournalFull::Nak);
+    assert!(journal.direct_io);
     assert_eq!(loaded.settings.journal.as_ref(), Some(journal));
     // Checking the file creates nothing: the relay makes the directory when it starts.
     assert!(!dir.0.join("journal").exists());
@@ -1732,7 +1733,8 @@ max_size = "2GiB"
 segment_size = "16MiB"
 memory = 134217728
 forward_lanes = 4
-when_full = "pause""#,
+when_full = "pause"
+direct_io = false"#,
     );
     let loaded = load_config(&write(&dir, "relay.toml", &text)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -1745,6 +1747,7 @@ when_full = "pause""#,
             memory_bytes: 128 << 20,
             forward_lanes: 4,
             when_full: WhenJournalFull::Pause,
+            direct_io: false,
         })
     );
 
@@ -1755,6 +1758,7 @@ when_full = "pause""#,
         "commit interval at most 5ms",
         "at most 2GiB on disk in segments of 16MiB, 128MiB in memory",
         "4 forward lane(s) per per-core downstream; when full: pause",
+        "commits written through the page cache + fdatasync (direct_io = false)",
     ] {
         assert!(
             summary.contains(expected),
@@ -1979,6 +1983,7 @@ fn the_durable_example_journals_with_its_documented_settings() {
             memory_bytes: 64 << 20,
             forward_lanes: 8,
             when_full: WhenJournalFull::Nak,
+            direct_io: true,
         })
     );
 }

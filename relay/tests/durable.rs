@@ -368,6 +368,9 @@ fn disk_failure(test: &str, tag: &'static str, failpoint: &str, fault: &str) {
     // to the kernel directly, bypassing libc, so under io_uring the fault would never fire:
     // the epoll driver makes the journal's file I/O go through libc (write/fdatasync).
     opts.driver = "epoll";
+    // A direct (O_DSYNC) write is its own sync: there is no fdatasync call to fail. The write
+    // test covers that path; the sync test needs the page cache path to have a sync at all.
+    opts.direct_io = failpoint.starts_with("posix/io/rw");
     // One worker, one journal: "every message after the failure gets AE/CE" is then exact.
     opts.workers = 1;
     let ctrl = scenario.dir.join("fiu-ctrl");

@@ -8,7 +8,8 @@
 //!  4..8   payload length
 //!  8..16  sequence number (per worker journal, strictly increasing)
 //! 16..24  time the record was written, milliseconds since the Unix epoch
-//! 24      kind: 1 message, 2 delivered (payload empty; `seq` names the message), 3 dead letter
+//! 24      kind: 1 message, 2 delivered (payload empty; `seq` names the message), 3 dead letter,
+//!         4 padding (payload zeros, `seq` 0: fills a commit up to a block boundary)
 //! 25..28  zero
 //! 28..32  lane key (the inbound connection a message came on; keeps its order on replay)
 //! ```
@@ -27,6 +28,12 @@
 /// Header length in bytes.
 pub(crate) const HEADER_LEN: usize = 32;
 
+/// Every commit the journal writes starts and ends on a multiple of this many bytes, so that it
+/// can be written with `O_DIRECT` (which needs block-aligned offsets, lengths and memory): 4 KiB
+/// is the largest logical block size of the disks the relay meets, and a write of whole
+/// physical 4 KiB sectors never makes the disk read-modify-write one.
+pub(crate) const BLOCK: usize = 4096;
+
 /// Largest payload a record may carry. Far above any frame the relay accepts (the frame limit
 /// is validated against it), small enough that a corrupt length cannot make recovery allocate
 /// gigabytes.
@@ -41,6 +48,10 @@ pub(crate) enum Kind {
     Delivered,
     /// A message the receiver refused, with its answer (dead-letter files only).
     DeadLetter,
+    /// Nothing: zeros that fill a commit up to the next [`BLOCK`] boundary. Recovery skips it.
+    /// (Journals written before padding existed have none and read the same; a relay older
+    /// than padding stops at the first one it meets and reports damage.)
+    Padding,
 }
 
 impl Kind {
@@ -49,6 +60,7 @@ impl Kind {
             Self::Message => 1,
             Self::Delivered => 2,
             Self::DeadLetter => 3,
+            Self::Padding => 4,
         }
     }
 
@@ -57,6 +69,7 @@ impl Kind {
             1 => Some(Self::Message),
             2 => Some(Self::Delivered),
             3 => Some(Self::DeadLetter),
+            4 => Some(Self::Padding),
             _ => None,
         }
     }
@@ -108,6 +121,36 @@ pub(crate) fn encode(record: &Record<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(&[record.kind.code(), 0, 0, 0]);
     out.extend_from_slice(&record.lane.to_le_bytes());
     out.extend_from_slice(record.payload);
+    let crc = crc32fast::hash(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The bytes of padding that take a commit of `len` bytes to a [`BLOCK`] boundary: 0 when it
+/// ends on one, otherwise at least a header's worth (a padding record cannot be shorter), so
+/// between [`HEADER_LEN`] and `BLOCK + HEADER_LEN - 1`.
+pub(crate) const fn padding_len(len: usize) -> usize {
+    let short = (BLOCK - len % BLOCK) % BLOCK;
+    if short == 0 || short >= HEADER_LEN {
+        short
+    } else {
+        short + BLOCK
+    }
+}
+
+/// Appends a padding record of `len` bytes in all (header included) to `out`.
+///
+/// # Panics
+/// When `len` is shorter than a header.
+pub(crate) fn encode_padding(len: usize, out: &mut Vec<u8>) {
+    assert!(
+        len >= HEADER_LEN,
+        "a padding record holds at least its header"
+    );
+    let start = out.len();
+    out.resize(start + len, 0);
+    let payload = u32::try_from(len - HEADER_LEN).expect("padding within a block");
+    out[start + 4..start + 8].copy_from_slice(&payload.to_le_bytes());
+    out[start + 24] = Kind::Padding.code();
     let crc = crc32fast::hash(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
@@ -391,6 +434,64 @@ mod tests {
         assert_eq!(next, 100);
         assert_eq!(scan.valid_len, bytes.len());
         assert_eq!(scan.damage, None);
+    }
+
+    #[test]
+    fn padding_takes_any_commit_to_a_block_boundary_and_scans_as_nothing() {
+        for len in 0..3 * BLOCK {
+            let pad = padding_len(len);
+            assert_eq!((len + pad) % BLOCK, 0, "len {len}");
+            assert!(pad == 0 || (HEADER_LEN..BLOCK + HEADER_LEN).contains(&pad));
+        }
+        // Records of every length up to two blocks, each padded as a commit would be: the
+        // records come back, the padding does not, and the scan reads the whole file.
+        let mut bytes = Vec::new();
+        let mut expected = Vec::new();
+        for seq in 1..400u64 {
+            let start = bytes.len();
+            bytes.extend(message(
+                seq,
+                &vec![b'm'; usize::try_from(seq * 17 % 9000).unwrap()],
+            ));
+            expected.push(seq);
+            let pad = padding_len(bytes.len() - start);
+            if pad > 0 {
+                encode_padding(pad, &mut bytes);
+            }
+            assert_eq!(bytes.len() % BLOCK, 0);
+        }
+        let mut seen = Vec::new();
+        let scan = scan(&bytes, |_, record| {
+            if record.kind == Kind::Padding {
+                assert!(record.payload.iter().all(|&b| b == 0));
+                assert_eq!(record.seq, 0);
+            } else {
+                seen.push(record.seq);
+            }
+        });
+        assert_eq!(seen, expected);
+        assert_eq!(
+            scan,
+            Scan {
+                valid_len: bytes.len(),
+                damage: None
+            }
+        );
+    }
+
+    #[test]
+    fn damaged_padding_is_damage() {
+        let mut bytes = message(1, b"one");
+        let at = bytes.len();
+        encode_padding(padding_len(at), &mut bytes);
+        bytes.extend(message(2, b"two"));
+        let last = bytes.len() - 1;
+        // A flipped bit inside the zeros of the padding: nothing after it is trusted.
+        let mut flipped = bytes.clone();
+        flipped[at + HEADER_LEN + 5] = 1;
+        let damaged = scan(&flipped, |_, _| {});
+        assert_eq!(damaged.damage, Some((at, Damage::Checksum)));
+        assert!(scan(&bytes[..last], |_, _| {}).damage.is_some());
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub(crate) struct Spare {
     size: u64,
     /// The file being prepared, and the thread's answer.
     preparing: Option<(PathBuf, Receiver<io::Result<StdFile>>)>,
+    /// The answer, once received and not yet taken.
+    finished: Option<io::Result<StdFile>>,
     /// Set when the journal goes away: a preparation still running stops and removes its file.
     abandoned: Arc<AtomicBool>,
 }
@@ -106,6 +108,7 @@ impl Spare {
             dir: dir.to_path_buf(),
             size,
             preparing: None,
+            finished: None,
             abandoned: Arc::new(AtomicBool::new(false)),
         };
         spare.prepare();
@@ -126,18 +129,39 @@ impl Spare {
         }
     }
 
+    /// Whether the spare is prepared and can be taken now.
+    pub(crate) fn is_ready(&mut self) -> bool {
+        self.collect();
+        matches!(self.finished, Some(Ok(_)))
+    }
+
+    /// Receives the preparing thread's answer, if it has come.
+    fn collect(&mut self) {
+        if self.finished.is_some() {
+            return;
+        }
+        if let Some((_, preparing)) = &self.preparing {
+            self.finished = match preparing.try_recv() {
+                Err(TryRecvError::Empty) => None,
+                Ok(result) => Some(result),
+                Err(TryRecvError::Disconnected) => {
+                    Some(Err(io::Error::other("the preparing thread ended")))
+                }
+            };
+        }
+    }
+
     fn try_take(&mut self, target: &Path) -> Taken {
-        let Some((path, preparing)) = &self.preparing else {
+        let Some((path, _)) = &self.preparing else {
             // The thread could not be started last time; try again for the next rotation.
             self.prepare();
             return Taken::NotReady;
         };
-        let result = match preparing.try_recv() {
-            Err(TryRecvError::Empty) => return Taken::NotReady,
-            Ok(result) => result,
-            Err(TryRecvError::Disconnected) => Err(io::Error::other("the preparing thread ended")),
-        };
         let path = path.clone();
+        self.collect();
+        let Some(result) = self.finished.take() else {
+            return Taken::NotReady;
+        };
         let taken = result.and_then(|file| {
             // Never over an existing segment (names are unique; this makes sure).
             rustix::fs::renameat_with(

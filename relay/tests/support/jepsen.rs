@@ -254,6 +254,9 @@ pub(crate) struct RelayOpts {
     pub(crate) duplicate_window: Option<&'static str>,
     /// A program and its arguments that run the relay (e.g. `fiu-run -x -f PREFIX`).
     pub(crate) wrapper: Vec<OsString>,
+    /// The journal's `direct_io` (durable mode): when false, the relay runs from a config file
+    /// written next to the journal (the key has no command-line flag).
+    pub(crate) direct_io: bool,
 }
 
 impl RelayOpts {
@@ -269,10 +272,14 @@ impl RelayOpts {
             ack_timeout: "2s",
             duplicate_window: None,
             wrapper: Vec::new(),
+            direct_io: true,
         }
     }
 
     fn args(&self) -> Vec<OsString> {
+        if self.mode == Mode::Durable && !self.direct_io {
+            return self.config_file_args();
+        }
         let mut args: Vec<OsString> = [
             "--listen".to_string(),
             self.listen.to_string(),
@@ -304,6 +311,37 @@ impl RelayOpts {
             args.push(window.into());
         }
         args
+    }
+
+    /// The same relay as [`args`](Self::args) describes, from a config file (written now).
+    fn config_file_args(&self) -> Vec<OsString> {
+        let window = self
+            .duplicate_window
+            .map(|w| format!("duplicate_window = \"{w}\"\n"))
+            .unwrap_or_default();
+        let text = format!(
+            "[[listener]]\nlisten = \"{listen}\"\nack_mode = \"durable\"\n{window}\n\
+             [[downstream]]\nname = \"sink\"\naddress = \"{forward}\"\n\
+             connect_timeout = \"1s\"\nack_timeout = \"{ack_timeout}\"\nretries = {retries}\n\n\
+             [journal]\ndir = {journal:?}\ndirect_io = false\n",
+            listen = self.listen,
+            forward = self.forward,
+            ack_timeout = self.ack_timeout,
+            retries = self.retries,
+            journal = self.journal.display().to_string(),
+        );
+        let path = self.journal.with_extension("toml");
+        fs::write(&path, text).expect("write the relay's config file");
+        [
+            OsString::from("--config"),
+            path.into_os_string(),
+            "--workers".into(),
+            self.workers.to_string().into(),
+            "--no-pin".into(),
+            "--driver".into(),
+            self.driver.into(),
+        ]
+        .into()
     }
 }
 
