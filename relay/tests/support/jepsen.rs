@@ -254,9 +254,11 @@ pub(crate) struct RelayOpts {
     pub(crate) duplicate_window: Option<&'static str>,
     /// A program and its arguments that run the relay (e.g. `fiu-run -x -f PREFIX`).
     pub(crate) wrapper: Vec<OsString>,
-    /// The journal's `direct_io` (durable mode): when false, the relay runs from a config file
-    /// written next to the journal (the key has no command-line flag).
+    /// The journal's `direct_io` and `segment_size` (durable mode): when either is not the
+    /// default, the relay runs from a config file written next to the journal (the keys have
+    /// no command-line flags).
     pub(crate) direct_io: bool,
+    pub(crate) segment_size: Option<&'static str>,
 }
 
 impl RelayOpts {
@@ -273,11 +275,12 @@ impl RelayOpts {
             duplicate_window: None,
             wrapper: Vec::new(),
             direct_io: true,
+            segment_size: None,
         }
     }
 
     fn args(&self) -> Vec<OsString> {
-        if self.mode == Mode::Durable && !self.direct_io {
+        if self.mode == Mode::Durable && (!self.direct_io || self.segment_size.is_some()) {
             return self.config_file_args();
         }
         let mut args: Vec<OsString> = [
@@ -319,11 +322,16 @@ impl RelayOpts {
             .duplicate_window
             .map(|w| format!("duplicate_window = \"{w}\"\n"))
             .unwrap_or_default();
+        let segment = self
+            .segment_size
+            .map(|s| format!("segment_size = \"{s}\"\n"))
+            .unwrap_or_default();
         let text = format!(
             "[[listener]]\nlisten = \"{listen}\"\nack_mode = \"durable\"\n{window}\n\
              [[downstream]]\nname = \"sink\"\naddress = \"{forward}\"\n\
              connect_timeout = \"1s\"\nack_timeout = \"{ack_timeout}\"\nretries = {retries}\n\n\
-             [journal]\ndir = {journal:?}\ndirect_io = false\n",
+             [journal]\ndir = {journal:?}\ndirect_io = {direct_io}\n{segment}",
+            direct_io = self.direct_io,
             listen = self.listen,
             forward = self.forward,
             ack_timeout = self.ack_timeout,
