@@ -89,7 +89,7 @@ pub fn read_all(root: &Path) -> io::Result<(Vec<DeadLetter>, Vec<String>)> {
     let mut warnings = Vec::new();
     for file in files(root)? {
         let bytes = fs::read(&file)?;
-        let scan = record::scan(&bytes, |_, record| {
+        let scan = record::scan(&bytes, record::Stamp::Plain, |_, record| {
             if record.kind != Kind::DeadLetter {
                 return;
             }

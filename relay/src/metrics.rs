@@ -264,6 +264,9 @@ pub struct Stats {
     pub journal_failures: AtomicU64,
     /// `durable` mode: commits (one fdatasync each).
     pub journal_commits: AtomicU64,
+    /// `durable` mode: segments begun in a delivered segment's file (reused, not zero-filled
+    /// or created).
+    pub journal_segments_reused: AtomicU64,
     /// `durable` mode: messages answered AE/CE because the journal was full.
     pub journal_full_naks: AtomicU64,
     /// `durable` mode: messages answered AE/CE because the journal had failed.
@@ -428,7 +431,7 @@ impl Stats {
     /// (listeners may share one; it is then counted once in the relay-wide series).
     pub fn render(&self, rejections: &[Arc<TlsRejections>]) -> String {
         let mut out = String::with_capacity(8 << 10);
-        let counters: [(&str, &str, &AtomicU64); 36] = [
+        let counters: [(&str, &str, &AtomicU64); 37] = [
             (
                 "journal_messages",
                 "durable mode: journaled messages not yet delivered.",
@@ -458,6 +461,11 @@ impl Stats {
                 "journal_commits_total",
                 "durable mode: journal commits (one fdatasync each).",
                 &self.journal_commits,
+            ),
+            (
+                "journal_segments_reused_total",
+                "durable mode: journal segments begun in a delivered segment's file instead of a new one.",
+                &self.journal_segments_reused,
             ),
             (
                 "journal_full_naks_total",

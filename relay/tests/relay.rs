@@ -49,6 +49,8 @@ enum Behaviour {
     SloppyPieces,
     /// Waits, then answers.
     Delay(Duration),
+    /// Answers AA to the first this many messages it receives, then never again.
+    AckFirst(usize),
 }
 
 struct Receiver {
@@ -145,9 +147,15 @@ fn serve(mut stream: impl Read + Write, behaviour: Behaviour, received: &Mutex<V
     loop {
         while let Ok(Some(frame)) = deframer.decode(&buf) {
             let payload = frame.payload(&buf).to_vec();
-            received.lock().unwrap().push(payload.clone());
+            let count = {
+                let mut received = received.lock().unwrap();
+                received.push(payload.clone());
+                received.len()
+            };
             let reply = match behaviour {
                 Behaviour::Silent => continue,
+                Behaviour::AckFirst(n) if count > n => continue,
+                Behaviour::AckFirst(_) => mock_ack(&payload, AckCode::AA, None),
                 Behaviour::Ack | Behaviour::CloseAfterEach | Behaviour::SloppyPieces => {
                     mock_ack(&payload, AckCode::AA, None)
                 }
@@ -1889,6 +1897,88 @@ fn durable_mode_writes_into_prepared_segments_and_recovers_through_their_zeros()
         expected,
         "in order, once each"
     );
+}
+
+#[test]
+fn durable_mode_reuses_delivered_segments_and_recovers_through_their_earlier_records() {
+    // Segments of 16 blocks: while the receiver answers, they fill (a block per commit: a
+    // message, and the delivered record of the one before) and are delivered, and their files
+    // are reused for later segments. The last message of each is marked delivered in the next
+    // one, so a reused file holds an earlier message that it does not say was delivered (read
+    // as this segment's, it would be delivered again: checked by stamping every commit
+    // `Stamp::Plain`, which fails this test). Then the receiver stops answering: the messages
+    // after that stay in the journal, in a reused file whose earlier records lie behind
+    // theirs.
+    const SEGMENT: u64 = 16 * 4096;
+    const DELIVERED: usize = 200;
+    const KEPT: usize = 5;
+    let journal = TempDir::new("reuse");
+    let config = |downstream| {
+        let mut cfg = durable_config(downstream, &journal.0);
+        cfg.workers = 1;
+        cfg.journal.as_mut().unwrap().segment_bytes = SEGMENT;
+        cfg
+    };
+    let receiver = Receiver::start(Behaviour::AckFirst(DELIVERED));
+    let relay = relay::start(config(receiver.addr)).unwrap();
+    let stats = relay.stats().clone();
+    let mut client = Client::connect(relay.listen_addr());
+    let mut send = |id: String| {
+        assert_eq!(
+            code_and_id(&client.round_trip(&message(&id))),
+            (AckCode::AA, id)
+        );
+    };
+    for i in 0..DELIVERED {
+        send(format!("DONE-{i}"));
+        if i % 20 == 0 {
+            // Room for the spare's thread, as real traffic leaves it.
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    wait_until("the receiver has every message", || {
+        receiver.received().len() >= DELIVERED
+    });
+    let reused = Stats::get(&stats.journal_segments_reused);
+    assert!(reused >= 3, "{reused} segments reused");
+    for i in 0..KEPT {
+        send(format!("KEPT-{i}"));
+    }
+    drop(client);
+    relay.shutdown();
+    // The newest segment is a reused file: records of its earlier use fill its last block
+    // (a zero-filled one would end in zeros, a new one would be short).
+    let newest = newest_segment(&journal.0.join("worker-0"));
+    let bytes = std::fs::read(&newest).unwrap();
+    assert_eq!(bytes.len() as u64, SEGMENT, "{}", newest.display());
+    assert!(
+        bytes[bytes.len() - 4096..].iter().any(|&b| b != 0),
+        "the newest segment was not a reused one"
+    );
+
+    // A restart reads each segment to the end of its own records: the kept messages, once
+    // each and in order; nothing of the delivered ones, nothing reported damaged.
+    let receiver = Receiver::start(Behaviour::Ack);
+    let relay = relay::start(config(receiver.addr)).unwrap();
+    let stats = relay.stats().clone();
+    assert_eq!(Stats::get(&stats.journal_recovered), KEPT as u64);
+    assert_eq!(Stats::get(&stats.journal_damaged_tails), 0);
+    wait_until("the receiver has every kept message", || {
+        receiver.received().len() >= KEPT
+    });
+    relay.shutdown();
+    let expected: Vec<String> = (0..KEPT).map(|i| format!("KEPT-{i}")).collect();
+    assert_eq!(control_ids(&receiver.received()), expected);
+}
+
+/// The segment of a worker's journal directory with the highest name.
+fn newest_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max()
+        .expect("a segment")
 }
 
 #[test]

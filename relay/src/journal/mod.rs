@@ -5,7 +5,7 @@
 //!  DIR/lock                         held (flock) by the running relay: one relay per journal
 //!  DIR/worker-0/00000000000000000001.log   segments, named by their first sequence number
 //!  DIR/worker-0/00000000000000052113.log
-//!  DIR/worker-0/next-segment.spare  the next segment, zero-filled ahead of time (spare.rs)
+//!  DIR/worker-0/*.spare             the next segment, prepared ahead of time (spare.rs)
 //!  DIR/worker-1/…
 //!  DIR/dead-letters/worker-0.log    messages the receiver refused, with its answer
 //! ```
@@ -18,16 +18,19 @@
 //! - A message leaves the queue only once a *delivered* record for it is written (after the
 //!   receiver's AA/CA, or after it is safe in the dead-letter file). Those records need no
 //!   fsync of their own: losing one to a power cut means a redelivery (at least once), never a
-//!   loss. They do get written at once, so a `kill -9` (the page cache survives) redelivers
-//!   only what was in flight.
+//!   loss. They are written with the next commit of messages, or on their own within a few
+//!   milliseconds, so a `kill -9` (the page cache survives) redelivers only what was in flight
+//!   or delivered in those last milliseconds.
 //! - Recovery reads every segment, drops messages that have a delivered record, and truncates
 //!   a torn or corrupt tail of the newest segment; nothing after a damaged record is trusted.
 //!   Zeros after the last record are a segment's unwritten, preallocated end, not damage.
-//! - Segments after the first are begun from a spare file filled with zeros and synced ahead
-//!   of time, so that a commit overwrites blocks instead of growing the file and its
-//!   `fdatasync` has no size change to push through the filesystem's journal.
-//! - A segment is deleted once every message in it has left the queue and it is not the one
-//!   being written.
+//! - Segments after the first are begun from a spare file whose blocks were written and synced
+//!   ahead of time (zeros, or a delivered segment's records), so that a commit overwrites
+//!   blocks instead of growing the file and its `fdatasync` has no size change to push
+//!   through the filesystem's journal. Every record is stamped with its segment (see
+//!   `record`), so a reused file's earlier records are never read as its own.
+//! - A segment is reused or deleted once every message in it has left the queue and it is
+//!   not the one being written.
 //!
 //! What this module is not: the delivery loop (`durable.rs`) or the policy for senders
 //! (`session.rs`).
@@ -50,7 +53,7 @@ use tracing::{error, info, warn};
 
 use crate::config::JournalConfig;
 use crate::metrics::Stats;
-use record::{Kind, Record};
+use record::{Kind, Record, Stamp};
 
 /// Suffix of segment files.
 const SEGMENT_SUFFIX: &str = ".log";
@@ -174,9 +177,9 @@ impl Recovered {
     /// When the file cannot be created.
     pub(crate) fn begin_segment(&mut self) -> io::Result<()> {
         let path = self.dir.join(segment_name(self.next_seq));
+        // Never over a segment found at start-up (recovery names it past them all).
         let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .read(true)
             .write(true)
             .open(&path)
@@ -295,8 +298,11 @@ pub(crate) fn recover(
     let mut next_seq = 1;
     for (index, (first_seq, path)) in paths.iter().enumerate() {
         let bytes = fs::read(path).map_err(|e| context(e, "cannot read", path))?;
-        next_seq = next_seq.max(*first_seq);
-        let scan = record::scan(&bytes, |offset, record| {
+        // Past every segment's name too: a segment begun when nothing but delivered records
+        // had been written since the one before it is named one past that one, above the
+        // next sequence number, and the new segment must not take its name.
+        next_seq = next_seq.max(*first_seq + 1);
+        let scan = record::scan(&bytes, Stamp::Segment(*first_seq), |offset, record| {
             max_seq = Some(max_seq.map_or(record.seq, |m| m.max(record.seq)));
             match record.kind {
                 Kind::Message => {
@@ -321,18 +327,31 @@ pub(crate) fn recover(
         });
         let mut size = bytes.len() as u64;
         if let Some((offset, damage)) = scan.damage {
-            Stats::bump(&stats.journal_damaged_tails);
             if index + 1 == paths.len() {
-                warn!(
-                    segment = %path.display(), offset, %damage,
-                    cut = bytes.len() - offset,
-                    "journal: torn or corrupt tail of the newest segment truncated (records after the last complete commit; none of them was acknowledged)"
-                );
+                // The newest segment: what follows its last complete commit was never
+                // acknowledged. Bytes stamped for another segment are most likely the rest of
+                // a reused file's earlier use, cut at a record boundary that is not one of its
+                // own (see `record`); only a record of this segment cut short is a torn write.
+                if let record::Damage::OtherSegment(_) = damage {
+                    info!(
+                        segment = %path.display(), offset,
+                        cut = bytes.len() - offset,
+                        "journal: the newest segment ends at its last complete commit; what follows (an earlier use of the file, or a commit the crash cut short, never acknowledged) is truncated"
+                    );
+                } else {
+                    Stats::bump(&stats.journal_damaged_tails);
+                    warn!(
+                        segment = %path.display(), offset, %damage,
+                        cut = bytes.len() - offset,
+                        "journal: torn or corrupt tail of the newest segment truncated (records after the last complete commit; none of them was acknowledged)"
+                    );
+                }
                 let file = OpenOptions::new().write(true).open(path)?;
                 file.set_len(offset as u64)?;
                 file.sync_all()?;
                 size = offset as u64;
             } else {
+                Stats::bump(&stats.journal_damaged_tails);
                 error!(
                     segment = %path.display(), offset, %damage,
                     "journal: a segment that was committed is damaged (disk corruption?); records after the damage cannot be read and are NOT delivered; the file is kept for inspection"
@@ -402,7 +421,8 @@ pub(crate) fn adopt_orphans(root: &Path, workers: usize, stats: &Stats) -> io::R
         if !orphan.entries.is_empty() {
             let heir = recover(root, target, &|_| None, stats)?;
             let mut bytes = Vec::new();
-            for (seq, entry) in (heir.next_seq..).zip(&orphan.entries) {
+            let first_seq = heir.next_seq;
+            for (seq, entry) in (first_seq..).zip(&orphan.entries) {
                 let segment = orphan
                     .segments
                     .iter()
@@ -425,7 +445,8 @@ pub(crate) fn adopt_orphans(root: &Path, workers: usize, stats: &Stats) -> io::R
                     &mut bytes,
                 );
             }
-            let path = heir.dir.join(segment_name(heir.next_seq));
+            record::stamp(&mut bytes, Stamp::Segment(first_seq));
+            let path = heir.dir.join(segment_name(first_seq));
             let file = OpenOptions::new()
                 .create_new(true)
                 .write(true)
@@ -458,10 +479,13 @@ struct Active {
     /// The same file opened for direct writes (a prepared segment, when the filesystem allows
     /// them and the configuration asks for them).
     direct: Option<Rc<DirectFiles>>,
-    /// Whether the segment was prepared (zero-filled) ahead; one that was not is sealed as soon
-    /// as a prepared one is ready.
+    /// Whether the segment was prepared ahead (zero-filled or reused); one that was not is
+    /// sealed as soon as a prepared one is ready.
     prepared: bool,
     written: u64,
+    /// The file's length when the segment began (a prepared one's blocks not written over
+    /// yet lie between `written` and this).
+    file_len: u64,
     /// The same file, for dropping its synced pages from the page cache as it grows.
     cache: PageCache,
 }
@@ -518,10 +542,11 @@ impl DirectFiles {
 }
 
 /// Copies `records` into `out` (emptied first) so that they start at a block-aligned address
-/// and end, after a padding record, on a block boundary, as `O_DIRECT` needs; returns where
-/// they start in `out`. One copy per commit (~17 KiB at saturation): cheaper than keeping the
-/// batch being gathered aligned through its growth.
-fn block_aligned(records: &[u8], out: &mut Vec<u8>) -> usize {
+/// and end, after a padding record, on a block boundary, as `O_DIRECT` needs, and stamps them
+/// for the segment they go to; returns where they start in `out`. One copy per commit
+/// (~17 KiB at saturation): cheaper than keeping the batch being gathered aligned through its
+/// growth.
+fn block_aligned(records: &[u8], stamp: Stamp, out: &mut Vec<u8>) -> usize {
     out.clear();
     let pad = record::padding_len(records.len());
     // Reserved in full first, so that nothing below moves the buffer.
@@ -532,6 +557,7 @@ fn block_aligned(records: &[u8], out: &mut Vec<u8>) -> usize {
     if pad > 0 {
         record::encode_padding(pad, out);
     }
+    record::stamp(&mut out[lead..], stamp);
     debug_assert_eq!(out[lead..].as_ptr().addr() % record::BLOCK, 0);
     debug_assert_eq!((out.len() - lead) % record::BLOCK, 0);
     lead
@@ -599,6 +625,9 @@ struct Sealed {
     last: StdFile,
     bytes: u64,
     live: usize,
+    /// Begun by this run (every record in it stamped), so its file may be reused once it is
+    /// delivered. Segments found at start-up are deleted instead.
+    reusable: bool,
 }
 
 /// A worker's live journal (single-threaded: it lives on its worker).
@@ -667,6 +696,11 @@ struct Commit {
     position: u64,
 }
 
+/// How long delivered records wait for company before they are written on their own (see
+/// [`Journal::linger_delivered`]): a `kill -9` loses at most this long's delivered records, and
+/// those messages are delivered again after the restart.
+const DELIVERED_LINGER: Duration = Duration::from_millis(5);
+
 /// Commits that may be in flight at once. Concurrent fdatasyncs on one file share the
 /// filesystem's journal commits: measured on this project's VM (ext4 on virtio), 1, 2 and 4
 /// concurrent append+fdatasync streams gave 3,600, 5,800 and 7,300 syncs/s. Four keeps each
@@ -716,6 +750,7 @@ impl Journal {
                     file: Rc::new(monoio::fs::File::from_std(segment.file)?),
                     bytes: segment.bytes,
                     live: segment.live,
+                    reusable: false,
                 },
             );
         }
@@ -747,6 +782,7 @@ impl Journal {
                 direct: None,
                 prepared: false,
                 written: 0,
+                file_len: 0,
             }),
             next_segment: RefCell::new(next_segment),
             direct_io: Cell::new(direct_io),
@@ -925,29 +961,39 @@ impl Journal {
         }
     }
 
-    /// Deletes a segment whose messages have all been delivered.
+    /// Hands a segment whose messages have all been delivered to [`spare`] for reuse, or
+    /// deletes it.
     ///
     /// The close of a deleted file's last descriptor is when the filesystem frees its blocks
     /// and cached pages: 10–15 ms for a 64 MiB segment on this VM's ext4, during which the
     /// worker's event loop (and every ACK waiting on it) would stand still. So the runtime's
     /// descriptor is closed here and the last one on a short-lived thread (which still shares
-    /// the CPU when the whole relay is confined to one).
+    /// the CPU when the whole relay is confined to one). A reused file frees nothing.
     fn reclaim(&self, segment: Sealed) {
         let Sealed {
             path,
             file,
             last,
             bytes,
+            reusable,
             ..
         } = segment;
-        let removed = fs::remove_file(&path);
         drop(file);
-        let closer = std::thread::Builder::new()
-            .name("mllp-relay-unlink".into())
-            .spawn(move || drop(last));
-        if let Err(e) = closer {
-            warn!(error = %e, "journal: cannot start a thread to close a deleted segment; closing it on the worker");
-        }
+        let removed = if reusable {
+            self.next_segment.borrow_mut().reuse(last, &path)
+        } else {
+            Err(last)
+        };
+        let removed = removed.or_else(|last| {
+            let removed = fs::remove_file(&path);
+            let closer = std::thread::Builder::new()
+                .name("mllp-relay-unlink".into())
+                .spawn(move || drop(last));
+            if let Err(e) = closer {
+                warn!(error = %e, "journal: cannot start a thread to close a deleted segment; closing it on the worker");
+            }
+            removed
+        });
         match removed {
             Ok(()) => {
                 self.bytes.set(self.bytes.get().saturating_sub(bytes));
@@ -1056,7 +1102,8 @@ impl Journal {
             let mut buf = std::mem::take(&mut *self.spare.borrow_mut());
             let lead = {
                 let mut pending = self.pending.borrow_mut();
-                let lead = block_aligned(&pending, &mut buf);
+                let stamp = Stamp::Segment(self.active.borrow().first_seq);
+                let lead = block_aligned(&pending, stamp, &mut buf);
                 let padding = buf.len() - lead - pending.len();
                 self.bytes.set(self.bytes.get() + padding as u64);
                 pending.clear();
@@ -1117,8 +1164,10 @@ impl Journal {
     /// sessions waiting.
     async fn gather(&self) {
         if self.pending_messages.borrow().is_empty() {
-            // Only delivered records: they are written without a sync, nobody waits.
-            return;
+            self.linger_delivered().await;
+            if self.pending_messages.borrow().is_empty() {
+                return;
+            }
         }
         // monoio's timer has a resolution of one millisecond, so it is only the backstop for
         // a batch that stops growing: while messages arrive, each append wakes this task and
@@ -1131,6 +1180,29 @@ impl Journal {
                 || waiting >= self.writers.active()
                 || Instant::now() >= deadline
                 || self.stopped.get()
+                || backstop.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(());
+            }
+            *self.committer.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// Delivered records alone need no sync and nobody waits for them, but every commit is a
+    /// whole block: written one commit each, a receiver draining a backlog made a 4 KiB
+    /// write per delivered message. So they wait for the next commit of messages to ride
+    /// with, or until a block's worth has gathered, or [`DELIVERED_LINGER`].
+    async fn linger_delivered(&self) {
+        let deadline = Instant::now() + DELIVERED_LINGER;
+        let mut backstop = std::pin::pin!(monoio::time::sleep_until(deadline.into()));
+        poll_fn(|cx| {
+            if !self.pending_messages.borrow().is_empty()
+                || self.pending.borrow().len() >= record::BLOCK - record::HEADER_LEN
+                || self.stopped.get()
+                || self.rotate_requested.get()
+                || Instant::now() >= deadline
                 || backstop.as_mut().poll(cx).is_ready()
             {
                 return Poll::Ready(());
@@ -1303,6 +1375,22 @@ impl Journal {
     /// Seals the active segment and starts a new one (synced into the directory before any
     /// record in it is acknowledged).
     fn rotate(&self) -> io::Result<()> {
+        let live = self.active_live.get();
+        {
+            // A prepared segment sealed before its records reached the end of the file (the
+            // journal was full and this one delivered): what lies after its records, zeros or a
+            // reused file's earlier records, is cut off, durably, before a newer segment
+            // exists. Recovery reads a segment that is not the newest strictly: its records
+            // must reach the end of the file or zeros. (One that is delivered is reclaimed
+            // below, as it is.)
+            let active = self.active.borrow();
+            if live > 0 && active.file_len > active.written {
+                let file = &active.cache.file;
+                file.set_len(active.written)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| context(e, "cannot cut the end off", &self.dir))?;
+            }
+        }
         // Named by the next sequence number, or one past the active segment's name when no
         // message was written since it began (only delivered records): names stay unique and
         // increasing, and every record in a segment follows those of the segments before it.
@@ -1311,7 +1399,12 @@ impl Journal {
         let taken = self.next_segment.borrow_mut().take_as(&path);
         let prepared = taken.is_some();
         let file = match taken {
-            Some(file) => file,
+            Some((file, reused)) => {
+                if reused {
+                    Stats::bump(&self.stats.journal_segments_reused);
+                }
+                file
+            }
             None => OpenOptions::new()
                 .create_new(true)
                 .read(true)
@@ -1339,6 +1432,7 @@ impl Journal {
         let new = Active {
             first_seq,
             cache: PageCache::new(&file)?,
+            file_len: file.metadata()?.len(),
             file: Rc::new(monoio::fs::File::from_std(file)?),
             direct,
             prepared,
@@ -1346,7 +1440,7 @@ impl Journal {
         };
         let mut old = std::mem::replace(&mut *self.active.borrow_mut(), new);
         old.cache.advise_to_end();
-        let live = self.active_live.replace(0);
+        self.active_live.set(0);
         let old_path = self.dir.join(segment_name(old.first_seq));
         let sealed = Sealed {
             path: old_path,
@@ -1354,6 +1448,7 @@ impl Journal {
             last: old.cache.file,
             bytes: old.written,
             live,
+            reusable: true,
         };
         if live == 0 {
             self.reclaim(sealed);
@@ -1498,7 +1593,7 @@ mod tests {
     /// The message sequence numbers a scan of `bytes` finds, and whether it read them all.
     fn messages_in(bytes: &[u8]) -> (Vec<u64>, bool) {
         let mut seqs = Vec::new();
-        let scan = record::scan(bytes, |_, r| {
+        let scan = record::scan(bytes, Stamp::Segment(1), |_, r| {
             if r.kind == Kind::Message {
                 seqs.push(r.seq);
             }
@@ -1521,11 +1616,13 @@ mod tests {
             &[65_000],
         ] {
             let records = batch_of(sizes);
-            let lead = block_aligned(&records, &mut out);
+            let lead = block_aligned(&records, Stamp::Segment(1), &mut out);
             let commit = &out[lead..];
             assert_eq!(commit.as_ptr().addr() % record::BLOCK, 0, "{sizes:?}");
             assert_eq!(commit.len() % record::BLOCK, 0, "{sizes:?}");
-            assert_eq!(&commit[..records.len()], &records[..]);
+            let mut stamped = records.clone();
+            record::stamp(&mut stamped, Stamp::Segment(1));
+            assert_eq!(&commit[..records.len()], &stamped[..]);
             let (seqs, whole) = messages_in(commit);
             assert!(whole, "{sizes:?}: the padding scans cleanly to the end");
             assert_eq!(seqs, (1..=sizes.len() as u64).collect::<Vec<_>>());
@@ -1568,7 +1665,7 @@ mod tests {
                 (&direct.durable, &[10, 20][..]),
                 (&direct.unsynced, &[5000]),
             ] {
-                let lead = block_aligned(&batch_of(sizes), &mut buf);
+                let lead = block_aligned(&batch_of(sizes), Stamp::Segment(1), &mut buf);
                 let len = (buf.len() - lead) as u64;
                 let (written, back) = files
                     .write_all_at(monoio::buf::IoBuf::slice(buf, lead..), position)
@@ -1591,6 +1688,40 @@ mod tests {
         assert_eq!(seqs, [1, 2, 1]);
         // The preallocated zeros after the last commit are untouched.
         assert!(bytes[end..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_new_segment_never_takes_the_name_of_one_found_at_start_up() {
+        // Segment 10 was begun when only delivered records had been written since segment 9
+        // (so named one past it) and then took messages 3 and 4.
+        let root = std::env::temp_dir().join(format!("mllp-names-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let dir = worker_dir(&root, 0);
+        fs::create_dir_all(&dir).unwrap();
+        let mut bytes = Vec::new();
+        for seq in [3, 4] {
+            record::encode(
+                &Record {
+                    kind: Kind::Message,
+                    seq,
+                    time_ms: 1,
+                    lane: 0,
+                    payload: b"MSH|^~\\&|A\r",
+                },
+                &mut bytes,
+            );
+        }
+        record::stamp(&mut bytes, Stamp::Segment(10));
+        let path = dir.join(segment_name(10));
+        fs::write(&path, &bytes).unwrap();
+        let stats = Stats::new(["in"], ["out"]);
+        let mut recovered = recover(&root, 0, &|_| Some(0), &stats).unwrap();
+        assert_eq!(recovered.undelivered(), 2);
+        assert_eq!(recovered.next_seq, 11);
+        recovered.begin_segment().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), bytes, "segment 10 is untouched");
+        assert!(dir.join(segment_name(11)).exists());
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
