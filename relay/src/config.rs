@@ -133,8 +133,9 @@ pub struct JournalConfig {
     /// Longest a message waits for others to share its commit (see [`DEFAULT_COMMIT_INTERVAL`]).
     pub commit_interval: Duration,
     /// Cap on one worker's journal, in bytes of records. On disk a worker also holds the
-    /// unwritten rest of its current segment and one spare segment (both zeros, prepared ahead
-    /// so that syncs do not change the file size): up to two segments more than this.
+    /// unwritten rest of its current segment and up to two spare segments (a delivered
+    /// segment's file to be reused, and one of zeros: prepared ahead so that syncs do not
+    /// change the file size): up to three segments more than this.
     pub max_bytes: u64,
     /// Size at which a worker starts a new segment file.
     pub segment_bytes: u64,
