@@ -1883,15 +1883,21 @@ fn durable_mode_writes_into_prepared_segments_and_recovers_through_their_zeros()
     // A restart reads every segment to its zeros: nothing reported damaged, everything
     // delivered once, in order.
     let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
-    let relay = relay::start(config()).unwrap();
+    let expected: Vec<String> = (0..SENT).map(|i| format!("PREP-{i}")).collect();
+    assert_recovers_in_order(config(), &receiver, &expected);
+}
+
+/// Starts a relay with `config` over an existing journal and checks that it finds `expected`
+/// undelivered, reports no damage, and delivers them to `receiver` once each, in order.
+fn assert_recovers_in_order(config: Config, receiver: &Receiver, expected: &[String]) {
+    let relay = relay::start(config).unwrap();
     let stats = relay.stats().clone();
-    assert_eq!(Stats::get(&stats.journal_recovered), SENT as u64);
+    assert_eq!(Stats::get(&stats.journal_recovered), expected.len() as u64);
     assert_eq!(Stats::get(&stats.journal_damaged_tails), 0);
     wait_until("the receiver has every message", || {
-        receiver.received().len() >= SENT
+        receiver.received().len() >= expected.len()
     });
     relay.shutdown();
-    let expected: Vec<String> = (0..SENT).map(|i| format!("PREP-{i}")).collect();
     assert_eq!(
         control_ids(&receiver.received()),
         expected,
@@ -1959,16 +1965,8 @@ fn durable_mode_reuses_delivered_segments_and_recovers_through_their_earlier_rec
     // A restart reads each segment to the end of its own records: the kept messages, once
     // each and in order; nothing of the delivered ones, nothing reported damaged.
     let receiver = Receiver::start(Behaviour::Ack);
-    let relay = relay::start(config(receiver.addr)).unwrap();
-    let stats = relay.stats().clone();
-    assert_eq!(Stats::get(&stats.journal_recovered), KEPT as u64);
-    assert_eq!(Stats::get(&stats.journal_damaged_tails), 0);
-    wait_until("the receiver has every kept message", || {
-        receiver.received().len() >= KEPT
-    });
-    relay.shutdown();
     let expected: Vec<String> = (0..KEPT).map(|i| format!("KEPT-{i}")).collect();
-    assert_eq!(control_ids(&receiver.received()), expected);
+    assert_recovers_in_order(config(receiver.addr), &receiver, &expected);
 }
 
 /// The segment of a worker's journal directory with the highest name.

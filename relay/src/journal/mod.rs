@@ -1574,8 +1574,13 @@ mod tests {
 
     /// Records of `sizes` payload bytes, sequence numbers from 1, as a batch gathers them.
     fn batch_of(sizes: &[usize]) -> Vec<u8> {
+        messages((1u64..).zip(sizes.iter().copied()))
+    }
+
+    /// Message records (not stamped) with these sequence numbers and payload sizes.
+    fn messages(seqs_and_sizes: impl IntoIterator<Item = (u64, usize)>) -> Vec<u8> {
         let mut out = Vec::new();
-        for (seq, &size) in (1u64..).zip(sizes) {
+        for (seq, size) in seqs_and_sizes {
             record::encode(
                 &Record {
                     kind: Kind::Message,
@@ -1698,19 +1703,7 @@ mod tests {
         let _ = fs::remove_dir_all(&root);
         let dir = worker_dir(&root, 0);
         fs::create_dir_all(&dir).unwrap();
-        let mut bytes = Vec::new();
-        for seq in [3, 4] {
-            record::encode(
-                &Record {
-                    kind: Kind::Message,
-                    seq,
-                    time_ms: 1,
-                    lane: 0,
-                    payload: b"MSH|^~\\&|A\r",
-                },
-                &mut bytes,
-            );
-        }
+        let mut bytes = messages([(3, 20), (4, 20)]);
         record::stamp(&mut bytes, Stamp::Segment(10));
         let path = dir.join(segment_name(10));
         fs::write(&path, &bytes).unwrap();
