@@ -1855,9 +1855,11 @@ fn durable_mode_writes_into_prepared_segments_and_recovers_through_their_zeros()
             code_and_id(&client.round_trip(&message(&id))),
             (AckCode::AA, id)
         );
-        if i % 20 == 0 {
-            // Room for the spare's thread, as real traffic leaves it.
-            thread::sleep(Duration::from_millis(20));
+        if i % 20 == 0 || i + 2 == SENT {
+            // Room for the spare's thread, as real traffic leaves it; and before the last
+            // message, whose commit fills its segment, so that the newest segment (begun by
+            // that rotation) is a prepared one even on a slow machine.
+            thread::sleep(Duration::from_millis(if i + 2 == SENT { 300 } else { 20 }));
         }
     }
     drop(client);
@@ -1937,9 +1939,11 @@ fn durable_mode_reuses_delivered_segments_and_recovers_through_their_earlier_rec
     };
     for i in 0..DELIVERED {
         send(format!("DONE-{i}"));
-        if i % 20 == 0 {
-            // Room for the spare's thread, as real traffic leaves it.
-            thread::sleep(Duration::from_millis(20));
+        if i % 20 == 0 || i + 40 >= DELIVERED {
+            // Room for the spare's thread, as real traffic leaves it; after each of the last
+            // messages, so that the last rotations find a delivered file ready for reuse even
+            // on a slow machine.
+            thread::sleep(Duration::from_millis(if i % 20 == 0 { 20 } else { 10 }));
         }
     }
     wait_until("the receiver has every message", || {
