@@ -1377,12 +1377,12 @@ impl Journal {
     fn rotate(&self) -> io::Result<()> {
         let live = self.active_live.get();
         {
-            // A prepared segment sealed before its records reached the end of the file (the
-            // journal was full and this one delivered): what lies after its records, zeros or a
-            // reused file's earlier records, is cut off, durably, before a newer segment
-            // exists. Recovery reads a segment that is not the newest strictly: its records
-            // must reach the end of the file or zeros. (One that is delivered is reclaimed
-            // below, as it is.)
+            // Recovery reads a segment that is not the newest strictly: its records must reach
+            // the end of the file, or zeros. A segment sealed with messages still in it has
+            // always filled its file (the early rotations seal one with nothing live, which is
+            // reclaimed below as it is); should one ever be sealed short, what lies after its
+            // records (zeros, or a reused file's earlier records) is cut off, durably, before a
+            // newer segment exists.
             let active = self.active.borrow();
             if live > 0 && active.file_len > active.written {
                 let file = &active.cache.file;
