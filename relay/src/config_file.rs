@@ -2166,7 +2166,8 @@ impl fmt::Display for Settings {
             )?;
             writeln!(
                 f,
-                "  commit interval at most {}; per worker: at most {} on disk in segments of {}, \
+                "  commit interval at most {}; per worker: at most {} of records in segments of {} \
+                 (on disk up to 3 segments more: spares and the current one's unwritten rest), \
                  {} in memory",
                 format_duration(j.commit_interval),
                 format_size(j.max_bytes),

@@ -1756,7 +1756,7 @@ direct_io = false"#,
         "ack mode durable (AA/CA once fsync'ed to the journal",
         "journal in /var/lib/mllp-relay/journal",
         "commit interval at most 5ms",
-        "at most 2GiB on disk in segments of 16MiB, 128MiB in memory",
+        "at most 2GiB of records in segments of 16MiB (on disk up to 3 segments more: spares and the current one's unwritten rest), 128MiB in memory",
         "4 forward lane(s) per per-core downstream; when full: pause",
         "commits written through the page cache + fdatasync (direct_io = false)",
     ] {
@@ -1997,7 +1997,7 @@ fn check_config_prints_the_journal() {
         "ack mode durable".to_owned(),
         format!("journal in {}", dir.0.join("journal").display()),
         "commit interval at most 1ms".to_owned(),
-        "at most 8GiB on disk in segments of 64MiB, 64MiB in memory".to_owned(),
+        "at most 8GiB of records in segments of 64MiB (on disk up to 3 segments more: spares and the current one's unwritten rest), 64MiB in memory".to_owned(),
         "8 forward lane(s)".to_owned(),
         "when full: pause".to_owned(),
     ] {
