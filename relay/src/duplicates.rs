@@ -14,8 +14,9 @@
 //! - Only messages already committed are remembered. A resend that arrives while the first
 //!   copy is still waiting for its fdatasync (on another connection) is queued as well, so
 //!   at most the messages in flight at once can still be delivered twice.
-//! - The window lives in memory: after a restart it starts empty (delivery stays at least
-//!   once).
+//! - The window lives in memory. At start-up it is refilled from the messages still in the
+//!   journal (see `worker::WindowsFromJournal`), with ACKs made anew; messages whose segment
+//!   was already reclaimed are not remembered across a restart (delivery stays at least once).
 //! - It is bounded by age and by entries; the oldest entries go first.
 //!
 //! The window is shared by every worker, since a resend after a reconnect can land on any of
@@ -137,6 +138,11 @@ impl DuplicateWindow {
         let Some(seen) = shard.remembered.get(key.as_slice()) else {
             return Seen::New;
         };
+        if now.saturating_duration_since(seen.at) > self.max_age {
+            // Not evicted yet only because an entry remembered after it is older (entries
+            // refilled from the journal at start-up come worker by worker).
+            return Seen::New;
+        }
         if seen.content != Fingerprint::of(payload) {
             return Seen::ReusedControlId;
         }
@@ -324,6 +330,34 @@ mod tests {
         let after = start + Duration::from_secs(11);
         assert_eq!(check(&window, &payload, after).0, Seen::New);
         assert!(window.is_empty());
+    }
+
+    #[test]
+    fn an_old_entry_behind_a_younger_one_has_expired_too() {
+        // Refilled from two journals: the second worker's messages are remembered after the
+        // first's, though some of them are older.
+        let window = DuplicateWindow::new(Duration::from_secs(10), 100);
+        let start = Instant::now();
+        let young = message("LAB", "NORTH", "1", "x");
+        // Another control ID in the same shard (eviction works shard by shard).
+        let key_of = |payload: &[u8]| {
+            let mut key = Vec::new();
+            key_into(&Msh::parse(payload).unwrap(), &mut key);
+            key
+        };
+        let young_shard = window.shard(&key_of(&young));
+        let old = (2..1000)
+            .map(|id| message("LAB", "NORTH", &id.to_string(), "x"))
+            .find(|other| std::ptr::eq(window.shard(&key_of(other)), young_shard))
+            .expect("some control ID shares the shard");
+        remember(&window, &young, b"ack", start + Duration::from_secs(9));
+        remember(&window, &old, b"ack", start);
+        let now = start + Duration::from_secs(12);
+        assert_eq!(check(&window, &old, now).0, Seen::New);
+        assert_eq!(
+            check(&window, &young, now).0,
+            Seen::Resent(Some(AckCode::AA))
+        );
     }
 
     #[test]

@@ -150,7 +150,8 @@ struct Cli {
     /// With --ack-mode durable: a message accepted within this long (e.g. 10min; at most 24h)
     /// and sent again with the same MSH-3, MSH-4, MSH-10 and content (a sender that missed the
     /// ACK) gets its original ACK and is not queued twice. Default: off. The window is kept
-    /// in memory (100,000 messages at most) and starts empty after a restart.
+    /// in memory (100,000 messages at most); after a restart it is refilled from the
+    /// messages still in the journal.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     duplicate_window: Option<Duration>,
 

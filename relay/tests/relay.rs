@@ -1984,6 +1984,52 @@ fn newest_segment(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
+fn the_duplicate_window_remembers_journaled_messages_across_a_restart() {
+    // The relay goes down after journaling a message (here: after delivering it too; the
+    // segment holding it is still on disk). Its sender never saw the ACK and resends after
+    // the restart: it gets an AA, and the receiver gets the message once.
+    let journal = TempDir::new("window");
+    let receiver = Receiver::start(Behaviour::Ack);
+    let config = || {
+        let mut cfg = durable_config(receiver.addr, &journal.0);
+        cfg.listeners[0].duplicates = Some(Arc::new(relay::duplicates::DuplicateWindow::new(
+            Duration::from_secs(600),
+            1000,
+        )));
+        cfg
+    };
+    let relay = relay::start(config()).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    assert_eq!(
+        code_and_id(&client.round_trip(&message("WIN-1"))),
+        (AckCode::AA, "WIN-1".to_owned())
+    );
+    wait_until("the receiver has the message", || {
+        !receiver.received().is_empty()
+    });
+    drop(client);
+    relay.shutdown();
+
+    let relay = relay::start(config()).unwrap();
+    let stats = relay.stats().clone();
+    let mut client = Client::connect(relay.listen_addr());
+    let resent = client.round_trip(&message("WIN-1"));
+    assert_eq!(code_and_id(&resent), (AckCode::AA, "WIN-1".to_owned()));
+    assert_eq!(Stats::get(&stats.listener(0).duplicates_answered), 1);
+    // A new message is taken as usual.
+    assert_eq!(
+        code_and_id(&client.round_trip(&message("WIN-2"))),
+        (AckCode::AA, "WIN-2".to_owned())
+    );
+    wait_until("the receiver has the new message", || {
+        receiver.received().len() >= 2
+    });
+    drop(client);
+    relay.shutdown();
+    assert_eq!(control_ids(&receiver.received()), ["WIN-1", "WIN-2"]);
+}
+
+#[test]
 fn durable_mode_cuts_a_torn_journal_tail_and_delivers_everything_acknowledged() {
     let journal = TempDir::new("torn");
     let receiver_addr = dead_port();

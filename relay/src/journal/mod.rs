@@ -279,7 +279,8 @@ fn now_ms() -> u64 {
 
 /// Reads worker `id`'s journal under `root`: every segment, the messages still undelivered,
 /// and a torn tail cut off. Segments with nothing undelivered are deleted. `route` names each
-/// message's downstream under the current configuration.
+/// message's downstream under the current configuration; `seen` is shown every message found
+/// (delivered or not, oldest first) with the time it was taken in, ms since the Unix epoch.
 ///
 /// # Errors
 /// When a segment cannot be read or the directory written.
@@ -287,6 +288,7 @@ pub(crate) fn recover(
     root: &Path,
     id: usize,
     route: &dyn Fn(&[u8]) -> Option<usize>,
+    seen: &mut dyn FnMut(&[u8], u64),
     stats: &Stats,
 ) -> io::Result<Recovered> {
     let dir = worker_dir(root, id);
@@ -306,6 +308,7 @@ pub(crate) fn recover(
             max_seq = Some(max_seq.map_or(record.seq, |m| m.max(record.seq)));
             match record.kind {
                 Kind::Message => {
+                    seen(record.payload, record.time_ms);
                     undelivered.insert(
                         record.seq,
                         Found {
@@ -416,10 +419,10 @@ pub(crate) fn adopt_orphans(root: &Path, workers: usize, stats: &Stats) -> io::R
         if id < workers {
             continue;
         }
-        let orphan = recover(root, id, &|_| None, stats)?;
+        let orphan = recover(root, id, &|_| None, &mut |_, _| {}, stats)?;
         let target = id % workers;
         if !orphan.entries.is_empty() {
-            let heir = recover(root, target, &|_| None, stats)?;
+            let heir = recover(root, target, &|_| None, &mut |_, _| {}, stats)?;
             let mut bytes = Vec::new();
             let first_seq = heir.next_seq;
             for (seq, entry) in (first_seq..).zip(&orphan.entries) {
@@ -1708,7 +1711,10 @@ mod tests {
         let path = dir.join(segment_name(10));
         fs::write(&path, &bytes).unwrap();
         let stats = Stats::new(["in"], ["out"]);
-        let mut recovered = recover(&root, 0, &|_| Some(0), &stats).unwrap();
+        let mut found = 0;
+        let mut recovered =
+            recover(&root, 0, &|_| Some(0), &mut |_, _| found += 1, &stats).unwrap();
+        assert_eq!(found, 2);
         assert_eq!(recovered.undelivered(), 2);
         assert_eq!(recovered.next_seq, 11);
         recovered.begin_segment().unwrap();
