@@ -1,6 +1,7 @@
 //! Interop with real third-party HL7 software: python-hl7's asyncio MLLP client sends through
-//! the relay (TLS, and mutual TLS) to python-hl7's and hl7apy's MLLP servers; every message
-//! must arrive byte for byte (same SHA-256) and every ACK must name its message.
+//! the relay (TLS, and mutual TLS; passthrough, and durable, where the ACK is the relay's own)
+//! to python-hl7's and hl7apy's MLLP servers; every message must arrive byte for byte (same
+//! SHA-256) and every ACK must name its message.
 //!
 //! The peers come from PyPI, installed by `scripts/interop-setup.sh`; point
 //! `MLLP_INTEROP_PYTHON` at that interpreter. Without it these tests print a note and pass,
@@ -56,7 +57,16 @@ fn sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn relay_config(pki: &pki::Pki, downstream: SocketAddr, mutual: bool) -> Config {
+/// How the relay answers in a round trip.
+#[derive(Clone, Copy)]
+enum Acks {
+    /// The receiver's ACK, passed through.
+    Passthrough,
+    /// The relay's own AA once the message is in its journal (under the test's directory).
+    Durable,
+}
+
+fn relay_config(pki: &pki::Pki, downstream: SocketAddr, mutual: bool, acks: Acks) -> Config {
     let settings = ServerTlsSettings {
         cert_chain: pki.server.cert_path.clone(),
         key: pki.server.key_path.clone(),
@@ -68,6 +78,13 @@ fn relay_config(pki: &pki::Pki, downstream: SocketAddr, mutual: bool) -> Config 
     listener.tls =
         Some(relay::tls::ReloadableServerConfig::load(settings, rejections.clone()).unwrap());
     listener.tls_rejections = rejections;
+    let journal = match acks {
+        Acks::Passthrough => None,
+        Acks::Durable => {
+            listener.ack_mode = relay::config::AckMode::Durable;
+            Some(relay::config::JournalConfig::new(pki.dir.0.join("journal")))
+        }
+    };
     Config {
         listeners: vec![listener],
         downstreams: vec![DownstreamConfig::plain("peer", downstream)],
@@ -78,18 +95,25 @@ fn relay_config(pki: &pki::Pki, downstream: SocketAddr, mutual: bool) -> Config 
         shutdown_grace: Duration::from_secs(5),
         driver: Driver::Auto,
         metrics_addr: None,
-        journal: None,
+        journal,
     }
 }
 
 /// Sends every message from python-hl7 through a relay to `server_mode`, with or without a
 /// client certificate, and checks delivery byte for byte.
-fn round_trip(server_mode: &str, mutual: bool) {
+fn round_trip(server_mode: &str, mutual: bool, acks: Acks) {
     let Some(python) = python() else { return };
-    let pki = pki::Pki::new(&format!("interop-{server_mode}-{mutual}"));
+    let durable = matches!(acks, Acks::Durable);
+    let pki = pki::Pki::new(&format!("interop-{server_mode}-{mutual}-{durable}"));
     let server = Peer::spawn(&python, &[server_mode]);
     let port = server.port();
-    let relay = relay::start(relay_config(&pki, ([127, 0, 0, 1], port).into(), mutual)).unwrap();
+    let relay = relay::start(relay_config(
+        &pki,
+        ([127, 0, 0, 1], port).into(),
+        mutual,
+        acks,
+    ))
+    .unwrap();
     let files = messages(&pki.dir.0);
 
     let relay_port = relay.listen_addr().port().to_string();
@@ -140,17 +164,24 @@ fn control_id(raw: &[u8]) -> String {
 
 #[test]
 fn python_hl7_over_tls_to_python_hl7() {
-    round_trip("pyhl7-server", false);
+    round_trip("pyhl7-server", false, Acks::Passthrough);
 }
 
 #[test]
 fn python_hl7_over_mutual_tls_to_python_hl7() {
-    round_trip("pyhl7-server", true);
+    round_trip("pyhl7-server", true, Acks::Passthrough);
 }
 
 #[test]
 fn python_hl7_over_mutual_tls_to_hl7apy_one_message_per_connection() {
-    round_trip("hl7apy-server", true);
+    round_trip("hl7apy-server", true, Acks::Passthrough);
+}
+
+/// Durable mode: python-hl7 reads the relay's own ACKs, and the journal delivers every
+/// message to hl7apy byte for byte, in order.
+#[test]
+fn python_hl7_over_tls_to_hl7apy_through_the_durable_journal() {
+    round_trip("hl7apy-server", false, Acks::Durable);
 }
 
 #[test]
@@ -159,7 +190,13 @@ fn python_hl7_without_a_client_certificate_is_refused() {
     let pki = pki::Pki::new("interop-refused");
     let server = Peer::spawn(&python, &["pyhl7-server"]);
     let port = server.port();
-    let relay = relay::start(relay_config(&pki, ([127, 0, 0, 1], port).into(), true)).unwrap();
+    let relay = relay::start(relay_config(
+        &pki,
+        ([127, 0, 0, 1], port).into(),
+        true,
+        Acks::Passthrough,
+    ))
+    .unwrap();
     let files = messages(&pki.dir.0);
     let relay_port = relay.listen_addr().port().to_string();
     let ca = pki.ca.cert_path.to_string_lossy().into_owned();
