@@ -25,11 +25,14 @@
 //! 2^24 − 1, plus one, and the checksum is of the number's 8 bytes followed by the record. A
 //! delivered segment's file is reused for a later segment (see `journal::spare`), so behind
 //! the last record written into it lie the records of its earlier use. They are told apart
-//! from the new ones by their stamp, and from damage because their checksum checks for an
-//! earlier segment with their tag ([`scan`]): that is the segment's clean end. A stamp
-//! collision (two uses of one file whose numbers agree modulo 2^24 − 1) cannot make an old
-//! record pass as new, because the full number is in the checksum; at worst the old record is
-//! reported as damage. Dead-letter files, and journals written before segments were reused,
+//! from the new ones by their stamp. Where an earlier record starts right at the end of the
+//! new ones and checks for an earlier segment with its tag, [`scan`] ends cleanly; where the
+//! new records end inside an earlier one (the uses laid out their commits differently), the
+//! bytes there carry another tag (or 0 in a stamped segment) and the scan ends with
+//! [`Damage::OtherSegment`], which recovery does not count as a torn write of the newest
+//! segment. A stamp collision (two uses of one file whose numbers agree modulo 2^24 − 1)
+//! cannot make an old record pass as new, because the full number is in the checksum; at
+//! worst the old bytes are reported as a torn record. Dead-letter files, and journals written before segments were reused,
 //! carry [`Stamp::Plain`] records: tag 0 and the checksum of the record alone.
 //!
 //! Segments are preallocated with zeros (see `journal::spare`), so the records of a segment are
@@ -289,9 +292,13 @@ pub(crate) struct Scan {
 /// end (zeros, or an earlier use's records), or at the first damaged record.
 pub(crate) fn scan(bytes: &[u8], expected: Stamp, mut each: impl FnMut(usize, Record<'_>)) -> Scan {
     let mut offset = 0;
+    // Whether this file's records are stamped (known from its first record): in a stamped
+    // segment, bytes with tag 0 are not a record of it either.
+    let mut stamped = None;
     while offset < bytes.len() {
         match decode(&bytes[offset..], expected) {
             Ok(record) => {
+                stamped.get_or_insert(tag_in(&bytes[offset..]) != 0);
                 let len = record.encoded_len();
                 each(offset, record);
                 offset += len;
@@ -299,6 +306,10 @@ pub(crate) fn scan(bytes: &[u8], expected: Stamp, mut each: impl FnMut(usize, Re
             Err(_) if is_unwritten(&bytes[offset..]) => break,
             Err(_) if is_earlier_use(&bytes[offset..], expected) => break,
             Err(damage) => {
+                let damage = match not_of_segment(&bytes[offset..], expected, stamped) {
+                    Some(tag) => Damage::OtherSegment(tag),
+                    None => damage,
+                };
                 return Scan {
                     valid_len: offset,
                     damage: Some((offset, damage)),
@@ -310,6 +321,23 @@ pub(crate) fn scan(bytes: &[u8], expected: Stamp, mut each: impl FnMut(usize, Re
         valid_len: offset,
         damage: None,
     }
+}
+
+/// The tag of bytes that cannot be the start of a record of segment `expected`: their tag is
+/// another segment's, or 0 in a segment whose records are stamped (`stamped`; unknown counts
+/// as stamped, since every segment begun since stamps is). A reused file's earlier use, cut
+/// anywhere (its records are laid out differently), looks like this. `None` when the bytes
+/// claim to be this segment's record (a torn write of it), or too short to say.
+fn not_of_segment(rest: &[u8], expected: Stamp, stamped: Option<bool>) -> Option<u32> {
+    let Stamp::Segment(first_seq) = expected else {
+        return None;
+    };
+    if rest.len() < HEADER_LEN {
+        return None;
+    }
+    let tag = tag_in(rest);
+    let foreign = tag != tag_of(first_seq) && (tag != 0 || stamped != Some(false));
+    foreign.then_some(tag)
 }
 
 /// Whether `rest` is preallocated space no record was written into: zeros only.
@@ -819,5 +847,130 @@ mod tests {
         let mut garbage = file;
         garbage[end..end + 4096].fill(0x5a);
         assert!(read_as(&garbage, 5_000).1.damage.is_some());
+    }
+
+    mod reuse {
+        //! Property: however often a file is reused, and wherever its current use stops
+        //! (whole commits, or a commit whose later sectors never reached the disk), a scan as
+        //! the current segment yields a prefix of the current use's messages (a torn commit's
+        //! records that did land whole may be among them: never acknowledged, delivered at
+        //! least once) and nothing of an earlier use.
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One use of the file: how far its segment number is past the previous one, and its
+        /// commits (payload lengths of the messages in each).
+        #[derive(Debug, Clone)]
+        struct Use {
+            gap: u64,
+            commits: Vec<Vec<usize>>,
+        }
+
+        fn a_use() -> impl Strategy<Value = Use> {
+            (
+                prop_oneof![1..5_000u64, Just(TAG_MODULUS), Just(2 * TAG_MODULUS)],
+                proptest::collection::vec(proptest::collection::vec(0..3_000usize, 1..6), 1..12),
+            )
+                .prop_map(|(gap, commits)| Use { gap, commits })
+        }
+
+        /// Writes `usage` over `file` from its start as segment `first_seq`: every commit
+        /// whole, except the last when `torn_sectors` says how many of its 512-byte sectors
+        /// landed. Returns the sequence numbers of the messages written, in order.
+        fn write_use(
+            file: &mut Vec<u8>,
+            first_seq: u64,
+            usage: &Use,
+            torn_sectors: Option<usize>,
+        ) -> Vec<u64> {
+            let mut at = 0;
+            let mut seq = first_seq;
+            let mut written = Vec::new();
+            for (index, sizes) in usage.commits.iter().enumerate() {
+                let mut commit = Vec::new();
+                let mut seqs = Vec::new();
+                for &size in sizes {
+                    encode(
+                        &Record {
+                            kind: Kind::Message,
+                            seq,
+                            time_ms: seq,
+                            lane: 0,
+                            payload: &vec![u8::try_from(seq % 251).unwrap(); size],
+                        },
+                        &mut commit,
+                    );
+                    seqs.push(seq);
+                    seq += 1;
+                }
+                let pad = padding_len(commit.len());
+                if pad > 0 {
+                    encode_padding(pad, &mut commit);
+                }
+                stamp(&mut commit, Stamp::Segment(first_seq));
+                let last = index + 1 == usage.commits.len();
+                let landed = match torn_sectors {
+                    Some(sectors) if last => (sectors * 512).min(commit.len()),
+                    _ => commit.len(),
+                };
+                if file.len() < at + commit.len() {
+                    file.resize(at + commit.len(), 0);
+                }
+                file[at..at + landed].copy_from_slice(&commit[..landed]);
+                written.extend(seqs);
+                at += commit.len();
+            }
+            written
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 256,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+            #[test]
+            fn a_reused_file_yields_only_its_current_use(
+                uses in proptest::collection::vec(a_use(), 1..5),
+                torn in proptest::option::of(0..40usize),
+            ) {
+                let mut file = Vec::new();
+                let mut first_seq = 1;
+                let mut current = Vec::new();
+                let mut earlier = Vec::new();
+                for (index, usage) in uses.iter().enumerate() {
+                    if index > 0 {
+                        earlier.push(first_seq);
+                    }
+                    first_seq += usage.gap;
+                    let last = index + 1 == uses.len();
+                    current = write_use(&mut file, first_seq, usage, torn.filter(|_| last));
+                }
+                let mut seen = Vec::new();
+                let scan = scan(&file, Stamp::Segment(first_seq), |_, record| {
+                    if record.kind == Kind::Message {
+                        seen.push(record.seq);
+                    }
+                });
+                // Only the current use's messages, in order, from the first.
+                prop_assert!(seen.len() <= current.len(), "{seen:?} {current:?}");
+                prop_assert_eq!(&seen[..], &current[..seen.len()]);
+                // A stamp collision (an earlier use with the current tag) may be reported as a
+                // torn record of this segment, but never read as one (above).
+                let collision = earlier.iter().any(|&e| tag_of(e) == tag_of(first_seq));
+                if torn.is_none() {
+                    prop_assert_eq!(seen.len(), current.len());
+                }
+                if torn.is_none() && !collision {
+                    // What follows is an earlier use (or zeros): never reported as a torn
+                    // record of this segment.
+                    prop_assert!(
+                        matches!(scan.damage, None | Some((_, Damage::OtherSegment(_)))),
+                        "{:?}",
+                        scan.damage
+                    );
+                }
+            }
+        }
     }
 }
