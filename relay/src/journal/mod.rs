@@ -656,7 +656,7 @@ pub(crate) struct Journal {
     /// Sessions waiting for space (`when_full = pause`).
     space_waiters: RefCell<Vec<Waker>>,
     active: RefCell<Active>,
-    /// The next segment, zero-filled ahead of time (see [`spare`]).
+    /// The next segment, prepared ahead of time: reused or zero-filled (see [`spare`]).
     next_segment: RefCell<spare::Spare>,
     /// Whether prepared segments are written with [`DirectFiles`]: configured, and not found
     /// unsupported by the filesystem.
