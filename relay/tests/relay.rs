@@ -49,8 +49,8 @@ enum Behaviour {
     SloppyPieces,
     /// Waits, then answers.
     Delay(Duration),
-    /// Answers AA to the first this many messages it receives, then never again.
-    AckFirst(usize),
+    /// Answers AA while the flag is set, nothing after.
+    AckWhile(&'static std::sync::atomic::AtomicBool),
 }
 
 struct Receiver {
@@ -147,15 +147,11 @@ fn serve(mut stream: impl Read + Write, behaviour: Behaviour, received: &Mutex<V
     loop {
         while let Ok(Some(frame)) = deframer.decode(&buf) {
             let payload = frame.payload(&buf).to_vec();
-            let count = {
-                let mut received = received.lock().unwrap();
-                received.push(payload.clone());
-                received.len()
-            };
+            received.lock().unwrap().push(payload.clone());
             let reply = match behaviour {
                 Behaviour::Silent => continue,
-                Behaviour::AckFirst(n) if count > n => continue,
-                Behaviour::AckFirst(_) => mock_ack(&payload, AckCode::AA, None),
+                Behaviour::AckWhile(answering) if !answering.load(Ordering::SeqCst) => continue,
+                Behaviour::AckWhile(_) => mock_ack(&payload, AckCode::AA, None),
                 Behaviour::Ack | Behaviour::CloseAfterEach | Behaviour::SloppyPieces => {
                     mock_ack(&payload, AckCode::AA, None)
                 }
@@ -1849,17 +1845,21 @@ fn durable_mode_writes_into_prepared_segments_and_recovers_through_their_zeros()
     };
     let relay = relay::start(config()).unwrap();
     let mut client = Client::connect(relay.listen_addr());
-    for i in 0..SENT {
-        let id = format!("PREP-{i}");
+    let dir = journal.0.join("worker-0");
+    let mut sent = 0;
+    // At least SENT messages, and then until the last one's rotation began a prepared
+    // segment (on a slow machine the spare may not be ready for a few more).
+    while sent < SENT || !newest_segment_is_untouched_spare(&dir, SEGMENT) {
+        assert!(sent < SENT + 500, "no rotation found a prepared spare");
+        let id = format!("PREP-{sent}");
         assert_eq!(
             code_and_id(&client.round_trip(&message(&id))),
             (AckCode::AA, id)
         );
-        if i % 20 == 0 || i + 2 == SENT {
-            // Room for the spare's thread, as real traffic leaves it; and before the last
-            // message, whose commit fills its segment, so that the newest segment (begun by
-            // that rotation) is a prepared one even on a slow machine.
-            thread::sleep(Duration::from_millis(if i + 2 == SENT { 300 } else { 20 }));
+        sent += 1;
+        if sent % 20 == 0 {
+            // Pauses, as real traffic leaves them (and the spare's thread uses them).
+            thread::sleep(Duration::from_millis(20));
         }
     }
     drop(client);
@@ -1885,8 +1885,16 @@ fn durable_mode_writes_into_prepared_segments_and_recovers_through_their_zeros()
     // A restart reads every segment to its zeros: nothing reported damaged, everything
     // delivered once, in order.
     let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
-    let expected: Vec<String> = (0..SENT).map(|i| format!("PREP-{i}")).collect();
+    let expected: Vec<String> = (0..sent).map(|i| format!("PREP-{i}")).collect();
     assert_recovers_in_order(config(), &receiver, &expected);
+}
+
+/// Whether the newest segment in `dir` is a spare taken by a rotation and not written yet:
+/// at least a segment long, and zeros only (a new file begun empty would be shorter; one
+/// written into would not be all zeros).
+fn newest_segment_is_untouched_spare(dir: &std::path::Path, segment: u64) -> bool {
+    let bytes = std::fs::read(newest_segment(dir)).unwrap_or_default();
+    bytes.len() as u64 >= segment && bytes.iter().all(|&b| b == 0)
 }
 
 /// Starts a relay with `config` over an existing journal and checks that it finds `expected`
@@ -1927,7 +1935,8 @@ fn durable_mode_reuses_delivered_segments_and_recovers_through_their_earlier_rec
         cfg.journal.as_mut().unwrap().segment_bytes = SEGMENT;
         cfg
     };
-    let receiver = Receiver::start(Behaviour::AckFirst(DELIVERED));
+    static ANSWERING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    let receiver = Receiver::start(Behaviour::AckWhile(&ANSWERING));
     let relay = relay::start(config(receiver.addr)).unwrap();
     let stats = relay.stats().clone();
     let mut client = Client::connect(relay.listen_addr());
@@ -1937,20 +1946,29 @@ fn durable_mode_reuses_delivered_segments_and_recovers_through_their_earlier_rec
             (AckCode::AA, id)
         );
     };
-    for i in 0..DELIVERED {
-        send(format!("DONE-{i}"));
-        if i % 20 == 0 || i + 40 >= DELIVERED {
-            // Room for the spare's thread, as real traffic leaves it; after each of the last
-            // messages, so that the last rotations find a delivered file ready for reuse even
-            // on a slow machine.
-            thread::sleep(Duration::from_millis(if i % 20 == 0 { 20 } else { 10 }));
+    // At least DELIVERED messages, and then until a rotation has just begun a segment in a
+    // reused file (the counter moved since the message before), so that the kept messages
+    // below go into it.
+    let mut delivered = 0;
+    let mut reused_before = 0;
+    loop {
+        send(format!("DONE-{delivered}"));
+        delivered += 1;
+        let reused = Stats::get(&stats.journal_segments_reused);
+        if delivered >= DELIVERED && reused >= 3 && reused > reused_before {
+            break;
+        }
+        reused_before = reused;
+        assert!(delivered < DELIVERED + 2000, "{reused} segments reused");
+        if delivered % 20 == 0 {
+            // Pauses, as real traffic leaves them (and the spare's thread uses them).
+            thread::sleep(Duration::from_millis(20));
         }
     }
     wait_until("the receiver has every message", || {
-        receiver.received().len() >= DELIVERED
+        receiver.received().len() >= delivered
     });
-    let reused = Stats::get(&stats.journal_segments_reused);
-    assert!(reused >= 3, "{reused} segments reused");
+    ANSWERING.store(false, Ordering::SeqCst);
     for i in 0..KEPT {
         send(format!("KEPT-{i}"));
     }
