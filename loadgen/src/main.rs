@@ -370,16 +370,10 @@ fn size_arg(text: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log));
-    let Ok(filter) = filter else {
-        eprintln!("mllp-loadgen: error: invalid --log filter {:?}", cli.log);
+    if let Err(e) = relay::logging::init(&cli.log) {
+        eprintln!("mllp-loadgen: error: {e}");
         return ExitCode::from(2);
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    }
     // Many connections need many descriptors: lift the soft limit to the hard one.
     if let Err(e) = relay::worker::raise_fd_limit() {
         tracing::warn!(error = %e, "cannot raise the open-file limit to its hard limit");

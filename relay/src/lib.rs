@@ -49,6 +49,7 @@ mod durable;
 mod forwarder;
 mod handoff;
 pub mod journal;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 mod session;

@@ -436,13 +436,7 @@ fn main() -> anyhow::Result<()> {
         None => {}
     }
 
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
-        .context("invalid --log filter")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    relay::logging::init(&cli.log).map_err(anyhow::Error::msg)?;
 
     // Every connection (sender and downstream) is a descriptor: the usual soft limit of 1024
     // would refuse connections long before memory or CPU run out.
