@@ -343,6 +343,8 @@ struct ProcStat {
     /// utime + stime + cutime + cstime, in clock ticks: the process's own CPU time plus that
     /// of the children it has reaped (an nginx worker that exited still counts).
     cpu_ticks: u64,
+    /// The kernel's part of `cpu_ticks`: stime + cstime.
+    system_ticks: u64,
 }
 
 fn parse_stat(text: &str) -> Option<ProcStat> {
@@ -354,6 +356,7 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
     Some(ProcStat {
         parent: u32::try_from(field(4)?).ok()?,
         cpu_ticks: field(14)? + field(15)? + field(16)? + field(17)?,
+        system_ticks: field(15)? + field(17)?,
     })
 }
 
@@ -402,15 +405,41 @@ fn tree_of(root: u32, all: &HashMap<u32, ProcStat>) -> Vec<u32> {
     tree
 }
 
-/// CPU seconds used so far by `root` and its descendants.
-pub fn tree_cpu_seconds(root: u32) -> f64 {
+/// CPU time used so far, in seconds: all of it, and the part spent in the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTime {
+    /// User + system.
+    pub total_s: f64,
+    /// System only: system calls, and on loopback the TCP work of both ends of every segment
+    /// the process sends (the receiver's side runs in the sender's context).
+    pub system_s: f64,
+}
+
+impl std::ops::Sub for CpuTime {
+    type Output = Self;
+
+    fn sub(self, earlier: Self) -> Self {
+        Self {
+            total_s: self.total_s - earlier.total_s,
+            system_s: self.system_s - earlier.system_s,
+        }
+    }
+}
+
+/// CPU time used so far by `root` and its descendants.
+pub fn tree_cpu(root: u32) -> CpuTime {
     let all = all_processes();
-    let ticks: u64 = tree_of(root, &all)
+    let (total, system) = tree_of(root, &all)
         .iter()
         .filter_map(|pid| all.get(pid))
-        .map(|s| s.cpu_ticks)
-        .sum();
-    ticks as f64 / clock_ticks_per_second()
+        .fold((0, 0), |(total, system), s| {
+            (total + s.cpu_ticks, system + s.system_ticks)
+        });
+    let hz = clock_ticks_per_second();
+    CpuTime {
+        total_s: total as f64 / hz,
+        system_s: system as f64 / hz,
+    }
 }
 
 /// CPU seconds used so far by one process (all its threads).
@@ -529,7 +558,8 @@ mod tests {
             parse_stat(line),
             Some(ProcStat {
                 parent: 17,
-                cpu_ticks: 310
+                cpu_ticks: 310,
+                system_ticks: 53,
             })
         );
         assert_eq!(parse_stat("garbage"), None);

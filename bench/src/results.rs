@@ -80,6 +80,10 @@ impl Group<'_> {
         median(self.runs.iter().filter_map(|r| r.sut_us_per_msg()))
     }
 
+    fn median_kernel_cpu(&self) -> Option<f64> {
+        median(self.runs.iter().filter_map(|r| r.sut_kernel_us_per_msg()))
+    }
+
     fn median_latency(&self, quantile: f64) -> Option<f64> {
         median(self.runs.iter().map(|r| r.stats.latency_us(quantile)))
     }
@@ -334,7 +338,7 @@ impl<'a> Report<'a> {
         } else {
             "CPU µs/msg"
         });
-        header.extend(["RSS MiB", "errors", "other load"]);
+        header.extend(["kernel µs/msg med", "RSS MiB", "errors", "other load"]);
         let mut table = Table::new(&header);
         for g in &groups {
             if let Some(why) = &g.skipped
@@ -363,6 +367,7 @@ impl<'a> Report<'a> {
                 row.push(num(g.median_latency(q), 0));
             }
             row.push(best_median(g.best_cpu(), g.median_cpu(), rounds, 1));
+            row.push(num(g.median_kernel_cpu(), 1));
             row.push(num(
                 g.runs
                     .iter()
@@ -699,8 +704,10 @@ impl<'a> Report<'a> {
             out,
             "\nLatency is the ACK round trip seen by the load generator (open loop: from the \
              intended send time). CPU µs/msg is the system under test's CPU time (user + \
-             system, from /proc) per message it relayed; \"other load\" is busy CPU time on the \
-             machine that was not ours, plus hypervisor steal, in cores.\n\n{}\n{}\n",
+             system, from /proc) per message it relayed, and kernel µs/msg the system part of \
+             it (on loopback that includes the TCP receive work of whichever end it sends to); \
+             \"other load\" is busy CPU time on the machine that was not ours, plus hypervisor \
+             steal, in cores.\n\n{}\n{}\n",
             self.render(true),
             self.verdict()
         );
@@ -832,7 +839,11 @@ fn record_json(r: &RunRecord) -> OwnedValue {
             if let Some(cpu) = l.sut_us_per_msg() {
                 put(&mut run, "sut_cpu_us_per_msg", finite(cpu));
             }
+            if let Some(cpu) = l.sut_kernel_us_per_msg() {
+                put(&mut run, "sut_kernel_cpu_us_per_msg", finite(cpu));
+            }
             put(&mut run, "sut_cpu_s", finite(l.sut_cpu_s));
+            put(&mut run, "sut_system_cpu_s", finite(l.sut_system_s));
             put(&mut run, "wall_s", finite(l.wall_s));
             put(&mut run, "sut_rss_kib", l.sut_memory.rss_kib);
             put(&mut run, "sut_pss_kib", l.sut_memory.pss_kib);

@@ -249,6 +249,8 @@ pub struct LoadResult {
     pub target_rate: Option<f64>,
     /// CPU seconds of the system under test's process tree over the load generator's life.
     pub sut_cpu_s: f64,
+    /// The kernel's part of `sut_cpu_s` (system time).
+    pub sut_system_s: f64,
     /// Wall seconds of that window.
     pub wall_s: f64,
     /// The sink's counts (every message that went through the system under test).
@@ -308,12 +310,21 @@ impl LoadResult {
     /// CPU microseconds of the system under test per message through it.
     /// In `durable` mode, per message taken in (the sink may still be far behind).
     pub fn sut_us_per_msg(&self) -> Option<f64> {
+        self.per_message_us(self.sut_cpu_s)
+    }
+
+    /// The kernel's part of [`Self::sut_us_per_msg`].
+    pub fn sut_kernel_us_per_msg(&self) -> Option<f64> {
+        self.per_message_us(self.sut_system_s)
+    }
+
+    fn per_message_us(&self, cpu_s: f64) -> Option<f64> {
         let messages = if self.custody.is_some() {
             self.written()
         } else {
             self.sink.received
         };
-        (messages > 0).then(|| self.sut_cpu_s * 1e6 / messages as f64)
+        (messages > 0).then(|| cpu_s * 1e6 / messages as f64)
     }
 
     /// Messages the load generator wrote, warm-up included.
@@ -872,7 +883,7 @@ impl Bench {
 
         let machine_before = MachineCpu::now();
         let spin_before = self.spinners.cpu_seconds();
-        let sut_before = process::tree_cpu_seconds(sut_pid);
+        let sut_before = process::tree_cpu(sut_pid);
         let sink_before = process::process_cpu_seconds(sink_pid);
         let started = Instant::now();
         let loadgen = Managed::spawn(
@@ -887,7 +898,7 @@ impl Bench {
         let waited = loadgen.wait(expected + Duration::from_secs(60) + Duration::from_secs(10));
         drop(ticker);
         let wall_s = started.elapsed().as_secs_f64();
-        let sut_after = process::tree_cpu_seconds(sut_pid);
+        let sut_after = process::tree_cpu(sut_pid);
         let sink_after = process::process_cpu_seconds(sink_pid);
         let spin_after = self.spinners.cpu_seconds();
         let machine_after = MachineCpu::now();
@@ -903,7 +914,8 @@ impl Bench {
             .with_context(|| format!("cannot read {}", json.display()))?;
         let sink = running.stop()?;
 
-        let ours = (sut_after - sut_before)
+        let sut_cpu = sut_after - sut_before;
+        let ours = sut_cpu.total_s
             + if sink_separate {
                 sink_after - sink_before
             } else {
@@ -914,7 +926,8 @@ impl Bench {
         let busy = machine_after.busy_s - machine_before.busy_s;
         Ok(LoadResult {
             target_rate: rate,
-            sut_cpu_s: sut_after - sut_before,
+            sut_cpu_s: sut_cpu.total_s,
+            sut_system_s: sut_cpu.system_s,
             wall_s,
             sink,
             sut_memory,
@@ -1223,6 +1236,7 @@ mod tests {
             stats: stats.clone(),
             target_rate: None,
             sut_cpu_s: 1.0,
+            sut_system_s: 0.5,
             wall_s: 1.0,
             sink: SinkCounts {
                 received: unique,
@@ -1250,6 +1264,7 @@ mod tests {
             Some(1e6 / 100.0),
             "per message taken in"
         );
+        assert_eq!(result(60, 40).sut_kernel_us_per_msg(), Some(0.5e6 / 100.0));
     }
 
     #[test]

@@ -118,6 +118,11 @@ fn a_small_scenario_runs_end_to_end_and_leaves_its_results() {
         assert_eq!(run["sink_unique"].as_u64(), Some(sent), "{run:?}");
         assert_eq!(run["ack_codes"]["AA"].as_u64(), run["sent"].as_u64());
         assert!(run["sut_cpu_us_per_msg"].as_f64().unwrap() > 0.0);
+        let kernel = run["sut_kernel_cpu_us_per_msg"].as_f64().unwrap();
+        assert!(
+            (0.0..=run["sut_cpu_us_per_msg"].as_f64().unwrap()).contains(&kernel),
+            "the kernel's part is part of the whole: {kernel}"
+        );
         assert!(run["sut_rss_kib"].as_u64().unwrap() > 0);
     }
     // The open-loop phase offered half of the same system's closed-loop rate.
