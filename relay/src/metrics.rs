@@ -658,7 +658,7 @@ impl Stats {
             );
         }
         out.push_str(
-            "# HELP mllp_relay_tls_rejections_total Client certificates refused, by reason.\n",
+            "# HELP mllp_relay_tls_rejections_total TLS clients refused in the handshake (certificate or protocol version), by reason.\n",
         );
         out.push_str("# TYPE mllp_relay_tls_rejections_total counter\n");
         let mut distinct: Vec<&Arc<TlsRejections>> = Vec::with_capacity(rejections.len());
@@ -841,8 +841,8 @@ impl Stats {
             }
         }
         out.push_str(
-            "# HELP mllp_relay_listener_tls_rejections_total Client certificates refused, by \
-             listener and reason.\n# TYPE mllp_relay_listener_tls_rejections_total counter\n",
+            "# HELP mllp_relay_listener_tls_rejections_total TLS clients refused in the \
+             handshake (certificate or protocol version), by listener and reason.\n# TYPE mllp_relay_listener_tls_rejections_total counter\n",
         );
         for (listener, rejections) in self.listeners.iter().zip(rejections) {
             for reason in RejectReason::ALL {

@@ -61,7 +61,8 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, Error as TlsError,
-    InconsistentKeys, RootCertStore, ServerConfig, SignatureScheme, SupportedProtocolVersion,
+    InconsistentKeys, PeerIncompatible, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedProtocolVersion,
 };
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -165,9 +166,15 @@ impl fmt::Display for Thumbprint {
 // Rejection counters
 // ---------------------------------------------------------------------------------------------
 
-/// Why a client certificate (or its absence) was refused during the handshake.
+/// Why a TLS client was refused during the handshake: its certificate (or its absence), or
+/// a protocol version older than TLS 1.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
+    /// The client offered only TLS 1.0 or 1.1 (or older), or sent a hello without the
+    /// `signature_algorithms` extension TLS 1.2 introduced: it gets a `protocol_version` or
+    /// `handshake_failure` alert. Old interface engines and JREs still do this; the log line
+    /// says so in plain words.
+    OldProtocolVersion,
     /// Client authentication is required and the client sent no certificate.
     NoCertificate,
     /// The certificate (or, on the CA path, one in its chain) is past its `notAfter`.
@@ -188,7 +195,8 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, in declaration order (for exporting all counters, zeros included).
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
+        Self::OldProtocolVersion,
         Self::NoCertificate,
         Self::Expired,
         Self::NotYetValid,
@@ -201,6 +209,7 @@ impl RejectReason {
     /// A snake_case name, for Prometheus labels and logs.
     pub fn label(self) -> &'static str {
         match self {
+            Self::OldProtocolVersion => "old_protocol_version",
             Self::NoCertificate => "no_certificate",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
@@ -249,22 +258,37 @@ impl TlsRejections {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
-    /// Feed a server-side handshake error here. rustls refuses a client that sends no
-    /// certificate (when one is required) before the verifier is called, so that one case is
-    /// counted and logged here; every other certificate rejection has already been counted by
-    /// the verifier, and for those (and for non-certificate errors) this does nothing and
-    /// returns `None`.
+    /// Feed a server-side handshake error here. rustls refuses a client that offers only
+    /// TLS 1.0/1.1, and one that sends no certificate (when one is required), before the
+    /// verifier is called, so those two cases are counted and logged here; every other
+    /// certificate rejection has already been counted by the verifier, and for those (and for
+    /// other errors) this does nothing and returns `None`.
     pub fn note_handshake_error(&self, err: &TlsError) -> Option<RejectReason> {
-        if matches!(err, TlsError::NoCertificatesPresented) {
-            self.record(RejectReason::NoCertificate);
-            tracing::warn!(
-                reason = RejectReason::NoCertificate.label(),
-                "rejected TLS client: no client certificate presented"
-            );
-            Some(RejectReason::NoCertificate)
-        } else {
-            None
-        }
+        let (reason, why) = match err {
+            TlsError::NoCertificatesPresented => (
+                RejectReason::NoCertificate,
+                "no client certificate presented",
+            ),
+            TlsError::PeerIncompatible(
+                PeerIncompatible::Tls12NotOffered | PeerIncompatible::Tls12NotOfferedOrEnabled,
+            ) => (
+                RejectReason::OldProtocolVersion,
+                "the client offered only TLS 1.1 or older; this relay accepts TLS 1.2 and 1.3 \
+                 (enable TLS 1.2 in the sender, or upgrade its Java/OpenSSL runtime)",
+            ),
+            // Checked by rustls before the version: a TLS 1.0/1.1 client never sends this
+            // extension (it came with TLS 1.2), so this is how most of them are refused.
+            TlsError::PeerIncompatible(PeerIncompatible::SignatureAlgorithmsExtensionRequired) => (
+                RejectReason::OldProtocolVersion,
+                "the client's hello has no signature_algorithms extension, which TLS 1.2 and 1.3 \
+                 require: a TLS 1.0/1.1 client (enable TLS 1.2 in the sender, or upgrade its \
+                 Java/OpenSSL runtime)",
+            ),
+            _ => return None,
+        };
+        self.record(reason);
+        tracing::warn!(reason = reason.label(), "rejected TLS client: {why}");
+        Some(reason)
     }
 }
 

@@ -780,6 +780,98 @@ fn mtls_refuses_bad_clients_before_reading_a_byte() {
     relay.shutdown();
 }
 
+/// A ClientHello as a TLS 1.0 or 1.1 client sends it (`version` 0x0301 or 0x0302, no
+/// `supported_versions` extension, CBC suites): what old interface engines and JREs offer.
+/// Real ones carry no `signature_algorithms` either (it came with TLS 1.2); with
+/// `signature_algorithms` set, the hello is refused for its version alone. Built by hand
+/// because rustls cannot speak those versions.
+fn legacy_client_hello(version: u16, signature_algorithms: bool) -> Vec<u8> {
+    let mut hello = Vec::new();
+    hello.extend_from_slice(&version.to_be_bytes());
+    hello.extend_from_slice(&[0x5a; 32]); // random
+    hello.push(0); // no session id
+    // ECDHE-ECDSA-AES128-SHA, ECDHE-RSA-AES128-SHA, AES128-SHA, AES256-SHA
+    let suites: [u16; 4] = [0xc009, 0xc013, 0x002f, 0x0035];
+    hello.extend_from_slice(&u16::try_from(2 * suites.len()).unwrap().to_be_bytes());
+    for suite in suites {
+        hello.extend_from_slice(&suite.to_be_bytes());
+    }
+    hello.extend_from_slice(&[1, 0]); // compression: null only
+    // supported_groups (x25519, secp256r1) and ec_point_formats (uncompressed)
+    let mut extensions = vec![
+        0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17, //
+        0x00, 0x0b, 0x00, 0x02, 0x01, 0x00,
+    ];
+    if signature_algorithms {
+        // ecdsa_secp256r1_sha256, rsa_pkcs1_sha256
+        extensions.extend_from_slice(&[0x00, 0x0d, 0x00, 0x06, 0x00, 0x04, 0x04, 0x03, 0x04, 0x01]);
+    }
+    hello.extend_from_slice(&u16::try_from(extensions.len()).unwrap().to_be_bytes());
+    hello.extend_from_slice(&extensions);
+    let mut handshake = vec![1]; // client_hello
+    handshake.extend_from_slice(&u32::try_from(hello.len()).unwrap().to_be_bytes()[1..]);
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![22, 0x03, 0x01]; // handshake record, version 1.0 as clients send it
+    record.extend_from_slice(&u16::try_from(handshake.len()).unwrap().to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[test]
+fn tls_1_0_and_1_1_clients_are_refused_with_an_alert_and_counted() {
+    let pki = pki::Pki::new("e2e-tls-old");
+    let receiver = Receiver::start(Behaviour::Ack);
+    let (cfg, rejections) = tls_config(&pki, receiver.addr, None, &[]);
+    let relay = relay::start(cfg).unwrap();
+    let hellos = [
+        (0x0301_u16, false),
+        (0x0302, false),
+        (0x0301, true),
+        (0x0302, true),
+    ];
+    for (n, (version, signature_algorithms)) in hellos.into_iter().enumerate() {
+        let mut tcp = TcpStream::connect(relay.listen_addr()).unwrap();
+        tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+        tcp.write_all(&legacy_client_hello(version, signature_algorithms))
+            .unwrap();
+        // A message right behind the hello, as a client that does not wait would send it.
+        let _ = tcp.write_all(&message("OLD-TLS-1"));
+        let mut reply = Vec::new();
+        let _ = tcp.read_to_end(&mut reply);
+        // One fatal alert record (content type 21, level 2), then the relay closes: 70,
+        // protocol_version, for a hello refused for its version; 40, handshake_failure, for
+        // one without signature_algorithms (rustls checks that first).
+        let expected = if signature_algorithms { 70 } else { 40 };
+        assert!(
+            reply.len() >= 7,
+            "{version:#06x}: an alert came back: {reply:02x?}"
+        );
+        assert_eq!(
+            reply[0], 21,
+            "{version:#06x}: an alert record: {reply:02x?}"
+        );
+        assert_eq!(
+            &reply[5..7],
+            &[2, expected],
+            "{version:#06x}: the fatal alert"
+        );
+        let started = Instant::now();
+        while rejections.get(RejectReason::OldProtocolVersion) != n as u64 + 1
+            && started.elapsed() < PATIENCE
+        {
+            thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(
+            rejections.get(RejectReason::OldProtocolVersion),
+            n as u64 + 1,
+            "{version:#06x} counted as an old protocol version"
+        );
+    }
+    assert!(receiver.received().is_empty(), "nothing was forwarded");
+    assert_eq!(Stats::get(&relay.stats().tls_handshake_failures), 4);
+    relay.shutdown();
+}
+
 #[test]
 fn mtls_accepts_ca_issued_and_thumbprint_listed_clients() {
     let pki = pki::Pki::new("e2e-mtls-accept");
