@@ -54,6 +54,13 @@ pub(crate) async fn run(mut conn: Conn, index: usize, ctx: Rc<WorkerContext>) {
             .handshake(Instant::now() + listener.handshake_timeout)
             .await
         {
+            if matches!(error, ConnError::Closed) {
+                // Closed (or reset) without a TLS alert: a load balancer's health check or a
+                // port probe, which connects and hangs up. Not a refusal, and a warning for
+                // each would bury the real ones.
+                debug!(listener = %listener.name, %peer, "closed by the peer before the TLS handshake completed");
+                return;
+            }
             Stats::bump(&stats.tls_handshake_failures);
             Stats::bump(&counters.tls_handshake_failures);
             if let ConnError::Tls(tls_error) = &error {

@@ -907,6 +907,40 @@ fn plaintext_on_a_tls_port_is_refused() {
     relay.shutdown();
 }
 
+#[test]
+fn a_probe_that_connects_and_hangs_up_is_not_a_handshake_failure() {
+    let pki = pki::Pki::new("e2e-tls-probe");
+    let receiver = Receiver::start(Behaviour::Ack);
+    let (cfg, _) = tls_config(&pki, receiver.addr, None, &[]);
+    let relay = relay::start(cfg).unwrap();
+    let stats = relay.stats();
+    let wait_until_closed = |accepted: u64| {
+        let started = Instant::now();
+        while (Stats::get(&stats.connections_accepted) < accepted
+            || Stats::get(&stats.connections_open) > 0)
+            && started.elapsed() < PATIENCE
+        {
+            thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(Stats::get(&stats.connections_open), 0);
+    };
+    // A health check: connect, then close (FIN), or reset (linger 0), without a byte.
+    TcpStream::connect(relay.listen_addr()).unwrap();
+    let reset = socket2::Socket::from(TcpStream::connect(relay.listen_addr()).unwrap());
+    reset.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(reset);
+    wait_until_closed(2);
+    assert_eq!(Stats::get(&stats.tls_handshake_failures), 0);
+    // The same counter does count a client that speaks, and gets it wrong.
+    let mut plain = TcpStream::connect(relay.listen_addr()).unwrap();
+    plain.write_all(&message("PLAIN-1")).unwrap();
+    let _ = plain.read_to_end(&mut Vec::new());
+    drop(plain);
+    wait_until_closed(3);
+    assert_eq!(Stats::get(&stats.tls_handshake_failures), 1);
+    relay.shutdown();
+}
+
 // --- Prometheus endpoint ---------------------------------------------------------------------
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
