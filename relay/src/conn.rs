@@ -212,7 +212,13 @@ impl Conn {
 
     /// Runs the TLS handshake to completion (no-op for plain connections). A refused peer
     /// gets its alert before this returns the error.
+    ///
+    /// # Errors
+    /// [`ConnError::Closed`] only when the peer hung up before sending a single byte (a
+    /// health check or a port probe); a peer that hangs up once the handshake has begun is
+    /// an [`io::ErrorKind::UnexpectedEof`] error.
     pub async fn handshake(&mut self, deadline: Instant) -> Result<(), ConnError> {
+        let mut heard_from_peer = false;
         loop {
             let Transport::Tls { session, .. } = &self.transport else {
                 return Ok(());
@@ -221,7 +227,16 @@ impl Conn {
                 return self.flush_tls(deadline).await;
             }
             self.flush_tls(deadline).await?;
-            self.pump_ciphertext(deadline, None).await?;
+            match self.pump_ciphertext(deadline, None).await {
+                Ok(()) => heard_from_peer = true,
+                Err(ConnError::Closed) if heard_from_peer => {
+                    return Err(ConnError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the peer closed the connection in the middle of the TLS handshake",
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 

@@ -55,10 +55,9 @@ pub(crate) async fn run(mut conn: Conn, index: usize, ctx: Rc<WorkerContext>) {
             .await
         {
             if matches!(error, ConnError::Closed) {
-                // Closed (or reset) without a TLS alert: a load balancer's health check or a
-                // port probe, which connects and hangs up. Not a refusal, and a warning for
-                // each would bury the real ones.
-                debug!(listener = %listener.name, %peer, "closed by the peer before the TLS handshake completed");
+                // Closed (or reset) before sending a byte: a load balancer's health check or
+                // a port probe. Not a refusal, and a warning for each would bury the real ones.
+                debug!(listener = %listener.name, %peer, "closed by the peer before the TLS handshake began");
                 return;
             }
             Stats::bump(&stats.tls_handshake_failures);

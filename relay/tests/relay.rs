@@ -938,6 +938,14 @@ fn a_probe_that_connects_and_hangs_up_is_not_a_handshake_failure() {
     drop(plain);
     wait_until_closed(3);
     assert_eq!(Stats::get(&stats.tls_handshake_failures), 1);
+    // A client that begins the handshake and then hangs up is a failure too.
+    let mut quitter = TcpStream::connect(relay.listen_addr()).unwrap();
+    quitter
+        .write_all(&legacy_client_hello(0x0303, true)[..20])
+        .unwrap();
+    drop(quitter);
+    wait_until_closed(4);
+    assert_eq!(Stats::get(&stats.tls_handshake_failures), 2);
     relay.shutdown();
 }
 
