@@ -338,7 +338,12 @@ impl<'a> Report<'a> {
         } else {
             "CPU µs/msg"
         });
-        header.extend(["kernel µs/msg med", "RSS MiB", "errors", "other load"]);
+        header.push(if rounds > 1 {
+            "kernel µs/msg med"
+        } else {
+            "kernel µs/msg"
+        });
+        header.extend(["RSS MiB", "errors", "other load"]);
         let mut table = Table::new(&header);
         for g in &groups {
             if let Some(why) = &g.skipped
