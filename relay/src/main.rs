@@ -436,7 +436,11 @@ fn main() -> anyhow::Result<()> {
         None => {}
     }
 
-    relay::logging::init(&cli.log).map_err(anyhow::Error::msg)?;
+    if let Err(e) = relay::logging::init(&cli.log) {
+        // A usage error, like a refused flag: the same report and exit status.
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
 
     // Every connection (sender and downstream) is a descriptor: the usual soft limit of 1024
     // would refuse connections long before memory or CPU run out.

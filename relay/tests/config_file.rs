@@ -1154,6 +1154,22 @@ fn listen_and_forward_are_required_without_config() {
     assert!(stderr.contains("--forward"), "{stderr}");
 }
 
+#[test]
+fn a_bad_log_filter_exits_2_and_names_it() {
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--forward", "127.0.0.1:9"])
+        .args(["--log", "relay=loud"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid --log filter \"relay=loud\""),
+        "{stderr}"
+    );
+}
+
 /// Kills the child on drop, so a failed assertion leaves no relay running.
 struct Running(std::process::Child);
 
