@@ -926,8 +926,11 @@ mod tests {
 
     #[test]
     fn listening_sees_a_bound_listener_and_its_absence() {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let addr = listener.local_addr().unwrap();
+        // A reserved port: bound, but refusing until it listens; nobody else can take it.
+        let reserved = testkit::ReservedPort::new();
+        let addr = reserved.addr();
+        assert!(!listening(addr).unwrap());
+        let listener = reserved.listen();
         assert!(listening(addr).unwrap());
         drop(listener);
         // Not at once: another test of this process may be forking a child, which holds a copy

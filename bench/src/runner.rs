@@ -747,13 +747,12 @@ impl Bench {
                         "journal-{}",
                         PEER_DIRS.fetch_add(1, Ordering::Relaxed)
                     ));
-                    let port = free_port()?;
-                    metrics = Some(port);
+                    // The relay picks the metrics port and prints it (read below).
                     args.extend([
                         "--journal".into(),
                         journal.into(),
                         "--metrics".into(),
-                        port.to_string().into(),
+                        "127.0.0.1:0".into(),
                     ]);
                 }
                 let mut relay = Managed::spawn(
@@ -766,6 +765,9 @@ impl Bench {
                 let addr = relay.wait_for_line(START_TIMEOUT, |line| {
                     address_after(line, "mllp-relay listening on ")
                 })?;
+                if phase.ack_mode == "durable" {
+                    metrics = Some(relay.wait_for_line(START_TIMEOUT, metrics_address)?);
+                }
                 (Some(relay), addr)
             }
             System::Peer(kind) => {
@@ -1072,6 +1074,15 @@ fn address_after(line: &str, prefix: &str) -> Option<SocketAddr> {
         .ok()
 }
 
+/// The address in the relay's "mllp-relay metrics on http://ADDR/metrics" line.
+fn metrics_address(line: &str) -> Option<SocketAddr> {
+    line.strip_prefix("mllp-relay metrics on http://")?
+        .trim_end()
+        .strip_suffix("/metrics")?
+        .parse()
+        .ok()
+}
+
 /// How long a `durable` run waits after the load for the relay's queue to drain.
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
@@ -1104,7 +1115,10 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     Ok(body)
 }
 
-/// A free port on 127.0.0.1 (for peers, which cannot report the port they picked).
+/// A free port on 127.0.0.1, for peers (HAProxy, stunnel, nginx), which cannot report a port
+/// they picked. Freed before the peer binds it: `mllp-bench` runs alone on its machine, so no
+/// other program is expected to take the port in between; the relay, the sink and the load
+/// generator bind port 0 and print the port they got.
 fn free_port() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
     Ok(listener.local_addr()?)
@@ -1194,6 +1208,25 @@ mod tests {
             })
         );
         assert_eq!(SinkCounts::parse("mllp-loadgen sink listening on x"), None);
+    }
+
+    #[test]
+    fn the_relays_ready_lines_give_its_addresses() {
+        assert_eq!(
+            address_after(
+                "mllp-relay listening on 127.0.0.1:4100 (TLS), forwarding to 127.0.0.1:9 (plain)",
+                "mllp-relay listening on "
+            ),
+            Some("127.0.0.1:4100".parse().unwrap())
+        );
+        assert_eq!(
+            metrics_address("mllp-relay metrics on http://127.0.0.1:4101/metrics"),
+            Some("127.0.0.1:4101".parse().unwrap())
+        );
+        assert_eq!(
+            metrics_address("mllp-relay listener \"a\" on 127.0.0.1:1"),
+            None
+        );
     }
 
     #[test]

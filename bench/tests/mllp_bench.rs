@@ -6,6 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use testkit::TempDir;
+
+/// Longest one `mllp-bench` run of these tests may take (the small scenario needs about 30 s
+/// on a 2-core machine).
+const RUN_PATIENCE: Duration = Duration::from_secs(300);
 
 fn bench_binary() -> PathBuf {
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_mllp-bench"));
@@ -18,13 +25,6 @@ fn bench_binary() -> PathBuf {
         );
     }
     binary
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mllp-bench-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn only_child(dir: &Path) -> PathBuf {
@@ -71,17 +71,17 @@ baseline_connections = 20
 
 #[test]
 fn a_small_scenario_runs_end_to_end_and_leaves_its_results() {
-    let dir = scratch("tiny");
-    let scenario = dir.join("tiny.toml");
-    std::fs::write(&scenario, TINY).unwrap();
+    let dir = TempDir::new("mllp-bench-tiny");
+    let scenario = dir.write("tiny.toml", TINY);
     let out = dir.join("results");
-    let output = Command::new(bench_binary())
-        .args(["--no-build", "--scenario"])
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let output = testkit::run(
+        Command::new(bench_binary())
+            .args(["--no-build", "--scenario"])
+            .arg(&scenario)
+            .arg("--out")
+            .arg(&out),
+        RUN_PATIENCE,
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
@@ -163,36 +163,30 @@ fn a_small_scenario_runs_end_to_end_and_leaves_its_results() {
     let svg = std::fs::read_to_string(results.join("latency.svg")).unwrap();
     assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{svg}");
     assert!(results.join("runs/closed-c4-mllp-relay-r1.json").is_file());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_broken_scenario_is_refused_with_the_key_named() {
-    let dir = scratch("broken");
-    let scenario = dir.join("broken.toml");
-    std::fs::write(
-        &scenario,
+    let dir = TempDir::new("mllp-bench-broken");
+    let scenario = dir.write(
+        "broken.toml",
         "name = \"x\"\n[[phase]]\nname = \"a\"\nconnectoins = 3\n",
-    )
-    .unwrap();
-    let output = Command::new(bench_binary())
-        .args(["--no-build", "--scenario"])
-        .arg(&scenario)
-        .output()
-        .unwrap();
+    );
+    let output = testkit::run(
+        Command::new(bench_binary())
+            .args(["--no-build", "--scenario"])
+            .arg(&scenario),
+        RUN_PATIENCE,
+    );
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("connectoins"), "{stderr}");
     assert!(stderr.contains("broken.toml"), "{stderr}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn the_systems_list_names_every_system() {
-    let output = Command::new(bench_binary())
-        .arg("systems")
-        .output()
-        .unwrap();
+    let output = testkit::run(Command::new(bench_binary()).arg("systems"), RUN_PATIENCE);
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
     for name in [

@@ -1,86 +1,51 @@
 //! The `mllp-loadgen` binary as a user runs it: sink and send as separate processes, the
 //! report files, merge, ramp, and the one-line errors for bad input.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use testkit::{
+    PATIENCE, Process, ReservedPort, Signal, TempDir, established_connections, tcp_sockets,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mllp-loadgen");
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
+/// Longest one `mllp-loadgen` run of these tests may take (the longest asks for 4 s of load).
+const RUN_PATIENCE: Duration = Duration::from_secs(60);
 
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("loadgen-cli-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A sink process, stopped with SIGINT on drop; its stdout lines after the first are kept.
+/// A sink process; killed on drop, stopped with SIGINT by [`Sink::stop`].
 struct Sink {
-    child: Child,
+    process: Process,
     addr: String,
-    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Sink {
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["sink", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
+        let process = Process::start(
+            Command::new(BIN)
+                .args(["sink", "--listen", "127.0.0.1:0"])
+                .args(args),
+        );
+        let line = process.line();
         let addr = line
             .split_whitespace()
             .find(|w| w.starts_with("127.0.0.1:"))
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_owned();
-        Self {
-            child,
-            addr,
-            stdout,
-        }
+        Self { process, addr }
     }
 
-    /// Stops the sink (SIGINT) and returns its final report line.
+    /// Stops the sink (SIGINT) and returns its final report.
     fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let mut rest = String::new();
-        let mut line = String::new();
-        while self.stdout.read_line(&mut line).unwrap_or(0) > 0 {
-            rest.push_str(&line);
-            line.clear();
-        }
-        let _ = self.child.wait();
-        rest
+        let status = self.process.stop(Signal::INT);
+        assert!(status.success(), "{status:?}");
+        self.process.rest_of_stdout()
     }
 }
 
 fn loadgen(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
+    testkit::run(Command::new(BIN).args(args), RUN_PATIENCE)
 }
 
 fn stderr(out: &Output) -> String {
@@ -99,9 +64,9 @@ fn json(path: &Path) -> simd_json::OwnedValue {
 #[test]
 fn send_to_sink_writes_every_report_and_merge_adds_them() {
     use simd_json::prelude::*;
-    let scratch = Scratch::new("reports");
+    let scratch = TempDir::new("loadgen-cli-reports");
     let sink = Sink::start(&[]);
-    let (a, b) = (scratch.path("a.json"), scratch.path("b.json"));
+    let (a, b) = (scratch.join("a.json"), scratch.join("b.json"));
     for out in [&a, &b] {
         let result = loadgen(&[
             "send",
@@ -114,9 +79,9 @@ fn send_to_sink_writes_every_report_and_merge_adds_them() {
             "--json",
             out.to_str().unwrap(),
             "--hgrm",
-            scratch.path("run.hgrm").to_str().unwrap(),
+            scratch.join("run.hgrm").to_str().unwrap(),
             "--plot",
-            scratch.path("run.svg").to_str().unwrap(),
+            scratch.join("run.svg").to_str().unwrap(),
         ]);
         assert!(result.status.success(), "{}", stderr(&result));
         assert!(
@@ -141,12 +106,12 @@ fn send_to_sink_writes_every_report_and_merge_adds_them() {
     }
     assert!(doc["throughput_msgs_per_s"].as_f64().unwrap() > 0.0);
     assert!(doc["histogram"].as_str().unwrap().starts_with("HISTF"));
-    let hgrm = std::fs::read_to_string(scratch.path("run.hgrm")).unwrap();
+    let hgrm = std::fs::read_to_string(scratch.join("run.hgrm")).unwrap();
     assert!(hgrm.contains("Percentile"), "{hgrm}");
-    let svg = std::fs::read_to_string(scratch.path("run.svg")).unwrap();
+    let svg = std::fs::read_to_string(scratch.join("run.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
 
-    let merged = scratch.path("merged.json");
+    let merged = scratch.join("merged.json");
     let result = loadgen(&[
         "merge",
         a.to_str().unwrap(),
@@ -163,9 +128,9 @@ fn send_to_sink_writes_every_report_and_merge_adds_them() {
 #[test]
 fn ramp_finds_a_sustainable_rate_and_writes_json() {
     use simd_json::prelude::*;
-    let scratch = Scratch::new("ramp");
+    let scratch = TempDir::new("loadgen-cli-ramp");
     let sink = Sink::start(&["--ack-delay", "1ms"]);
-    let out = scratch.path("ramp.json");
+    let out = scratch.join("ramp.json");
     let result = loadgen(&[
         "ramp",
         "--target",
@@ -202,13 +167,16 @@ fn ramp_finds_a_sustainable_rate_and_writes_json() {
 
 #[test]
 fn bad_input_gets_one_line_errors_naming_the_cause() {
-    let scratch = Scratch::new("bad");
+    let scratch = TempDir::new("loadgen-cli-bad");
+    // A port where nothing listens, held for the whole test so that nobody else takes it.
+    let refused = ReservedPort::new();
+    let target = refused.addr().to_string();
     // A corpus path that does not exist.
-    let missing = scratch.path("nowhere");
+    let missing = scratch.join("nowhere");
     let out = loadgen(&[
         "send",
         "--target",
-        "127.0.0.1:9",
+        &target,
         "--corpus",
         missing.to_str().unwrap(),
     ]);
@@ -216,13 +184,13 @@ fn bad_input_gets_one_line_errors_naming_the_cause() {
     assert!(stderr(&out).contains("nowhere"), "{}", stderr(&out));
 
     // A file without an MSH segment.
-    std::fs::write(scratch.path("notes.hl7"), "this is not HL7\r").unwrap();
+    std::fs::write(scratch.join("notes.hl7"), "this is not HL7\r").unwrap();
     let out = loadgen(&[
         "send",
         "--target",
-        "127.0.0.1:9",
+        &target,
         "--corpus",
-        scratch.0.to_str().unwrap(),
+        scratch.path().to_str().unwrap(),
     ]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -232,13 +200,6 @@ fn bad_input_gets_one_line_errors_naming_the_cause() {
     );
 
     // Nothing listening.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let target = format!("127.0.0.1:{port}");
     let out = loadgen(&["send", "--target", &target, "--count", "1"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
@@ -274,59 +235,18 @@ fn bad_input_gets_one_line_errors_naming_the_cause() {
     drop(server);
 }
 
-/// ESTABLISHED TCP sockets whose local port is `port`: on a listener's port, the server ends
-/// of the connections it holds (from /proc/net/tcp and tcp6).
-fn established_on(port: u16) -> usize {
-    let mut n = 0;
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else {
-                continue;
-            };
-            let local_port = local
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if *state == "01" && local_port == Some(port) {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
 /// Starts `mllp-loadgen hold` and returns it with its first stdout line.
-fn start_hold(args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>, String) {
-    let mut child = Command::new(BIN)
-        .arg("hold")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    (child, stdout, line)
-}
-
-fn rest_of(mut stdout: BufReader<std::process::ChildStdout>) -> String {
-    use std::io::Read;
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).unwrap();
-    rest
+fn start_hold(args: &[&str]) -> (Process, String) {
+    let hold = Process::start(Command::new(BIN).arg("hold").args(args));
+    let line = hold.line();
+    (hold, line)
 }
 
 #[test]
 fn hold_keeps_every_connection_open_until_sigterm() {
     let sink = Sink::start(&[]);
-    let port: u16 = sink.addr.rsplit(':').next().unwrap().parse().unwrap();
     // --duration bounds the test should the signal go astray.
-    let (mut child, stdout, line) = start_hold(&[
+    let (mut hold, line) = start_hold(&[
         "--target",
         &sink.addr,
         "--connections",
@@ -338,23 +258,26 @@ fn hold_keeps_every_connection_open_until_sigterm() {
         "--duration",
         "60s",
     ]);
-    assert_eq!(line, "holding 50 connections\n");
-    // Every one is open on the sink's side (established; the sink has accepted them).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while established_on(port) < 50 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert_eq!(established_on(port), 50);
+    assert_eq!(line, "holding 50 connections");
+    // Every one is open on the sink's side (established; the sink has accepted them), counted
+    // among the sink process's own sockets.
+    let sink_pid = sink.process.pid();
+    assert!(testkit::wait_until(PATIENCE, || {
+        established_connections(sink_pid) >= 50
+    }));
+    assert_eq!(established_connections(sink_pid), 50, "the sink's side");
+    assert_eq!(established_connections(hold.pid()), 50, "the hold's side");
     // Idle: a moment later, still all there.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(established_on(port), 50);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        established_connections(sink_pid),
+        50,
+        "the sink's side, later"
+    );
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
+    let status = hold.stop(Signal::TERM);
     assert!(status.success(), "{status:?}");
-    assert_eq!(rest_of(stdout), "closed by peer: 0\n");
+    assert_eq!(hold.rest_of_stdout(), "closed by peer: 0\n");
     let report = sink.stop();
     // Nothing was sent; the sink saw 50 connections.
     assert!(report.contains("received 0 "), "{report}");
@@ -372,31 +295,25 @@ fn hold_counts_connections_the_target_closes_and_reports_failures() {
         let _ = closing.recv();
         drop(held);
     });
-    let (mut child, held_stdout, line) =
+    let (mut hold, line) =
         start_hold(&["--target", &addr, "--connections", "5", "--duration", "60s"]);
-    assert_eq!(line, "holding 5 connections\n");
+    assert_eq!(line, "holding 5 connections");
     close.send(()).unwrap();
     server.join().unwrap();
-    // Being closed does not end the hold: the time or a signal does.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
+    // Being closed does not end the hold: the time or a signal does. The hold has seen every
+    // close once it has no socket left.
+    assert!(testkit::wait_until(PATIENCE, || tcp_sockets(hold.pid()) == 0));
+    assert!(hold.alive());
+    let status = hold.stop(Signal::INT);
     assert_eq!(status.code(), Some(4), "{status:?}");
-    assert_eq!(rest_of(held_stdout), "closed by peer: 5\n");
+    assert_eq!(hold.rest_of_stdout(), "closed by peer: 5\n");
 
     // Nothing listening: no `holding` line, one error naming how many failed and why.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let refused = ReservedPort::new();
     let out = loadgen(&[
         "hold",
         "--target",
-        &format!("127.0.0.1:{port}"),
+        &refused.addr().to_string(),
         "--connections",
         "3",
         "--duration",
@@ -414,9 +331,9 @@ fn hold_counts_connections_the_target_closes_and_reports_failures() {
 #[test]
 fn send_json_accounts_for_the_warmup_and_the_process_cpu() {
     use simd_json::prelude::*;
-    let scratch = Scratch::new("warmup");
+    let scratch = TempDir::new("loadgen-cli-warmup");
     let sink = Sink::start(&[]);
-    let out = scratch.path("run.json");
+    let out = scratch.join("run.json");
     let result = loadgen(&[
         "send",
         "--target",
@@ -449,7 +366,7 @@ fn send_json_accounts_for_the_warmup_and_the_process_cpu() {
     assert!(cpu > 0.0 && cpu < 60.0, "{cpu}");
 
     // merge adds them up.
-    let merged = scratch.path("merged.json");
+    let merged = scratch.join("merged.json");
     let result = loadgen(&[
         "merge",
         out.to_str().unwrap(),

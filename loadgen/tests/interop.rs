@@ -7,9 +7,6 @@
 //!
 //! The peers come from PyPI (`scripts/interop-setup.sh`); see `relay/tests/support/peers.rs`.
 
-#[path = "../../relay/tests/support/peers.rs"]
-mod peers;
-
 use std::collections::{BTreeSet, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -20,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use loadgen::send::{self, Loop, SendConfig, Stop};
 use loadgen::source::{self, RunTag, TemplateKind};
-use peers::{PATIENCE, Peer, python, python_with};
 use relay::config::Driver;
 use simd_json::prelude::*;
+use testkit::interop::{PEER_PATIENCE, Peer, python, python_with};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mllp-loadgen");
 
@@ -131,7 +128,7 @@ fn loadgen_drives_txhl7_server() {
     // connection: txHL7 keeps it open, and its deframer leaves the previous frame's CR in front
     // of the second message, which it must still parse.
     let mut probe = TcpStream::connect(&target).unwrap();
-    probe.set_read_timeout(Some(PATIENCE)).unwrap();
+    probe.set_read_timeout(Some(PEER_PATIENCE)).unwrap();
     for id in ["TXPROBE1", "TXPROBE2"] {
         let ack = exchange(&mut probe, id);
         let segments: Vec<&str> = ack.split_terminator('\r').collect();
@@ -153,24 +150,24 @@ fn loadgen_drives_txhl7_server() {
     // The generator: several connections, a fixed count, its JSON report.
     let connections = 4;
     let count = 1_000;
-    let report =
-        std::env::temp_dir().join(format!("loadgen-interop-txhl7-{}.json", std::process::id()));
-    let output = Command::new(BIN)
-        .args(["send", "--target", &target])
-        .args(["--connections", &connections.to_string()])
-        .args(["--count", &count.to_string()])
-        .args(["--template", "oru", "--size", "2KiB"])
-        .args(["--ack-timeout", "10s", "--json"])
-        .arg(&report)
-        .output()
-        .unwrap();
+    let scratch = testkit::TempDir::new("loadgen-interop-txhl7");
+    let report = scratch.join("report.json");
+    let output = testkit::run(
+        Command::new(BIN)
+            .args(["send", "--target", &target])
+            .args(["--connections", &connections.to_string()])
+            .args(["--count", &count.to_string()])
+            .args(["--template", "oru", "--size", "2KiB"])
+            .args(["--ack-timeout", "10s", "--json"])
+            .arg(&report),
+        PEER_PATIENCE,
+    );
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let mut bytes = std::fs::read(&report).unwrap();
-    let _ = std::fs::remove_file(&report);
     let doc = simd_json::to_owned_value(&mut bytes).unwrap();
     // `send` counts an ACK only when its MSA-2 names a message in flight on its connection
     // (otherwise `msa2_mismatch`): every message acknowledged, by its own control ID.

@@ -292,8 +292,9 @@ fn tls_and_mutual_tls() {
 
 #[test]
 fn a_refused_target_is_one_clear_error() {
-    // Bind, learn the port, close: nothing listens there now.
-    let addr = TcpListener::bind(loopback()).unwrap().local_addr().unwrap();
+    // Nothing listens there, and nobody else can take the port while the test runs.
+    let refused = testkit::ReservedPort::new();
+    let addr = refused.addr();
     let err = send::probe(&config(addr, 1, Stop::Count(1))).unwrap_err();
     let text = err.to_string();
     assert!(

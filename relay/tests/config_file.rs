@@ -4,10 +4,10 @@
 #[path = "support/pki.rs"]
 mod pki;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use mllp::ack::AckPolicy;
@@ -21,6 +21,7 @@ use relay::config_file::{
     ConfigFileError, Overrides, Problem, Settings, format_duration, load_config,
     load_config_unchecked, load_config_with, parse_duration, parse_size,
 };
+use testkit::{PATIENCE, Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mllp-relay");
 
@@ -41,10 +42,10 @@ fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
 /// Runs `mllp-relay check-config FILE`, asserts it accepts the file (exit 0, nothing on stderr
 /// that matters) and returns its summary on stdout.
 fn check_config_accepts(path: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["check-config".as_ref(), path.as_os_str()])
-        .output()
-        .unwrap();
+    let out = testkit::run(
+        Command::new(BIN).args(["check-config".as_ref(), path.as_os_str()]),
+        PATIENCE,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         out.status.code(),
@@ -59,10 +60,10 @@ fn check_config_accepts(path: &Path) -> String {
 /// Runs `mllp-relay check-config FILE`, asserts it refuses the file (exit 2, nothing on
 /// stdout) and returns the problems it printed on stderr.
 fn check_config_refuses(path: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["check-config".as_ref(), path.as_os_str()])
-        .output()
-        .unwrap();
+    let out = testkit::run(
+        Command::new(BIN).args(["check-config".as_ref(), path.as_os_str()]),
+        PATIENCE,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
     assert!(
@@ -1127,12 +1128,15 @@ fn check_config_prints_every_error_and_exits_2() {
 fn config_refuses_flags_the_file_owns() {
     let dir = TempDir::new("cfg-cli-refuse");
     let path = write(&dir, "relay.toml", MINIMAL);
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .args(["--ack-timeout", "5s", "--tolerate", "lf_after_fs"])
-        .output()
-        .unwrap();
+    let out = testkit::run(
+        Command::new(BIN).arg("--config").arg(&path).args([
+            "--ack-timeout",
+            "5s",
+            "--tolerate",
+            "lf_after_fs",
+        ]),
+        PATIENCE,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -1147,7 +1151,7 @@ fn config_refuses_flags_the_file_owns() {
 
 #[test]
 fn listen_and_forward_are_required_without_config() {
-    let out = Command::new(BIN).args(["--workers", "1"]).output().unwrap();
+    let out = testkit::run(Command::new(BIN).args(["--workers", "1"]), PATIENCE);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--listen"), "{stderr}");
@@ -1156,28 +1160,19 @@ fn listen_and_forward_are_required_without_config() {
 
 #[test]
 fn a_bad_log_filter_exits_2_and_names_it() {
-    let out = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--forward", "127.0.0.1:9"])
-        .args(["--log", "relay=loud"])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out = testkit::run(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--forward", "127.0.0.1:9"])
+            .args(["--log", "relay=loud"])
+            .env_remove("RUST_LOG"),
+        PATIENCE,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("invalid --log filter \"relay=loud\""),
         "{stderr}"
     );
-}
-
-/// Kills the child on drop, so a failed assertion leaves no relay running.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -1190,20 +1185,14 @@ fn the_relay_runs_from_a_config_file_with_overrides() {
         MINIMAL.replace("listen = \"127.0.0.1:0\"", "listen = \"192.0.2.1:2575\"")
     );
     let path = write(&pki.dir, "relay.toml", &text);
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
-        .args(["--forward", &receiver_addr.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
-    let mut line = String::new();
-    BufReader::new(running.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let running = Process::start(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
+            .args(["--forward", &receiver_addr.to_string()]),
+    );
+    let line = running.line();
     let rest = line
         .strip_prefix("mllp-relay listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
@@ -1510,12 +1499,16 @@ fn listen_is_refused_with_several_listeners() {
     assert_eq!(config.listeners.len(), 2);
 
     // On the command line: exit 2 with that message.
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
-        .output()
-        .unwrap();
+    let out = testkit::run(
+        Command::new(BIN).arg("--config").arg(&path).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--no-pin",
+        ]),
+        PATIENCE,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -1637,17 +1630,12 @@ fn the_relay_runs_two_listeners_from_a_config_file() {
         .replace("127.0.0.1:6661", &receiver_addr.to_string())
         .replace("allowed_sources = [\"10.0.0.0/8\"]\n", "");
     let path = write(&pki.dir, "relay.toml", &text);
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .args(["--workers", "1", "--no-pin"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
-    let mut lines = BufReader::new(running.0.stdout.take().unwrap()).lines();
-    let mut next = || lines.next().expect("a line").unwrap();
+    let running = Process::start(Command::new(BIN).arg("--config").arg(&path).args([
+        "--workers",
+        "1",
+        "--no-pin",
+    ]));
+    let next = || running.line();
     // The first line keeps its one-listener form, for the first listener.
     let first = next();
     let rest = first
@@ -2029,12 +2017,13 @@ fn check_config_prints_the_journal() {
 #[test]
 fn durable_on_the_command_line_needs_journal_and_journal_needs_durable() {
     let relay = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--forward", "127.0.0.1:1"])
-            .args(["--workers", "1", "--no-pin"])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = testkit::run(
+            Command::new(BIN)
+                .args(["--listen", "127.0.0.1:0", "--forward", "127.0.0.1:1"])
+                .args(["--workers", "1", "--no-pin"])
+                .args(args),
+            PATIENCE,
+        );
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -2061,7 +2050,7 @@ fn durable_on_the_command_line_needs_journal_and_journal_needs_durable() {
     assert!(!Path::new("/tmp/never-used").exists());
 
     // The help describes the mode.
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out = testkit::run(Command::new(BIN).arg("--help"), PATIENCE);
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("--journal <DIR>"), "{help}");
     assert!(
@@ -2074,12 +2063,13 @@ fn durable_on_the_command_line_needs_journal_and_journal_needs_durable() {
 fn config_refuses_journal_and_points_to_journal_dir() {
     let dir = TempDir::new("cfg-cli-refuse-journal");
     let path = write(&dir, "relay.toml", DURABLE);
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .args(["--journal", "/tmp/elsewhere"])
-        .output()
-        .unwrap();
+    let out = testkit::run(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .args(["--journal", "/tmp/elsewhere"]),
+        PATIENCE,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -2093,20 +2083,14 @@ fn the_relay_runs_durable_from_flags() {
     let dir = TempDir::new("cfg-cli-durable-run");
     let journal = dir.0.join("journal");
     let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
-    let child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
-        .args(["--forward", &receiver.local_addr().unwrap().to_string()])
-        .args(["--ack-mode", "durable", "--journal"])
-        .arg(&journal)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
-    let mut line = String::new();
-    BufReader::new(running.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let running = Process::start(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
+            .args(["--forward", &receiver.local_addr().unwrap().to_string()])
+            .args(["--ack-mode", "durable", "--journal"])
+            .arg(&journal),
+    );
+    let line = running.line();
     assert!(line.starts_with("mllp-relay listening on "), "{line:?}");
     assert!(
         line.trim_end()
@@ -2119,22 +2103,15 @@ fn the_relay_runs_durable_from_flags() {
 #[test]
 fn the_relay_prints_where_its_metrics_are() {
     let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
-    let child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
-        .args(["--forward", &receiver.local_addr().unwrap().to_string()])
-        .args(["--metrics", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
-    let mut out = BufReader::new(running.0.stdout.take().unwrap());
+    let running = Process::start(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
+            .args(["--forward", &receiver.local_addr().unwrap().to_string()])
+            .args(["--metrics", "127.0.0.1:0"]),
+    );
     // The first line, one line per listener, then the metrics line.
-    let mut line = String::new();
-    for _ in 0..3 {
-        line.clear();
-        out.read_line(&mut line).unwrap();
-    }
+    let lines: Vec<String> = (0..3).map(|_| running.line()).collect();
+    let line = &lines[2];
     assert!(line.starts_with("mllp-relay metrics on "), "{line:?}");
     let url = line
         .trim_end()
@@ -2257,11 +2234,12 @@ fn a_duplicate_window_needs_a_durable_listener() {
 #[test]
 fn the_duplicate_window_flag_is_checked() {
     let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--forward", "127.0.0.1:9"])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = testkit::run(
+            Command::new(BIN)
+                .args(["--listen", "127.0.0.1:0", "--forward", "127.0.0.1:9"])
+                .args(args),
+            PATIENCE,
+        );
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -2290,12 +2268,13 @@ fn the_duplicate_window_flag_is_checked() {
     }
 
     let path = write(&dir, "relay.toml", DURABLE);
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .args(["--duplicate-window", "10min"])
-        .output()
-        .unwrap();
+    let out = testkit::run(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .args(["--duplicate-window", "10min"]),
+        PATIENCE,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use jepsen::{
     Answer, Fiu, History, Mode, NakRule, Relay, RelayOpts, Scenario, Sink, Tear, Torn, Workload,
-    WorkloadOpts, classify, found_outside_segments, free_addr, newest_segments, seq_of, settle,
-    tear, wait_until,
+    WorkloadOpts, classify, found_outside_segments, newest_segments, seq_of, settle, tear,
+    wait_until,
 };
 use mllp::ack::Outcome;
 
@@ -85,7 +85,12 @@ fn kill_cycles(tag: &'static str, driver: &'static str) {
     const CYCLES: usize = 10;
     let scenario = Scenario::new("relay kill -9 x10");
     let sink = Sink::start();
-    let mut opts = RelayOpts::new(MODE, free_addr(), sink.addr(), &scenario.journal());
+    let mut opts = RelayOpts::new(
+        MODE,
+        scenario.relay_addr(),
+        sink.addr(),
+        &scenario.journal(),
+    );
     opts.driver = driver;
     // The smallest segments: a spare is ready within milliseconds of each start, so the crashes
     // hit commits written with O_DIRECT into prepared segments, padding and all, and rotations.
@@ -369,7 +374,12 @@ fn disk_failure(test: &str, tag: &'static str, failpoint: &str, fault: &str) {
     };
     let scenario = Scenario::new("disk failure");
     let sink = Sink::start();
-    let mut opts = RelayOpts::new(MODE, free_addr(), sink.addr(), &scenario.journal());
+    let mut opts = RelayOpts::new(
+        MODE,
+        scenario.relay_addr(),
+        sink.addr(),
+        &scenario.journal(),
+    );
     // libfiu wraps libc's functions through LD_PRELOAD. io_uring hands its writes and fsyncs
     // to the kernel directly, bypassing libc, so under io_uring the fault would never fire:
     // the epoll driver makes the journal's file I/O go through libc (write/fdatasync).
@@ -379,7 +389,7 @@ fn disk_failure(test: &str, tag: &'static str, failpoint: &str, fault: &str) {
     opts.direct_io = failpoint.starts_with("posix/io/rw");
     // One worker, one journal: "every message after the failure gets AE/CE" is then exact.
     opts.workers = 1;
-    let ctrl = scenario.dir.join("fiu-ctrl");
+    let ctrl = scenario.dir().join("fiu-ctrl");
     opts.wrapper = fiu.wrapper(&ctrl);
     let mut relay = scenario.start_relay(&opts);
     let load = Workload::start(relay.addr(), WorkloadOpts::new(tag, SENDERS));
@@ -475,7 +485,12 @@ fn torn_journal_tail_is_truncated() {
     ];
     let scenario = Scenario::new("torn journal tail");
     let mut sink = Sink::start();
-    let opts = RelayOpts::new(MODE, free_addr(), sink.addr(), &scenario.journal());
+    let opts = RelayOpts::new(
+        MODE,
+        scenario.relay_addr(),
+        sink.addr(),
+        &scenario.journal(),
+    );
     // With the receiver down, every acked message stays in the journal across all the crashes
     // and tears: a tear left in place, with new records appended after it, would hide those
     // records from the final recovery, and they would be LOST.
@@ -500,8 +515,8 @@ fn torn_journal_tail_is_truncated() {
         for (i, segment) in segments.iter().enumerate() {
             let seed = u64::try_from(cycle * 16 + i + 1).unwrap();
             let tail = tear(segment, kind, seed);
-            scenario.log.push_note(format!(
-                "appended {kind:?} ({} bytes) at {} of {}",
+            scenario.log.push(format!(
+                "[test] appended {kind:?} ({} bytes) at {} of {}",
                 tail.tail.len(),
                 tail.at,
                 segment.display()

@@ -14,12 +14,10 @@ use std::time::Duration;
 use relay::config::{Config, DownstreamConfig, Driver, ListenerConfig};
 use relay::tls::{ServerTlsSettings, TlsRejections};
 
-#[path = "support/peers.rs"]
-mod peers;
 #[path = "support/pki.rs"]
 mod pki;
 
-use peers::{Peer, python};
+use testkit::interop::{Peer, python};
 
 /// Messages of different shapes, written to files for the client: a small ADT, a UTF-8 ORU
 /// with MSH-18, and a 200 KB ORU with a base64 document in OBX-5.
@@ -136,7 +134,7 @@ fn round_trip(server_mode: &str, mutual: bool, acks: Acks) {
     for _ in &files {
         acks.push(client.line());
     }
-    let status = client.child.wait().unwrap();
+    let status = client.wait();
     assert!(status.success(), "client failed: {acks:?}");
     let expected: Vec<String> = files
         .iter()
@@ -205,7 +203,7 @@ fn python_hl7_without_a_client_certificate_is_refused() {
         &python,
         &["pyhl7-client", "--port", &relay_port, "--ca", &ca, &path],
     );
-    let status = client.child.wait().unwrap();
+    let status = client.wait();
     assert!(
         !status.success(),
         "a client without a certificate must not get through"

@@ -13,6 +13,7 @@ use mllp::frame::{Deframer, FramingConfig};
 use mllp::hl7::Msh;
 use relay::config::{Config, DownstreamConfig, Driver, ListenerConfig, OnDownstreamFailure};
 use relay::metrics::{DownstreamFailureKind, Stats};
+use testkit::ReservedPort;
 
 /// Upper bound on any wait in these tests; a healthy run needs milliseconds.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -69,9 +70,10 @@ impl Receiver {
         Self::start_with(behaviour, Some(tls))
     }
 
-    /// A receiver on `addr` (a port reserved with [`dead_port`]: the receiver "comes back").
-    fn start_at(addr: SocketAddr, behaviour: Behaviour) -> Self {
-        Self::start_on(TcpListener::bind(addr).unwrap(), behaviour, None)
+    /// A receiver on a reserved port that refused connections until now: the receiver
+    /// "comes back".
+    fn start_at(port: &ReservedPort, behaviour: Behaviour) -> Self {
+        Self::start_on(port.listen(), behaviour, None)
     }
 
     fn start_with(behaviour: Behaviour, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
@@ -189,12 +191,6 @@ fn serve(mut stream: impl Read + Write, behaviour: Behaviour, received: &Mutex<V
             Err(_) => return,
         }
     }
-}
-
-/// A free port with nothing listening on it.
-fn dead_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 fn config(downstream: SocketAddr) -> Config {
@@ -390,7 +386,8 @@ fn messages_keep_their_order_on_a_connection() {
 
 #[test]
 fn unreachable_receiver_gives_ae_with_err_207() {
-    let relay = relay::start(config(dead_port())).unwrap();
+    let down = ReservedPort::new();
+    let relay = relay::start(config(down.addr())).unwrap();
     let mut client = Client::connect(relay.listen_addr());
     let ack = client.round_trip(&message("DOWN-1"));
     assert_eq!(code_and_id(&ack), (AckCode::AE, "DOWN-1".to_string()));
@@ -596,7 +593,8 @@ fn a_frame_written_one_byte_at_a_time() {
 
 #[test]
 fn on_failure_close_closes_instead_of_naking() {
-    let mut cfg = config(dead_port());
+    let down = ReservedPort::new();
+    let mut cfg = config(down.addr());
     cfg.listeners[0].on_downstream_failure = OnDownstreamFailure::Close;
     cfg.downstreams[0].retries = 0;
     let relay = relay::start(cfg).unwrap();
@@ -1190,7 +1188,8 @@ fn local_mode_acks_on_receipt_and_forwards_in_order() {
 
 #[test]
 fn local_mode_counts_what_it_loses() {
-    let mut cfg = config(dead_port());
+    let down = ReservedPort::new();
+    let mut cfg = config(down.addr());
     cfg.listeners[0].ack_mode = relay::config::AckMode::Local;
     cfg.downstreams[0].retries = 0;
     cfg.shutdown_grace = Duration::from_secs(5);
@@ -1458,7 +1457,8 @@ fn each_listener_has_its_own_tls_allowlist_and_connection_limit() {
 #[test]
 fn a_durable_listener_next_to_a_passthrough_one() {
     let journal = TempDir::new("two-listeners");
-    let receiver_addr = dead_port();
+    let receiver_port = ReservedPort::new();
+    let receiver_addr = receiver_port.addr();
     let mut cfg = durable_config(receiver_addr, &journal.0);
     // The first listener is passthrough; only the second is durable, and the journal is set up
     // for it all the same.
@@ -1480,7 +1480,7 @@ fn a_durable_listener_next_to_a_passthrough_one() {
     assert_eq!(Stats::get(&relay.stats().journal_messages), 1);
 
     // The receiver comes back: the journaled message is delivered; adt's was never kept.
-    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    let receiver = Receiver::start_at(&receiver_port, Behaviour::Ack);
     wait_until("the journaled message delivered", || {
         !receiver.received().is_empty()
     });
@@ -1513,7 +1513,8 @@ fn listeners_that_cannot_run_together_are_refused_at_start() {
     cfg.listeners.push(listener("listener"));
     assert!(start_error(cfg).contains("two listeners are named \"listener\""));
     // Two on one address (SO_REUSEPORT would let both bind and split the connections).
-    let taken = dead_port();
+    let reserved = ReservedPort::new();
+    let taken = reserved.addr();
     let mut cfg = config(receiver.addr);
     cfg.listeners[0].addr = taken;
     let mut other = listener("other");
@@ -1837,7 +1838,8 @@ fn control_ids(messages: &[Vec<u8>]) -> Vec<String> {
 #[test]
 fn durable_mode_acks_while_the_receiver_is_down_and_delivers_when_it_returns() {
     let journal = TempDir::new("down");
-    let receiver_addr = dead_port();
+    let receiver_port = ReservedPort::new();
+    let receiver_addr = receiver_port.addr();
     let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
     let stats = relay.stats().clone();
     let mut client = Client::connect(relay.listen_addr());
@@ -1862,7 +1864,7 @@ fn durable_mode_acks_while_the_receiver_is_down_and_delivers_when_it_returns() {
         "the receiver is down"
     );
 
-    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    let receiver = Receiver::start_at(&receiver_port, Behaviour::Ack);
     wait_until("the receiver has every message", || {
         receiver.received().len() >= 21
     });
@@ -1882,7 +1884,8 @@ fn durable_mode_acks_while_the_receiver_is_down_and_delivers_when_it_returns() {
 #[test]
 fn durable_mode_delivers_after_a_restart_what_it_had_not_delivered() {
     let journal = TempDir::new("restart");
-    let receiver_addr = dead_port();
+    let receiver_port = ReservedPort::new();
+    let receiver_addr = receiver_port.addr();
     let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
     let mut client = Client::connect(relay.listen_addr());
     for i in 0..30 {
@@ -1895,7 +1898,7 @@ fn durable_mode_delivers_after_a_restart_what_it_had_not_delivered() {
     drop(client);
     relay.shutdown();
 
-    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    let receiver = Receiver::start_at(&receiver_port, Behaviour::Ack);
     let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
     let stats = relay.stats().clone();
     assert_eq!(Stats::get(&stats.journal_recovered), 30);
@@ -1927,7 +1930,8 @@ fn durable_mode_with_a_single_link_delivers_in_the_order_it_acknowledged() {
     // it receives must be the order the AAs were given, across connections. (With the
     // per-core policy, connections are delivered on parallel lanes and may interleave.)
     let journal = TempDir::new("single-order");
-    let receiver_addr = dead_port();
+    let receiver_port = ReservedPort::new();
+    let receiver_addr = receiver_port.addr();
     let mut cfg = durable_config(receiver_addr, &journal.0);
     cfg.workers = 1;
     cfg.downstreams[0].link = relay::config::LinkPolicy::Single;
@@ -1948,7 +1952,7 @@ fn durable_mode_with_a_single_link_delivers_in_the_order_it_acknowledged() {
             acknowledged.push(id);
         }
     }
-    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    let receiver = Receiver::start_at(&receiver_port, Behaviour::Ack);
     wait_until("the receiver has every message", || {
         receiver.received().len() >= acknowledged.len()
     });
@@ -1970,7 +1974,8 @@ fn durable_mode_writes_into_prepared_segments_and_recovers_through_their_zeros()
     const SEGMENT: u64 = 4096;
     const SENT: usize = 200;
     let journal = TempDir::new("prepared");
-    let receiver_addr = dead_port();
+    let receiver_port = ReservedPort::new();
+    let receiver_addr = receiver_port.addr();
     let config = || {
         let mut cfg = durable_config(receiver_addr, &journal.0);
         cfg.workers = 1;
@@ -2018,7 +2023,7 @@ fn durable_mode_writes_into_prepared_segments_and_recovers_through_their_zeros()
 
     // A restart reads every segment to its zeros: nothing reported damaged, everything
     // delivered once, in order.
-    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    let receiver = Receiver::start_at(&receiver_port, Behaviour::Ack);
     let expected: Vec<String> = (0..sent).map(|i| format!("PREP-{i}")).collect();
     assert_recovers_in_order(config(), &receiver, &expected);
 }
@@ -2184,7 +2189,8 @@ fn the_duplicate_window_remembers_journaled_messages_across_a_restart() {
 #[test]
 fn durable_mode_cuts_a_torn_journal_tail_and_delivers_everything_acknowledged() {
     let journal = TempDir::new("torn");
-    let receiver_addr = dead_port();
+    let receiver_port = ReservedPort::new();
+    let receiver_addr = receiver_port.addr();
     let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
     let mut client = Client::connect(relay.listen_addr());
     for i in 0..5 {
@@ -2214,7 +2220,7 @@ fn durable_mode_cuts_a_torn_journal_tail_and_delivers_everything_acknowledged() 
     bytes.extend_from_slice(&torn);
     std::fs::write(&newest, &bytes).unwrap();
 
-    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    let receiver = Receiver::start_at(&receiver_port, Behaviour::Ack);
     let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
     let stats = relay.stats().clone();
     assert_eq!(Stats::get(&stats.journal_damaged_tails), 1);
@@ -2279,7 +2285,8 @@ fn durable_mode_keeps_refused_messages_as_dead_letters_and_replays_them() {
 #[test]
 fn durable_mode_naks_when_the_journal_is_full_and_never_drops() {
     let journal = TempDir::new("full");
-    let mut cfg = durable_config(dead_port(), &journal.0);
+    let down = ReservedPort::new();
+    let mut cfg = durable_config(down.addr(), &journal.0);
     cfg.workers = 1;
     if let Some(j) = cfg.journal.as_mut() {
         j.max_bytes = 2_000;
@@ -2312,8 +2319,9 @@ fn durable_mode_naks_when_the_journal_is_full_and_never_drops() {
 #[test]
 fn a_journal_is_used_by_one_relay_at_a_time() {
     let journal = TempDir::new("lock");
-    let first = relay::start(durable_config(dead_port(), &journal.0)).unwrap();
-    let second = relay::start(durable_config(dead_port(), &journal.0));
+    let down = ReservedPort::new();
+    let first = relay::start(durable_config(down.addr(), &journal.0)).unwrap();
+    let second = relay::start(durable_config(down.addr(), &journal.0));
     let error = second.expect_err("the journal is in use").to_string();
     assert!(error.contains("in use"), "{error}");
     first.shutdown();
@@ -2322,7 +2330,8 @@ fn a_journal_is_used_by_one_relay_at_a_time() {
 #[test]
 fn fewer_workers_after_a_restart_still_deliver_every_message() {
     let journal = TempDir::new("shrink");
-    let receiver_addr = dead_port();
+    let receiver_port = ReservedPort::new();
+    let receiver_addr = receiver_port.addr();
     let mut cfg = durable_config(receiver_addr, &journal.0);
     cfg.workers = 3;
     let relay = relay::start(cfg).unwrap();
@@ -2344,7 +2353,7 @@ fn fewer_workers_after_a_restart_still_deliver_every_message() {
     drop(clients);
     relay.shutdown();
 
-    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    let receiver = Receiver::start_at(&receiver_port, Behaviour::Ack);
     let mut cfg = durable_config(receiver_addr, &journal.0);
     cfg.workers = 1;
     let relay = relay::start(cfg).unwrap();
@@ -2378,7 +2387,8 @@ fn fewer_workers_after_a_restart_still_deliver_every_message() {
 #[test]
 fn durable_mode_pauses_a_sender_while_the_journal_is_full_and_resumes_when_it_drains() {
     let journal = TempDir::new("pause");
-    let receiver_addr = dead_port();
+    let receiver_port = ReservedPort::new();
+    let receiver_addr = receiver_port.addr();
     let mut cfg = durable_config(receiver_addr, &journal.0);
     cfg.workers = 1;
     if let Some(j) = cfg.journal.as_mut() {
@@ -2411,7 +2421,7 @@ fn durable_mode_pauses_a_sender_while_the_journal_is_full_and_resumes_when_it_dr
         "paused, not refused"
     );
     // The receiver comes back: the queue drains, space returns, the paused message is taken.
-    let receiver = Receiver::start_at(receiver_addr, Behaviour::Ack);
+    let receiver = Receiver::start_at(&receiver_port, Behaviour::Ack);
     let ack = client.receive().expect("the paused message's ACK");
     assert_eq!(
         code_and_id(&ack),

@@ -1,11 +1,11 @@
 //! A Jepsen-style harness for the relay as a queue (used by `relay/tests/durable.rs`).
 //!
 //! - [`Relay`]: the real `mllp-relay` binary as a child process, killed with SIGKILL for crash
-//!   faults, its stdout and stderr kept in a [`ProcessLog`] for diagnostics.
+//!   faults, its stdout and stderr kept in an [`OutputLog`] for diagnostics.
 //! - [`Sink`]: an MLLP receiver (a thread per connection) that records every control id it
 //!   receives *before* answering, answers AA (CA in enhanced mode) or a chosen AE/AR, can be
 //!   slowed down, killed (listener closed, every connection reset) and restarted on the same
-//!   port.
+//!   port, which stays reserved meanwhile.
 //! - [`Workload`]: stop-and-wait senders, each with its own connection (re-established while
 //!   the relay is down), each message with a unique MSH-10, the answer to each recorded.
 //! - [`classify`]: every id sent against what the sink saw: acked and never delivered is
@@ -17,36 +17,32 @@
 
 #![allow(dead_code, reason = "a harness: each test uses a different part of it")]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use mllp::ack::{AckCode, AckMode, AckParams, Outcome, parse_ack, write_ack};
 use mllp::frame::{Deframer, FramingConfig};
 use mllp::hl7::Msh;
+pub(crate) use testkit::wait_until;
+use testkit::{OutputLog, PATIENCE, Process, ReservedPort, TempDir};
 
 /// The relay binary under test.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_mllp-relay");
 
-/// Longest the relay may take to print its ready line (a debug build starts in milliseconds).
-const START_PATIENCE: Duration = Duration::from_secs(20);
 /// Longest a sender keeps trying to reconnect before it gives up.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
-/// Longest the sink keeps trying to bind its old port again.
-const REBIND_PATIENCE: Duration = Duration::from_secs(15);
-/// Poll interval of every bounded wait.
-const POLL: Duration = Duration::from_millis(10);
-/// How many lines of the relay's output are kept.
-const LOG_LINES: usize = 5000;
+/// How often a sender tries to reconnect.
+const RECONNECT_POLL: Duration = Duration::from_millis(10);
 
 /// The relay's `--ack-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,62 +63,36 @@ impl Mode {
     }
 }
 
-/// A free port on 127.0.0.1 (bound, then released), for a relay that must come back on the
-/// same address after each crash.
-pub(crate) fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port on 127.0.0.1")
-}
-
-/// Polls `done` every few milliseconds until it holds or `patience` runs out.
-pub(crate) fn wait_until(patience: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + patience;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(POLL);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Scratch directory and diagnostics
 // ---------------------------------------------------------------------------------------------
 
-/// One test's directory (journal, libfiu's control FIFOs) and the relay's output. Removed when
-/// the test passes; kept, with the tail of the relay's output printed, when it panics.
+/// One test's directory (journal, libfiu's control FIFOs), the relay's address (reserved for
+/// the whole test, so the relay comes back on it after each crash and nobody else can take it
+/// meanwhile) and the relay's output across its lives. The directory is removed when the test
+/// passes; kept, with the tail of the relay's output printed, when it panics.
 #[derive(Debug)]
 pub(crate) struct Scenario {
     pub(crate) name: &'static str,
-    pub(crate) dir: PathBuf,
-    pub(crate) log: Arc<ProcessLog>,
+    dir: TempDir,
+    relay_port: ReservedPort,
+    pub(crate) log: Arc<OutputLog>,
+    lives: AtomicUsize,
 }
 
 impl Scenario {
     pub(crate) fn new(name: &'static str) -> Self {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let slug: String = name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        let dir = std::env::temp_dir().join(format!(
-            "relay-durable-{slug}-{}-{nanos}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&dir).expect("create the scenario directory");
         Self {
             name,
-            dir,
-            log: Arc::new(ProcessLog::default()),
+            dir: TempDir::new(&format!("relay-durable-{name}")),
+            relay_port: ReservedPort::new(),
+            log: OutputLog::new(),
+            lives: AtomicUsize::new(0),
         }
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The journal directory (created by the relay).
@@ -130,9 +100,15 @@ impl Scenario {
         self.dir.join("journal")
     }
 
+    /// The relay's listen address, the same in every life.
+    pub(crate) fn relay_addr(&self) -> SocketAddr {
+        self.relay_port.addr()
+    }
+
     /// Starts a relay with `opts`, its output going to this scenario's log.
     pub(crate) fn start_relay(&self, opts: &RelayOpts) -> Relay {
-        Relay::start(opts, &self.log)
+        let life = self.lives.fetch_add(1, Ordering::SeqCst);
+        Relay::start(opts, &self.log, life)
     }
 
     /// What a failure message should carry: the relay's last lines and the journal's files.
@@ -149,87 +125,9 @@ impl Scenario {
 impl Drop for Scenario {
     fn drop(&mut self) {
         if thread::panicking() {
-            eprintln!(
-                "[{}] FAILED; kept {} for inspection\n{}",
-                self.name,
-                self.dir.display(),
-                self.diagnostics()
-            );
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
+            eprintln!("[{}] FAILED\n{}", self.name, self.diagnostics());
         }
     }
-}
-
-/// The relay's stdout and stderr lines, across all its restarts, each tagged with the life
-/// it came from; the oldest are dropped past [`LOG_LINES`].
-#[derive(Debug, Default)]
-pub(crate) struct ProcessLog {
-    lines: Mutex<VecDeque<(usize, String)>>,
-    next: AtomicUsize,
-    lives: AtomicUsize,
-}
-
-impl ProcessLog {
-    fn push(&self, line: String) {
-        let seq = self.next.fetch_add(1, Ordering::SeqCst);
-        let mut lines = self.lines.lock().unwrap();
-        if lines.len() == LOG_LINES {
-            lines.pop_front();
-        }
-        lines.push_back((seq, line));
-    }
-
-    /// Adds a line of the test's own (e.g. what it did to the journal between two lives).
-    pub(crate) fn push_note(&self, line: String) {
-        self.push(format!("[test] {line}"));
-    }
-
-    /// A position in the log: [`since`](Self::since) returns the lines after it.
-    pub(crate) fn mark(&self) -> usize {
-        self.next.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn since(&self, mark: usize) -> Vec<String> {
-        let lines = self.lines.lock().unwrap();
-        lines
-            .iter()
-            .filter(|(seq, _)| *seq >= mark)
-            .map(|(_, line)| line.clone())
-            .collect()
-    }
-
-    pub(crate) fn tail(&self, n: usize) -> String {
-        let lines = self.lines.lock().unwrap();
-        let skip = lines.len().saturating_sub(n);
-        let mut out = String::new();
-        for (_, line) in lines.iter().skip(skip) {
-            out.push_str(line);
-            out.push('\n');
-        }
-        out
-    }
-}
-
-/// Copies `stream`'s lines into `log`; on stdout, also announces the ready line's address.
-fn pump(
-    stream: impl Read + Send + 'static,
-    tag: String,
-    log: Arc<ProcessLog>,
-    ready: Option<mpsc::Sender<SocketAddr>>,
-) -> JoinHandle<()> {
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { return };
-            if let Some(ready) = &ready
-                && let Some(rest) = line.strip_prefix("mllp-relay listening on ")
-                && let Some(Ok(addr)) = rest.split_whitespace().next().map(str::parse)
-            {
-                let _ = ready.send(addr);
-            }
-            log.push(format!("{tag} {line}"));
-        }
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -356,79 +254,48 @@ impl RelayOpts {
 /// A running relay; killed (SIGKILL) when dropped.
 #[derive(Debug)]
 pub(crate) struct Relay {
-    child: Child,
+    process: Process,
     addr: SocketAddr,
     life: usize,
-    log: Arc<ProcessLog>,
+    log: Arc<OutputLog>,
 }
 
 impl Relay {
-    /// Starts the relay and waits for its ready line. A crashed predecessor's port may still
-    /// be held for a moment: "address in use" is retried for a bounded time.
-    pub(crate) fn start(opts: &RelayOpts, log: &Arc<ProcessLog>) -> Self {
-        let deadline = Instant::now() + START_PATIENCE;
-        loop {
-            let life = log.lives.fetch_add(1, Ordering::SeqCst);
-            let mark = log.mark();
-            let mut command = match opts.wrapper.split_first() {
-                None => Command::new(BIN),
-                Some((program, args)) => {
-                    let mut command = Command::new(program);
-                    command.args(args).arg(BIN);
-                    command
-                }
-            };
-            let args = opts.args();
-            log.push(format!(
-                "[life {life}] $ {} {BIN} {}",
-                opts.wrapper
-                    .iter()
-                    .map(|a| a.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                args.iter()
-                    .map(|a| a.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ));
-            let mut child = command
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"));
-            let (tx, rx) = mpsc::channel();
-            let out = child.stdout.take().expect("piped stdout");
-            let err = child.stderr.take().expect("piped stderr");
-            let out_pump = pump(out, format!("[life {life}] out:"), log.clone(), Some(tx));
-            let err_pump = pump(err, format!("[life {life}] err:"), log.clone(), None);
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if let Ok(addr) = rx.recv_timeout(remaining) {
-                return Self {
-                    child,
-                    addr,
-                    life,
-                    log: log.clone(),
-                };
+    /// Starts the relay and waits (bounded) for its ready line.
+    pub(crate) fn start(opts: &RelayOpts, log: &Arc<OutputLog>, life: usize) -> Self {
+        let mut command = match opts.wrapper.split_first() {
+            None => Command::new(BIN),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(BIN);
+                command
             }
-            // Not ready: it exited (stdout closed) or it is hopelessly slow.
-            let _ = child.kill();
-            let status = child.wait();
-            let _ = out_pump.join();
-            let _ = err_pump.join();
-            let in_use = log
-                .since(mark)
+        };
+        let args = opts.args();
+        log.push(format!(
+            "[life {life}] $ {} {BIN} {}",
+            opts.wrapper
                 .iter()
-                .any(|l| l.to_ascii_lowercase().contains("in use"));
-            if in_use && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-            panic!(
-                "the relay did not print its ready line within {START_PATIENCE:?} ({status:?}):\n{}",
-                log.since(mark).join("\n")
-            );
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        let process = Process::start_logged(command.args(&args), log, &format!("[life {life}]"));
+        let ready = process.line_where(|line| line.starts_with("mllp-relay listening on "));
+        let addr = ready
+            .strip_prefix("mllp-relay listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in the ready line {ready:?}"));
+        Self {
+            process,
+            addr,
+            life,
+            log: log.clone(),
         }
     }
 
@@ -438,29 +305,22 @@ impl Relay {
     }
 
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Whether the process is still running (it has not crashed or exited).
     pub(crate) fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.process.alive()
     }
 
     /// `kill -9`, and waits for the process to be gone (so its sockets and files are closed).
     pub(crate) fn kill(&mut self) {
-        if self.alive() {
-            let _ = self.child.kill();
-        }
-        let status = self.child.wait();
-        self.log
-            .push(format!("[life {}] killed (SIGKILL): {status:?}", self.life));
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
+        self.log.push(format!(
+            "[life {}] killed (SIGKILL): {:?}",
+            self.life,
+            self.process.try_status()
+        ));
     }
 }
 
@@ -493,17 +353,18 @@ struct SinkShared {
     open: Mutex<Vec<TcpStream>>,
 }
 
-/// The downstream MLLP receiver.
+/// The downstream MLLP receiver, on a port reserved for the whole test: while killed it
+/// refuses connections, and it comes back on the same address.
 pub(crate) struct Sink {
-    addr: SocketAddr,
+    port: ReservedPort,
     shared: Arc<SinkShared>,
     acceptor: Option<JoinHandle<()>>,
 }
 
 impl Sink {
     pub(crate) fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
-        let addr = listener.local_addr().unwrap();
+        let port = ReservedPort::new();
+        let listener = port.listen();
         let shared = Arc::new(SinkShared {
             received: Mutex::new(Received::default()),
             nak: Mutex::new(None),
@@ -514,14 +375,14 @@ impl Sink {
         });
         let acceptor = Some(accept_loop(listener, shared.clone()));
         Self {
-            addr,
+            port,
             shared,
             acceptor,
         }
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
+        self.port.addr()
     }
 
     /// Answer the ids `rule` picks with AE/AR (CE/CR) from now on.
@@ -560,18 +421,10 @@ impl Sink {
         }
     }
 
-    /// Listens again on the same port (std's listener sets SO_REUSEADDR, so the old
-    /// connections' TIME_WAIT does not block it; anything else is retried for a bounded time).
+    /// Listens again on the same port.
     pub(crate) fn restart(&mut self) {
         assert!(self.acceptor.is_none(), "restart of a running sink");
-        let deadline = Instant::now() + REBIND_PATIENCE;
-        let listener = loop {
-            match TcpListener::bind(self.addr) {
-                Ok(listener) => break listener,
-                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                Err(e) => panic!("the sink cannot bind {} again: {e}", self.addr),
-            }
-        };
+        let listener = self.port.listen();
         self.shared.up.store(true, Ordering::SeqCst);
         self.acceptor = Some(accept_loop(listener, self.shared.clone()));
     }
@@ -990,7 +843,7 @@ fn connect(shared: &WorkShared) -> Option<TcpStream> {
             shared.gave_up.fetch_add(1, Ordering::SeqCst);
             return None;
         }
-        thread::sleep(POLL);
+        thread::sleep(RECONNECT_POLL);
     }
 }
 
@@ -1505,15 +1358,15 @@ impl Fiu {
 
     /// Sends one remote-control command (e.g. `enable name=posix/io/sync/*`) to `pid`.
     pub(crate) fn ctrl(&self, ctrl_prefix: &Path, pid: u32, command: &str) {
-        let output = Command::new(&self.ctrl)
-            .arg("-f")
-            .arg(ctrl_prefix)
-            .arg("-c")
-            .arg(command)
-            .arg(pid.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run fiu-ctrl");
+        let output = testkit::run(
+            Command::new(&self.ctrl)
+                .arg("-f")
+                .arg(ctrl_prefix)
+                .arg("-c")
+                .arg(command)
+                .arg(pid.to_string()),
+            PATIENCE,
+        );
         // fiu-ctrl exits 0 even on failure; it says so on stdout.
         let said = String::from_utf8_lossy(&output.stdout).into_owned()
             + &String::from_utf8_lossy(&output.stderr);
