@@ -48,7 +48,7 @@ use mllp::frame::{CR, FS, FramingConfig, VT};
 pub use loadgen::source::oru_message;
 
 /// The fixtures' generator: deterministic per seed, shared with the core's tests.
-type Rng = mllp::fuzzing::XorShift;
+type Rng = mllp::rand::XorShift;
 
 /// A value in `lo..=hi`.
 fn between(rng: &mut Rng, lo: usize, hi: usize) -> usize {

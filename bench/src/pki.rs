@@ -80,9 +80,8 @@ mod tests {
 
     #[test]
     fn writes_a_chain_the_relay_accepts() {
-        let dir = std::env::temp_dir().join(format!("mllp-bench-pki-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let files = generate(&dir).unwrap();
+        let dir = testkit::TempDir::new("mllp-bench-pki");
+        let files = generate(dir.path()).unwrap();
         let chain = std::fs::read_to_string(&files.chain).unwrap();
         assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
         let mode = std::fs::metadata(&files.key).unwrap().permissions();
@@ -90,18 +89,17 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             0o600
         );
-        // The relay's own loader is the judge of whether the files are usable.
-        let settings = relay::tls::ServerTlsSettings {
+        // The project's TLS loader (the relay's) is the judge of whether the files are usable.
+        let settings = netio::tls::ServerTlsSettings {
             cert_chain: files.chain.clone(),
             key: files.key,
             client_ca: None,
             client_thumbprints: Vec::new(),
         };
-        relay::tls::server_config(
+        netio::tls::server_config(
             &settings,
-            std::sync::Arc::new(relay::tls::TlsRejections::new()),
+            std::sync::Arc::new(netio::tls::TlsRejections::new()),
         )
         .unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::system::System;
 use anyhow::{Context, bail};
-use relay::config_file::{parse_duration, parse_size};
+use netio::units::{parse_duration, parse_size};
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;

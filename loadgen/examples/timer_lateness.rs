@@ -17,7 +17,7 @@ fn percentiles(mut late: Vec<u128>) -> String {
 }
 
 fn main() {
-    relay::worker::block_on(relay::config::Driver::IoUring, async {
+    netio::runtime::block_on(netio::runtime::Driver::IoUring, async {
         let mut timer = loadgen::pace::PreciseTimer::new(true).expect("timerfd");
         let mut late = Vec::new();
         for _ in 0..2_000 {

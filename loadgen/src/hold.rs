@@ -26,11 +26,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use relay::config::Driver;
-use relay::conn::{Conn, ConnError, SharedCanceller, fire, shared_canceller};
+use netio::conn::{Conn, ConnError, SharedCanceller, fire, shared_canceller};
+use netio::runtime::{Driver, block_on};
 use tracing::{debug, warn};
 
-use crate::send::{ClientTls, SendError, open};
+use netio::connect::ClientTls;
+
+use crate::send::{SendError, open};
 use crate::stats::ErrorKind;
 
 /// How often the threads look at the release flag, and the caller at its stop flag.
@@ -190,7 +192,7 @@ pub fn run(
             .name(format!("mllp-loadgen-hold-{thread}"))
             .spawn(move || {
                 let on_error = sender.clone();
-                if let Err(e) = relay::worker::block_on(driver, hold_thread(plan, sender)) {
+                if let Err(e) = block_on(driver, hold_thread(plan, sender)) {
                     warn!(thread, error = %e, "cannot build the runtime");
                     let _ = on_error.send(ThreadReport::Opened(Opened {
                         failed: share,

@@ -29,8 +29,9 @@
 //! - [`stats`]: what a run measured; per-thread intervals added into one result.
 //! - [`report`]: the table, JSON (simd-json), HdrHistogram percentile text, SVG plots, merge.
 //!
-//! Connections and TLS are the relay's own ([`relay::conn`], [`relay::tls`]): one
-//! implementation of cancel-safe I/O and certificate checking for the whole project.
+//! Connections and TLS come from the project's transport crate, `netio` (`netio::conn`,
+//! `netio::tls`), which the relay runs on too: one implementation of cancel-safe I/O and
+//! certificate checking for the whole project, and none of the relay's own logic.
 //!
 //! # Not here
 //! Message validation beyond the ACK (the target's business), retries of unanswered messages

@@ -14,13 +14,14 @@ use loadgen::hold::{self, HoldConfig};
 use loadgen::pace::Arrival;
 use loadgen::ramp::{self, RampPlan, StepFailure};
 use loadgen::report;
-use loadgen::send::{self, ClientTls, Loop, Progress, SendConfig, Stop};
+use loadgen::send::{self, Loop, Progress, SendConfig, Stop};
 use loadgen::sink::{self, Faults, NakCode, SinkConfig};
 use loadgen::source::{self, CorpusOptions, Message, RunTag, TemplateKind};
 use loadgen::stats::RunStats;
-use relay::config::Driver;
-use relay::config_file::{parse_duration, parse_size};
-use relay::tls::{self, ClientTlsSettings, ServerTlsSettings, TlsRejections};
+use netio::connect::ClientTls;
+use netio::runtime::Driver;
+use netio::tls::{self, ClientTlsSettings, ServerTlsSettings, TlsRejections};
+use netio::units::{format_duration, parse_duration, parse_size};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -370,12 +371,12 @@ fn size_arg(text: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = relay::logging::init(&cli.log) {
+    if let Err(e) = netio::logging::init(&cli.log) {
         eprintln!("mllp-loadgen: error: {e}");
         return ExitCode::from(2);
     }
     // Many connections need many descriptors: lift the soft limit to the hard one.
-    if let Err(e) = relay::worker::raise_fd_limit() {
+    if let Err(e) = netio::runtime::raise_fd_limit() {
         tracing::warn!(error = %e, "cannot raise the open-file limit to its hard limit");
     }
     let outcome = match cli.command {
@@ -410,7 +411,7 @@ fn driver(arg: DriverArg) -> anyhow::Result<Driver> {
         DriverArg::IoUring => Driver::IoUring,
         DriverArg::Epoll => Driver::Epoll,
     };
-    Ok(relay::worker::resolve_driver(wanted)?)
+    Ok(netio::runtime::resolve_driver(wanted)?)
 }
 
 /// Where to connect, resolved: the address, TLS, and the thread count.
@@ -676,7 +677,7 @@ fn cmd_ramp(args: RampArgs) -> anyhow::Result<ExitCode> {
     match outcome.sustainable_rate {
         Some(rate) => println!(
             "highest sustainable rate: {rate:.0} msg/s (p99 <= {}, errors <= {} %)",
-            relay::config_file::format_duration(args.p99_target),
+            format_duration(args.p99_target),
             args.max_error_rate * 100.0
         ),
         None => println!(

@@ -124,7 +124,7 @@ pub struct Schedule {
     /// Fractional nanoseconds carried so that rounding never drifts the rate.
     carry_ns: f64,
     arrival: Arrival,
-    rng: mllp::fuzzing::XorShift,
+    rng: mllp::rand::XorShift,
 }
 
 impl Schedule {
@@ -140,7 +140,7 @@ impl Schedule {
             gap_ns: 1e9 / rate,
             carry_ns: 0.0,
             arrival,
-            rng: mllp::fuzzing::XorShift::new(seed),
+            rng: mllp::rand::XorShift::new(seed),
         }
     }
 
@@ -216,11 +216,11 @@ mod tests {
     fn precise_timer_sleeps_until_the_deadline() {
         let uring = monoio::utils::detect_uring();
         let driver = if uring {
-            relay::config::Driver::IoUring
+            netio::runtime::Driver::IoUring
         } else {
-            relay::config::Driver::Epoll
+            netio::runtime::Driver::Epoll
         };
-        relay::worker::block_on(driver, async move {
+        netio::runtime::block_on(driver, async move {
             let mut timer = PreciseTimer::new(uring).unwrap();
             assert_eq!(timer.is_precise(), uring);
             for micros in [0u64, 50, 300, 1_500] {

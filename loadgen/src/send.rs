@@ -35,10 +35,9 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use mllp::frame::{Deframer, FramingConfig, Tolerances};
-use relay::config::Driver;
-use relay::conn::{Conn, ConnError, fire, shared_canceller};
-use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
+use netio::conn::{Conn, ConnError, fire, shared_canceller};
+use netio::connect::{ClientTls, ConnectError, connect};
+use netio::runtime::{Driver, block_on};
 use tracing::{debug, warn};
 
 use crate::pace::{Arrival, PreciseTimer, Schedule};
@@ -52,15 +51,6 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The most intended sends an open-loop connection lets pile up while its target is down;
 /// beyond this they are counted as [`ErrorKind::ScheduleOverflow`] and skipped.
 const MAX_SCHEDULE_BACKLOG: Duration = Duration::from_secs(60);
-
-/// TLS towards the target.
-#[derive(Debug, Clone)]
-pub struct ClientTls {
-    /// The rustls client configuration (trust, client certificate).
-    pub config: Arc<ClientConfig>,
-    /// The name sent as SNI and checked against the certificate.
-    pub server_name: ServerName<'static>,
-}
 
 /// When the run stops sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +157,7 @@ pub fn probe(config: &SendConfig) -> Result<(), SendError> {
     let target = config.target;
     let tls = config.tls.clone();
     let timeout = config.connect_timeout;
-    relay::worker::block_on(config.driver, async move {
+    block_on(config.driver, async move {
         match open(target, tls.as_ref(), timeout).await {
             Ok(mut conn) => {
                 // In TLS 1.3 the client finishes its handshake before the server has checked
@@ -237,7 +227,7 @@ pub fn run(
                     stop,
                 };
                 let driver = config.driver;
-                let outcome = relay::worker::block_on(driver, run_thread(config, plan, sender));
+                let outcome = block_on(driver, run_thread(config, plan, sender));
                 if let Err(e) = outcome {
                     warn!(thread, error = %e, "cannot build the runtime");
                 }
@@ -595,34 +585,24 @@ pub(crate) async fn open(
     tls: Option<&ClientTls>,
     timeout: Duration,
 ) -> Result<Conn, (ErrorKind, String)> {
-    let deadline = Instant::now() + timeout;
-    let tcp =
-        match monoio::time::timeout(timeout, monoio::net::TcpStream::connect_addr(target)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err((ErrorKind::Connect, e.to_string())),
-            Err(_) => {
-                return Err((ErrorKind::Connect, format!("no answer within {timeout:?}")));
-            }
-        };
-    let _ = tcp.set_nodelay(true);
-    let Some(tls) = tls else {
-        return Ok(Conn::plain(tcp, target));
-    };
-    let session = rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone())
-        .map_err(|e| (ErrorKind::Tls, e.to_string()))?;
-    let mut conn = Conn::tls(tcp, target, rustls::Connection::Client(session));
-    match conn.handshake(deadline).await {
-        Ok(()) => Ok(conn),
-        Err(ConnError::Tls(e)) => Err((ErrorKind::Tls, e.to_string())),
-        Err(ConnError::TimedOut) => Err((
-            ErrorKind::Tls,
-            format!("handshake not completed within {timeout:?}"),
-        )),
-        Err(ConnError::Closed) => Err((
-            ErrorKind::Tls,
-            "the target closed the connection during the TLS handshake (not a TLS port?)".into(),
-        )),
-        Err(e) => Err((ErrorKind::Tls, e.to_string())),
+    connect(target, tls, timeout).await.map_err(|e| match e {
+        ConnectError::Connect { error, .. } => (ErrorKind::Connect, error.to_string()),
+        ConnectError::TimedOut { after, .. } => {
+            (ErrorKind::Connect, format!("no answer within {after:?}"))
+        }
+        ConnectError::Handshake { error, .. } => (ErrorKind::Tls, handshake_failure(&error)),
+    })
+}
+
+/// A TLS handshake failure in the words the report uses.
+fn handshake_failure(error: &ConnError) -> String {
+    match error {
+        ConnError::Tls(e) => e.to_string(),
+        ConnError::TimedOut => "handshake not completed in time".into(),
+        ConnError::Closed => {
+            "the target closed the connection during the TLS handshake (not a TLS port?)".into()
+        }
+        other => other.to_string(),
     }
 }
 

@@ -28,8 +28,9 @@ use mllp::ack::{
 use mllp::frame::{CR, Deframer, FS, FramingConfig, VT};
 use mllp::hl7::Msh;
 use monoio::net::{TcpListener, TcpStream};
-use relay::config::Driver;
-use relay::conn::{Conn, ConnError, SharedCanceller, fire, shared_canceller};
+use netio::conn::{Conn, ConnError, SharedCanceller, fire, shared_canceller};
+use netio::listen::{accept_within, bind_reuseport};
+use netio::runtime::{Driver, block_on};
 use tracing::{debug, warn};
 
 use crate::pace::PreciseTimer;
@@ -277,7 +278,7 @@ pub fn start(config: SinkConfig) -> io::Result<SinkHandle> {
                 .name(format!("mllp-sink-{thread}"))
                 .spawn(move || {
                     let driver = shared.config.driver;
-                    if let Err(e) = relay::worker::block_on(driver, accept_loop(socket, shared)) {
+                    if let Err(e) = block_on(driver, accept_loop(socket, shared)) {
                         warn!(thread, error = %e, "cannot build the runtime");
                     }
                 })?,
@@ -293,16 +294,9 @@ pub fn start(config: SinkConfig) -> io::Result<SinkHandle> {
 }
 
 fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket
-        .bind(&addr.into())
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    bind_reuseport(addr)
+        .map(Into::into)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// What every thread shares.
@@ -362,7 +356,7 @@ async fn accept_loop(socket: std::net::TcpListener, shared: Shared) {
         if ctx.shared.stop.load(Ordering::Relaxed) {
             break;
         }
-        match relay::worker::accept_within(&listener, Duration::from_millis(50)).await {
+        match accept_within(&listener, Duration::from_millis(50)).await {
             None => {}
             Some(Ok((tcp, peer))) => {
                 let ctx = Rc::clone(&ctx);
@@ -399,7 +393,7 @@ async fn accept_loop(socket: std::net::TcpListener, shared: Shared) {
 
 /// A connection's fault dice: seeded, so a run with the same seed and traffic misbehaves the
 /// same way.
-struct Dice(mllp::fuzzing::XorShift);
+struct Dice(mllp::rand::XorShift);
 
 impl Dice {
     /// True with probability `p`.
@@ -445,7 +439,7 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: &ThreadCtx) {
     };
     let n = ctx.accepted.get();
     ctx.accepted.set(n + 1);
-    let mut dice = Dice(mllp::fuzzing::XorShift::new(
+    let mut dice = Dice(mllp::rand::XorShift::new(
         config.seed ^ (shared.thread as u64) << 48 ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
     ));
     let framing = FramingConfig::MLLP

@@ -543,7 +543,7 @@ impl TimestampCache {
         if self.second != Some(second) {
             // The relay's formatter writes `YYYYMMDDHHMMSS.mmm+0000`; its first 14 bytes are
             // the second. One calendar implementation for the whole project.
-            let formatted = relay::time::hl7_timestamp(time);
+            let formatted = mllp::timestamp::hl7_timestamp(time);
             if let Some(head) = formatted.first_chunk::<TIMESTAMP_LEN>() {
                 self.stamp = *head;
             }
@@ -668,7 +668,7 @@ pub fn template(kind: TemplateKind, size: usize, seed: u64) -> Result<Message, S
 
 /// The templates' generator: deterministic per seed, shared with the core's tests and the
 /// benchmarks.
-type Rng = mllp::fuzzing::XorShift;
+type Rng = mllp::rand::XorShift;
 
 /// A value in `lo..=hi`.
 fn between(rng: &mut Rng, lo: usize, hi: usize) -> usize {
@@ -1952,7 +1952,7 @@ mod tests {
         let now = SystemTime::now();
         assert_eq!(
             &cache.at(now)[..],
-            &relay::time::hl7_timestamp(now)[..TIMESTAMP_LEN]
+            &mllp::timestamp::hl7_timestamp(now)[..TIMESTAMP_LEN]
         );
         let stamp = *TimestampCache::default().now();
         assert!(stamp.iter().all(u8::is_ascii_digit));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use loadgen::send::{self, Loop, SendConfig, Stop};
 use loadgen::source::{self, RunTag, TemplateKind};
-use relay::config::Driver;
+use netio::runtime::Driver;
 use simd_json::prelude::*;
 use testkit::interop::{PEER_PATIENCE, Peer, python, python_with};
 

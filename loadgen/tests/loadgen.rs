@@ -2,8 +2,7 @@
 //! 127.0.0.1: counts, ACK validation, pipelining, TLS and mutual TLS, faults, and the
 //! coordinated-omission experiment.
 
-#[path = "../../relay/tests/support/pki.rs"]
-mod pki;
+use testkit::pki;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,12 +11,13 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use loadgen::pace::Arrival;
-use loadgen::send::{self, ClientTls, Loop, SendConfig, SendError, Stop};
+use loadgen::send::{self, Loop, SendConfig, SendError, Stop};
 use loadgen::sink::{self, Faults, NakCode, SinkConfig, SinkHandle};
 use loadgen::source::{self, RunTag, TemplateKind};
 use loadgen::stats::RunStats;
-use relay::config::Driver;
-use relay::tls::{ClientTlsSettings, client_config, insecure_client_config, server_name};
+use netio::connect::ClientTls;
+use netio::runtime::Driver;
+use netio::tls::{ClientTlsSettings, client_config, insecure_client_config, server_name};
 
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()

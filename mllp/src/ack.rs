@@ -189,6 +189,17 @@ pub fn decide(msh: &Msh<'_>, outcome: Outcome, policy: AckPolicy) -> AckDecision
     }
 }
 
+/// Whether a receiver that takes `msh` answers it with an accept ACK, as HL7 says it should:
+/// always in original mode; in enhanced mode unless MSH-15 asks for none on success (`NE`, or
+/// `ER`, errors only). A forwarder that waits for an ACK the sender told the receiver not to
+/// send would only time out.
+pub fn expects_accept_ack(msh: &Msh<'_>) -> bool {
+    matches!(
+        decide(msh, Outcome::Accepted, AckPolicy::Negotiated),
+        AckDecision::Send(_)
+    )
+}
+
 /// An HL7 error condition code (table 0357), for the ERR segment of a negative ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

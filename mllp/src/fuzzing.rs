@@ -1,7 +1,6 @@
 //! Fuzz entry points: each runs one part of the core on arbitrary bytes and asserts the
 //! invariants that must hold for every input (not merely "does not crash"). The `fuzz/`
-//! targets are one line each; the property tests call these too. Also [`XorShift`], the one
-//! deterministic generator the tests, benches and harnesses share. Hidden from the docs: not
+//! targets are one line each; the property tests call these too. Hidden from the docs: not
 //! an API.
 
 use crate::ack::{self, AckCode, AckParams};
@@ -9,51 +8,7 @@ use crate::frame::{Deframer, FramingConfig, Tolerances};
 use crate::hl7::{self, Message, Msh};
 use crate::scan::{Engine, Scanner, scalar};
 
-/// A xorshift64 generator for tests, benches and fuzz harnesses: deterministic, tiny, and no
-/// dependency. Not for anything that needs real randomness.
-#[derive(Debug, Clone)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    /// A generator for `seed`; every seed, zero included, gives a usable (non-zero) state, and
-    /// consecutive seeds start far apart.
-    pub fn new(seed: u64) -> Self {
-        Self(
-            seed.wrapping_add(0x9E37_79B9_7F4A_7C15)
-                .wrapping_mul(0xBF58_476D_1CE4_E5B9)
-                | 1,
-        )
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A value uniformly distributed in `[0, 1)`, from the top 53 bits (an `f64`'s precision).
-    pub fn unit(&mut self) -> f64 {
-        // 53 bits convert to f64 exactly.
-        #[allow(clippy::cast_precision_loss)]
-        let top = (self.next_u64() >> 11) as f64;
-        top / (1u64 << 53) as f64
-    }
-
-    /// A value in `0..n` (`n > 0`); the slight modulo bias does not matter for test data.
-    pub fn below(&mut self, n: usize) -> usize {
-        let n = u64::try_from(n).unwrap_or(u64::MAX).max(1);
-        usize::try_from(self.next_u64() % n).unwrap_or(0)
-    }
-
-    /// One element of `items` (not empty).
-    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
+use crate::rand::XorShift;
 
 /// Deframes `data` twice, whole and cut into chunks (the cut points and the configuration
 /// come from the first bytes), and asserts: identical frames and events and final error

@@ -24,6 +24,9 @@
 //! - [`ack`]: builds original-mode (AA/AE/AR) and enhanced-mode (CA/CE/CR) ACKs for an inbound
 //!   MSH, honouring MSH-15/MSH-16; parses ACKs.
 //! - [`batch`]: splits FHS/BHS…BTS/FTS batch files into messages and checks their counts.
+//! - [`timestamp`]: HL7 DTM timestamps (MSH-7) from a time the caller read.
+//! - [`rand`]: a deterministic pseudo-random generator for message templates, load shapes and
+//!   tests.
 //! - [`error`]: the small `Copy` error types every module returns.
 //!
 //! # Not here
@@ -35,7 +38,9 @@ pub mod batch;
 pub mod error;
 pub mod frame;
 pub mod hl7;
+pub mod rand;
 pub mod scan;
+pub mod timestamp;
 
 #[doc(hidden)]
 pub mod fuzzing;

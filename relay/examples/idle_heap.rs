@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use relay::config::{Config, DownstreamConfig, Driver, ListenerConfig};
-use relay::tls::{ReloadableServerConfig, ServerTlsSettings, TlsRejections};
+use netio::runtime::Driver;
+use netio::tls::{ReloadableServerConfig, ServerTlsSettings, TlsRejections};
+use relay::config::{Config, DownstreamConfig, ListenerConfig};
 use rustls::pki_types::{CertificateDer, ServerName};
 
 /// mimalloc, counting the bytes it really hands out (its size classes included) and the

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use mllp::ack::AckPolicy;
 use mllp::frame::FramingConfig;
+use netio::connect::ClientTls;
+use netio::runtime::Driver;
 
 /// Default ACK timeout for a downstream: long enough for a busy EHR to commit a message,
 /// short enough that the sender (whose own timeout is typically 10–30 s) hears our AE first.
@@ -167,18 +169,6 @@ impl JournalConfig {
     }
 }
 
-/// Which monoio driver the workers run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Driver {
-    /// io_uring when the kernel offers it, else epoll (logged once).
-    #[default]
-    Auto,
-    /// io_uring only; starting fails without it.
-    IoUring,
-    /// epoll only (for old kernels, or where io_uring is disabled by policy).
-    Epoll,
-}
-
 /// A range of source addresses in CIDR form (`10.0.0.0/8`, `192.168.1.7`, `::1/128`), for a
 /// listener's allowlist. An IPv4 peer seen as an IPv4-mapped IPv6 address matches IPv4 ranges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,10 +241,10 @@ pub struct ListenerConfig {
     /// Address to bind; port 0 picks a free port (printed at start).
     pub addr: SocketAddr,
     /// TLS termination, if any; reloadable on SIGHUP.
-    pub tls: Option<crate::tls::ReloadableServerConfig>,
+    pub tls: Option<netio::tls::ReloadableServerConfig>,
     /// Where refused TLS clients are counted (the verifier counts most reasons itself; the
     /// session adds those rustls decides before the verifier runs).
-    pub tls_rejections: Arc<crate::tls::TlsRejections>,
+    pub tls_rejections: Arc<netio::tls::TlsRejections>,
     /// Framing, size limit and tolerances.
     pub framing: FramingConfig,
     /// Who answers the sender.
@@ -301,10 +291,7 @@ pub struct DownstreamConfig {
     /// Where it listens.
     pub addr: SocketAddr,
     /// TLS towards it, with the name to present (SNI) and verify.
-    pub tls: Option<(
-        Arc<rustls::ClientConfig>,
-        rustls_pki_types::ServerName<'static>,
-    )>,
+    pub tls: Option<ClientTls>,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// ACK timeout.

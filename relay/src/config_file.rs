@@ -186,13 +186,16 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use crate::config::{
-    self, AckMode, Config, DownstreamConfig, Driver, JournalConfig, LinkPolicy, ListenerConfig,
+    self, AckMode, Config, DownstreamConfig, JournalConfig, LinkPolicy, ListenerConfig,
     OnDownstreamFailure, Pattern, Route, RouteMatch, WhenJournalFull,
 };
 use crate::duplicates::DuplicateWindow;
-use crate::tls::{
+use netio::connect::ClientTls;
+use netio::runtime::Driver;
+use netio::tls::{
     self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections, TlsSetupError,
 };
+use netio::units::{format_duration, format_size, parse_duration, parse_size};
 
 /// Largest `max_frame_size` a file may set: far above any real HL7 v2 message (big ones with
 /// embedded PDFs are tens of MiB), low enough that a typo cannot let one sender claim gigabytes.
@@ -226,113 +229,6 @@ pub const MIN_JOURNAL_MEMORY: u64 = 1 << 20;
 /// Most `journal.forward_lanes`: each lane is a connection per worker to every `per-core`
 /// downstream, and receivers rarely take hundreds from one peer.
 pub const MAX_FORWARD_LANES: usize = 256;
-
-// ---------------------------------------------------------------------------------------------
-// Durations and sizes
-// ---------------------------------------------------------------------------------------------
-
-/// Why a string is not a duration.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text:?} is not a duration: {reason} (units: ms, s, min, h; e.g. 500ms, 10s, 2min)")]
-pub struct DurationError {
-    text: String,
-    reason: String,
-}
-
-/// Parses `500ms`, `10s`, `2min` (or `2m`), `1h`, or a bare number of seconds; decimals are
-/// allowed (`1.5s`), a space before the unit too.
-pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    let text = text.trim();
-    let error = |reason: String| DurationError {
-        text: text.to_owned(),
-        reason,
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    if number.is_empty() {
-        return Err(error("it does not start with a number".to_owned()));
-    }
-    let value: f64 = number
-        .parse()
-        .map_err(|_| error(format!("{number:?} is not a number")))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "min" | "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(error(format!("unknown unit {other:?}"))),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| error(e.to_string()))
-}
-
-/// Formats a duration the way [`parse_duration`] reads it, in the largest exact unit:
-/// `10min`, `1h`, `1500ms`; sub-millisecond durations in Rust's debug form (`1.5µs`).
-pub fn format_duration(duration: Duration) -> String {
-    if !duration.subsec_nanos().is_multiple_of(1_000_000) {
-        return format!("{duration:?}");
-    }
-    let ms = duration.as_millis();
-    match ms {
-        0 => "0s".to_owned(),
-        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
-        _ if ms.is_multiple_of(60_000) => format!("{}min", ms / 60_000),
-        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
-        _ => format!("{ms}ms"),
-    }
-}
-
-/// Why a string is not a size.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text:?} is not a size: {reason} (write bytes, e.g. 1048576, or 512KiB, 16MiB)")]
-pub struct SizeError {
-    text: String,
-    reason: String,
-}
-
-/// Parses a size: a number of bytes (`1048576`, `1048576B`) or a whole number of `KiB`,
-/// `MiB` or `GiB`. Decimal units (`KB`, `MB`) are refused rather than guessed.
-pub fn parse_size(text: &str) -> Result<usize, SizeError> {
-    let text = text.trim();
-    let error = |reason: &str| SizeError {
-        text: text.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let multiplier: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "k" | "K" | "kB" | "KB" | "M" | "MB" | "G" | "GB" => {
-            return Err(error("use KiB, MiB or GiB (powers of 1024)"));
-        }
-        _ => return Err(error("unknown unit (use KiB, MiB or GiB)")),
-    };
-    if number.is_empty() {
-        return Err(error("it does not start with a whole number"));
-    }
-    number
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| error("too large"))
-}
-
-/// Formats a byte count in the largest exact binary unit (`16MiB`, `1000` bytes as `1000B`).
-fn format_size(bytes: u64) -> String {
-    match bytes {
-        0 => "0B".to_owned(),
-        _ if bytes.is_multiple_of(1 << 30) => format!("{}GiB", bytes >> 30),
-        _ if bytes.is_multiple_of(1 << 20) => format!("{}MiB", bytes >> 20),
-        _ if bytes.is_multiple_of(1 << 10) => format!("{}KiB", bytes >> 10),
-        _ => format!("{bytes}B"),
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Raw layer (serde)
@@ -1914,7 +1810,12 @@ impl TryFrom<&Settings> for Config {
             let mut downstream = d.config.clone();
             if let Some(tls) = &d.tls {
                 match tls::client_config(&tls.client) {
-                    Ok(client) => downstream.tls = Some((client, tls.server_name.clone())),
+                    Ok(config) => {
+                        downstream.tls = Some(ClientTls {
+                            config,
+                            server_name: tls.server_name.clone(),
+                        });
+                    }
                     Err(e) => problems.push(Problem::new(
                         format!("{}.{}", downstream_prefix(i, count), downstream_tls_key(&e)),
                         e,

@@ -16,28 +16,16 @@
 use std::cell::RefCell;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mllp::ack::{AckCode, parse_ack};
 use mllp::frame::Deframer;
-use monoio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::config::DownstreamConfig;
-use crate::conn::{Conn, ConnError};
 use crate::metrics::{DownstreamFailureKind, Stats};
-
-/// Whether the downstream will send an accept ACK for `msh` when it takes the message: in
-/// enhanced mode a sender may ask for none on success (MSH-15 NE or ER), and then waiting for
-/// one would only time out.
-pub(crate) fn expects_accept_ack(msh: &mllp::hl7::Msh<'_>) -> bool {
-    use mllp::ack::{AckDecision, AckPolicy, Outcome, decide};
-    matches!(
-        decide(msh, Outcome::Accepted, AckPolicy::Negotiated),
-        AckDecision::Send(_)
-    )
-}
+use netio::conn::{Conn, ConnError};
+use netio::connect::{ConnectError, connect};
 
 /// Initial read buffer of a downstream connection: ACKs are small.
 const ACK_BUFFER: usize = 1024;
@@ -52,15 +40,8 @@ struct Link {
 /// Why one delivery attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Failure {
-    #[error("cannot connect to {addr}: {error}")]
-    Connect {
-        addr: SocketAddr,
-        error: std::io::Error,
-    },
-    #[error("connect to {addr} timed out after {after:?}")]
-    ConnectTimeout { addr: SocketAddr, after: Duration },
-    #[error("TLS handshake with {addr} failed: {error}")]
-    Handshake { addr: SocketAddr, error: ConnError },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("sending to {addr} failed: {error}")]
     Send { addr: SocketAddr, error: ConnError },
     #[error("no ACK from {addr} within {after:?}")]
@@ -92,9 +73,9 @@ pub(crate) enum Failure {
 impl Failure {
     fn kind(&self) -> DownstreamFailureKind {
         match self {
-            Self::Connect { .. } => DownstreamFailureKind::Connect,
-            Self::ConnectTimeout { .. } => DownstreamFailureKind::ConnectTimeout,
-            Self::Handshake { .. } => DownstreamFailureKind::Handshake,
+            Self::Connect(ConnectError::Connect { .. }) => DownstreamFailureKind::Connect,
+            Self::Connect(ConnectError::TimedOut { .. }) => DownstreamFailureKind::ConnectTimeout,
+            Self::Connect(ConnectError::Handshake { .. }) => DownstreamFailureKind::Handshake,
             Self::Send { .. } => DownstreamFailureKind::Send,
             Self::AckTimeout { .. } => DownstreamFailureKind::AckTimeout,
             Self::Closed { .. } => DownstreamFailureKind::Closed,
@@ -289,7 +270,7 @@ impl Downstream {
     fn pooled(&self) -> Option<Link> {
         let mut idle = self.idle.borrow_mut();
         while let Some(link) = idle.pop() {
-            if is_quiet(&link.conn) {
+            if link.conn.is_quiet() {
                 return Some(link);
             }
             debug!(downstream = %self.config.name, "pooled connection closed or noisy while idle: discarded");
@@ -298,50 +279,16 @@ impl Downstream {
     }
 
     async fn connect(&self) -> Result<Link, Failure> {
-        let addr = self.config.addr;
-        let after = self.config.connect_timeout;
-        let connect = TcpStream::connect_addr(addr);
-        let tcp = match monoio::time::timeout(after, connect).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(error)) => return Err(Failure::Connect { addr, error }),
-            Err(_) => return Err(Failure::ConnectTimeout { addr, after }),
-        };
-        let _ = tcp.set_nodelay(true);
-        let mut conn =
-            match &self.config.tls {
-                None => Conn::plain(tcp, addr),
-                Some((tls, name)) => {
-                    let session = rustls::ClientConnection::new(tls.clone(), name.clone())
-                        .map_err(|e| Failure::Handshake {
-                            addr,
-                            error: ConnError::Tls(e),
-                        })?;
-                    Conn::tls(tcp, addr, session.into())
-                }
-            };
-        conn.handshake(Instant::now() + after)
-            .await
-            .map_err(|error| Failure::Handshake { addr, error })?;
+        let conn = connect(
+            self.config.addr,
+            self.config.tls.as_ref(),
+            self.config.connect_timeout,
+        )
+        .await?;
         Ok(Link {
             conn,
             deframer: Deframer::new(self.config.framing),
             buf: Vec::with_capacity(ACK_BUFFER),
         })
     }
-}
-
-/// Whether an idle connection is still open with nothing unread: a non-blocking peek sees
-/// "would block". End of stream (the peer closed) or unread bytes (a late or unsolicited
-/// message) both mean the connection must not carry the next message.
-fn is_quiet(conn: &Conn) -> bool {
-    use nix::sys::socket::{MsgFlags, recv};
-    let mut probe = [0u8; 1];
-    matches!(
-        recv(
-            conn.tcp().as_raw_fd(),
-            &mut probe,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
-        ),
-        Err(nix::errno::Errno::EAGAIN)
-    )
 }

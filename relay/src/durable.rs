@@ -30,11 +30,12 @@ use mllp::hl7::Msh;
 use tracing::{error, info, warn};
 
 use crate::config::LinkPolicy;
-use crate::downstream::{Timing, expects_accept_ack};
+use crate::downstream::Timing;
 use crate::journal::record;
 use crate::journal::{Entry, Journal};
 use crate::metrics::Stats;
 use crate::worker::WorkerContext;
+use mllp::ack::expects_accept_ack;
 
 /// The sub-directory of the journal holding dead letters.
 pub(crate) const DEAD_LETTER_DIR: &str = "dead-letters";

@@ -20,9 +20,10 @@ use std::task::{Poll, Waker};
 use mllp::hl7::Msh;
 use tracing::{error, warn};
 
-use crate::downstream::{Timing, expects_accept_ack};
+use crate::downstream::Timing;
 use crate::metrics::Stats;
 use crate::worker::WorkerContext;
+use mllp::ack::expects_accept_ack;
 
 /// Messages a worker may hold for forwarding in `local` mode.
 pub(crate) const LOCAL_QUEUE_MESSAGES: usize = 10_000;

@@ -28,10 +28,6 @@
 //!   its original ACK instead of queueing it twice.
 //! - [`dead_letters`]: listing and replaying dead letters (`mllp-relay dead-letters`).
 //! - `handoff`: the `single` link policy's cross-core queue to the link task on worker 0.
-//! - [`conn`]: plain/TLS connections with cancel-safe deadline I/O over rustls's sans-IO core
-//!   (also the load generator's connection layer).
-//! - [`tls`]: certificate loading and client-certificate verification (CA and/or SHA-256
-//!   thumbprints).
 //! - [`metrics`]: the counters the workers keep.
 //! - [`memory`]: handing memory freed after a burst back to the operating system.
 //!
@@ -41,7 +37,6 @@
 
 pub mod config;
 pub mod config_file;
-pub mod conn;
 pub mod dead_letters;
 mod downstream;
 pub mod duplicates;
@@ -49,12 +44,9 @@ mod durable;
 mod forwarder;
 mod handoff;
 pub mod journal;
-pub mod logging;
 pub mod memory;
 pub mod metrics;
 mod session;
-pub mod time;
-pub mod tls;
 pub mod worker;
 
 pub use worker::{BoundListener, RelayHandle, start};

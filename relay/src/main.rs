@@ -13,13 +13,16 @@ use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use mllp::frame::{FramingConfig, Tolerances};
+use netio::connect::ClientTls;
+use netio::runtime::Driver;
+use netio::tls::{self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections};
+use netio::units::{format_duration, parse_duration};
 use relay::config::{
-    self, AckMode, Config, DownstreamConfig, Driver, JournalConfig, ListenerConfig,
-    OnDownstreamFailure, SourceNet,
+    self, AckMode, Config, DownstreamConfig, JournalConfig, ListenerConfig, OnDownstreamFailure,
+    SourceNet,
 };
-use relay::config_file::{self, Overrides, parse_duration};
+use relay::config_file::{self, Overrides};
 use relay::duplicates::DuplicateWindow;
-use relay::tls::{self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -296,7 +299,7 @@ fn run_dead_letters(command: &DeadLetterCommand) -> anyhow::Result<i32> {
                         .unwrap_or_default()
                         .to_string_lossy(),
                     letter.seq,
-                    relay::time::format_unix_ms(letter.time_ms),
+                    mllp::timestamp::format_unix_ms(letter.time_ms),
                     letter.message_type(),
                     letter.control_id(),
                     letter.answer_summary().trim_end()
@@ -436,7 +439,7 @@ fn main() -> anyhow::Result<()> {
         None => {}
     }
 
-    if let Err(e) = relay::logging::init(&cli.log) {
+    if let Err(e) = netio::logging::init(&cli.log) {
         // A usage error, like a refused flag: the same report and exit status.
         eprintln!("error: {e}");
         std::process::exit(2);
@@ -444,7 +447,7 @@ fn main() -> anyhow::Result<()> {
 
     // Every connection (sender and downstream) is a descriptor: the usual soft limit of 1024
     // would refuse connections long before memory or CPU run out.
-    if let Err(e) = relay::worker::raise_fd_limit() {
+    if let Err(e) = netio::runtime::raise_fd_limit() {
         tracing::warn!(error = %e, "cannot raise the open-file limit to its hard limit");
     }
     let config = match &cli.config {
@@ -460,7 +463,7 @@ fn main() -> anyhow::Result<()> {
             Some(window) => format!(
                 "durable (journal {}, duplicate window {})",
                 journal.dir.display(),
-                config_file::format_duration(window.max_age())
+                format_duration(window.max_age())
             ),
         },
         (AckMode::Durable, None) => "durable".to_owned(),
@@ -639,7 +642,7 @@ fn duplicate_window_from_flags(cli: &Cli) -> Option<Arc<DuplicateWindow>> {
                 format!(
                     "--duplicate-window {}: must be more than 0 and at most 24h (a message \
                      resent on purpose must not be swallowed as a duplicate)",
-                    config_file::format_duration(age)
+                    format_duration(age)
                 ),
             )
             .exit();
@@ -700,7 +703,10 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
             pinned: cli.forward_thumbprints.clone(),
             client_cert: None,
         })?;
-        downstream.tls = Some((client, tls::server_name(&name)?));
+        downstream.tls = Some(ClientTls {
+            config: client,
+            server_name: tls::server_name(&name)?,
+        });
     }
 
     let mut listener = ListenerConfig::plain(listen);

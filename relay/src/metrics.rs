@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use mllp::ack::AckCode;
 
-use crate::tls::{RejectReason, TlsRejections};
+use netio::tls::{RejectReason, TlsRejections};
 
 /// Why a downstream delivery attempt failed; a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,19 +8,21 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mllp::ack::{self, AckCode, AckDecision, AckParams, ErrorCode, ErrorDetail, Outcome};
+use mllp::ack::{
+    self, AckCode, AckDecision, AckParams, ErrorCode, ErrorDetail, Outcome, expects_accept_ack,
+};
 use mllp::frame::Deframer;
 use mllp::hl7::Msh;
 use tracing::{debug, info, warn};
 
 use crate::config::{AckMode, ListenerConfig, OnDownstreamFailure, WhenJournalFull};
-use crate::conn::{Conn, ConnError, shared_canceller};
-use crate::downstream::{Timing, expects_accept_ack};
+use crate::downstream::Timing;
 use crate::duplicates::Seen;
 use crate::journal::{JournalError, Writer};
 use crate::metrics::{ListenerStats, Stats};
-use crate::time::write_hl7_timestamp;
 use crate::worker::WorkerContext;
+use mllp::timestamp::write_hl7_timestamp;
+use netio::conn::{Conn, ConnError, SharedCanceller, shared_canceller};
 
 /// Read size for a sender's connection: a few TCP segments. The buffer grows for bigger
 /// frames (up to the frame limit) and is reused for the connection's life.
@@ -603,7 +605,7 @@ impl Session<'_> {
         buf: &mut Vec<u8>,
         now: Instant,
         deadline: Instant,
-        signal: &crate::conn::SharedCanceller,
+        signal: &SharedCanceller,
     ) -> Result<(), ConnError> {
         let quiet = (now + BUFFER_RELEASE_DELAY).min(deadline);
         match conn.wait_readable(quiet, signal).await {

@@ -23,23 +23,22 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use monoio::net::{TcpListener, TcpStream};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 use tracing::{error, info, warn};
 
-use crate::config::{AckMode, Config, Driver, LinkPolicy};
-use crate::conn::{Conn, SharedCanceller, fire};
+use crate::config::{AckMode, Config, LinkPolicy};
 use crate::downstream::{Downstream, Failure, Timing};
 use crate::handoff::{Handoff, ReplySlot, Request};
 use crate::metrics::Stats;
 use crate::session;
 use mllp::ack::AckCode;
+use netio::conn::{Conn, SharedCanceller, fire};
+use netio::listen::{accept_within, bind_reuseport};
+use netio::runtime::{allowed_cpus, block_on, cpu_for_worker, pin_current_thread, resolve_driver};
 
 /// How often an accepting worker looks at the shutdown flag. Shutdown is rare; a fifth of a
 /// second is prompt for an operator and costs five wake-ups a second per worker.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
-
-/// Listen backlog: room for a burst of reconnecting senders after a network blip.
-const BACKLOG: i32 = 1024;
 
 /// A listener as bound: its name and the address it accepts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +90,7 @@ impl RelayHandle {
     /// their files (what SIGHUP does): one result per TLS listener, with its name, in config
     /// order (empty when every listener is plain). Each listener reloads on its own: where it
     /// fails, that listener's old configuration stays in force and the others still reload.
-    pub fn reload_tls(&self) -> Vec<(&str, Result<(), crate::tls::TlsSetupError>)> {
+    pub fn reload_tls(&self) -> Vec<(&str, Result<(), netio::tls::TlsSetupError>)> {
         self.config
             .listeners
             .iter()
@@ -494,7 +493,7 @@ impl<'c> WindowsFromJournal<'c> {
             .duration_since(std::time::SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let mut timestamp = Vec::new();
-        crate::time::write_hl7_timestamp(wall, &mut timestamp);
+        mllp::timestamp::write_hl7_timestamp(wall, &mut timestamp);
         Self {
             windows,
             now: Instant::now(),
@@ -570,147 +569,6 @@ fn open_forwarder(
     Ok(Rc::new(crate::durable::Forwarder::new(
         journal, &links, lanes, &root, id, entries,
     )))
-}
-
-/// The CPUs this process may run on, in ascending order: its affinity mask as `taskset` or a
-/// container's cpuset left it (read from the calling thread, which has not been pinned yet).
-/// Empty when the mask cannot be read.
-pub fn allowed_cpus() -> Vec<usize> {
-    use rustix::thread::{CpuSet, sched_getaffinity};
-    match sched_getaffinity(None) {
-        Ok(set) => (0..CpuSet::MAX_CPU)
-            .filter(|&cpu| set.is_set(cpu))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// The CPU worker `id` is pinned to: the `id`-th of the `allowed` CPUs, wrapping around when
-/// there are more workers than CPUs; `None` when no CPU is known (no pinning).
-pub fn cpu_for_worker(id: usize, allowed: &[usize]) -> Option<usize> {
-    if allowed.is_empty() {
-        return None;
-    }
-    Some(allowed[id % allowed.len()])
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin_current_thread(cpu: usize) -> io::Result<()> {
-    use rustix::thread::{CpuSet, sched_setaffinity};
-    if cpu >= CpuSet::MAX_CPU {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "CPU {cpu} is beyond the affinity mask's {} CPUs",
-                CpuSet::MAX_CPU
-            ),
-        ));
-    }
-    let mut set = CpuSet::new();
-    set.set(cpu);
-    sched_setaffinity(None, &set).map_err(io::Error::from)
-}
-
-/// Lifts the soft limit on open file descriptors to the hard limit, so that many connections
-/// do not run out of descriptors at the usual soft default of 1024. Returns the soft limit in
-/// force afterwards (`None`: unlimited).
-///
-/// # Errors
-/// When the kernel refuses the new limit (the old one stays).
-pub fn raise_fd_limit() -> io::Result<Option<u64>> {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
-        setrlimit(Resource::Nofile, limit).map_err(io::Error::from)?;
-    }
-    Ok(limit.current)
-}
-
-/// The driver `wanted` resolves to on this machine: `Auto` becomes io_uring when the kernel
-/// offers it and epoll otherwise (said once in the log); an explicit io_uring that is not there
-/// is an error.
-pub fn resolve_driver(wanted: Driver) -> io::Result<Driver> {
-    let uring = monoio::utils::detect_uring();
-    match wanted {
-        Driver::Auto if uring => Ok(Driver::IoUring),
-        Driver::Auto => {
-            info!("io_uring is not available here: the epoll driver is used");
-            Ok(Driver::Epoll)
-        }
-        Driver::IoUring if !uring => Err(io::Error::other(
-            "io_uring was asked for but this kernel does not offer it",
-        )),
-        other => Ok(other),
-    }
-}
-
-/// Runs `future` to completion on a new single-threaded monoio runtime (timers enabled) on
-/// the calling thread, with the io_uring driver unless `driver` is `Epoll`.
-///
-/// # Errors
-/// When the runtime cannot be built (for example, io_uring set-up refused).
-pub fn block_on<F: Future>(driver: Driver, future: F) -> io::Result<F::Output> {
-    match driver {
-        Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .map(|mut runtime| runtime.block_on(future)),
-        Driver::Auto | Driver::IoUring => {
-            // COOP_TASKRUN: completions are handed to this thread when it next enters the
-            // kernel instead of interrupting it with an IPI; SINGLE_ISSUER: only this thread
-            // submits (true of a thread-per-core runtime), which lets the kernel skip locking.
-            // Both need Linux 6.0; older kernels get the default ring.
-            let mut tuned = io_uring::IoUring::builder();
-            tuned.setup_coop_taskrun().setup_single_issuer();
-            let runtime = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                .uring_builder(tuned)
-                .enable_timer()
-                .build()
-                .or_else(|_| {
-                    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                        .enable_timer()
-                        .build()
-                });
-            runtime.map(|mut runtime| runtime.block_on(future))
-        }
-    }
-}
-
-/// Accepts one connection, or gives up after `wait` (returning `None`) so the caller can look
-/// at its shutdown flag. The accept is cancelled and awaited, never dropped: a dropped
-/// io_uring accept can still complete in the kernel, and that connection would be lost.
-pub async fn accept_within(
-    listener: &TcpListener,
-    wait: Duration,
-) -> Option<io::Result<(TcpStream, SocketAddr)>> {
-    let canceller = monoio::io::Canceller::new();
-    let accept = listener.cancelable_accept(canceller.handle());
-    let mut accept = std::pin::pin!(accept);
-    let tick = monoio::time::sleep(wait);
-    let mut tick = std::pin::pin!(tick);
-    monoio::select! {
-        result = &mut accept => Some(result),
-        () = &mut tick => {
-            let _ = canceller.cancel();
-            // A connection accepted just before the cancel is still ours to serve.
-            match accept.await {
-                Ok(pair) => Some(Ok(pair)),
-                Err(_) => None,
-            }
-        }
-    }
-}
-
-/// A listening socket with `SO_REUSEPORT`, so every worker can bind the same address.
-fn bind_reuseport(addr: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket)
 }
 
 /// One worker's life: registers its listener sockets, starts the forwarding tasks its
@@ -983,48 +841,5 @@ mod tests {
         assert_eq!(panicking, Err(()));
         assert_eq!(survivor, Ok("finished"));
         assert_eq!(after, Ok(7));
-    }
-
-    #[test]
-    fn workers_take_the_allowed_cpus_in_order_and_wrap_around() {
-        // `taskset -c 1`: every worker on CPU 1, never CPU 0.
-        assert_eq!(cpu_for_worker(0, &[1]), Some(1));
-        assert_eq!(cpu_for_worker(3, &[1]), Some(1));
-        // A cpuset of 2, 5 and 7.
-        let allowed = [2, 5, 7];
-        let cpus: Vec<Option<usize>> = (0..7).map(|id| cpu_for_worker(id, &allowed)).collect();
-        assert_eq!(
-            cpus,
-            [
-                Some(2),
-                Some(5),
-                Some(7),
-                Some(2),
-                Some(5),
-                Some(7),
-                Some(2)
-            ]
-        );
-        // Unknown affinity: no pinning.
-        assert_eq!(cpu_for_worker(0, &[]), None);
-    }
-
-    #[test]
-    fn the_allowed_cpus_are_this_process_s_affinity() {
-        let allowed = allowed_cpus();
-        assert!(!allowed.is_empty());
-        assert!(allowed.windows(2).all(|w| w[0] < w[1]), "{allowed:?}");
-        let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
-        // available_parallelism also honours cgroup CPU quotas, so it may be lower.
-        assert!(parallelism <= allowed.len(), "{parallelism} > {allowed:?}");
-    }
-
-    #[test]
-    fn the_fd_limit_is_raised_to_the_hard_limit() {
-        use rustix::process::{Resource, getrlimit};
-        let soft = raise_fd_limit().unwrap();
-        let limit = getrlimit(Resource::Nofile);
-        assert_eq!(soft, limit.current);
-        assert!(limit.current == limit.maximum || limit.maximum.is_none());
     }
 }

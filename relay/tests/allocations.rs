@@ -17,11 +17,11 @@ use std::time::Duration;
 use mllp::ack::{AckCode, AckParams, write_ack};
 use mllp::frame::{Deframer, FramingConfig};
 use mllp::hl7::Msh;
-use relay::config::{Config, DownstreamConfig, Driver, ListenerConfig};
-use relay::tls::{ReloadableServerConfig, ServerTlsSettings, TlsRejections};
+use netio::runtime::Driver;
+use netio::tls::{ReloadableServerConfig, ServerTlsSettings, TlsRejections};
+use relay::config::{Config, DownstreamConfig, ListenerConfig};
 
-#[path = "support/pki.rs"]
-mod pki;
+use testkit::pki;
 
 struct Counting;
 

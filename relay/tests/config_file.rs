@@ -1,9 +1,6 @@
 //! TOML config files: the schema, every error naming its key, the shipped examples, and the
 //! `check-config` / `--config` command line.
 
-#[path = "support/pki.rs"]
-mod pki;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -12,15 +9,16 @@ use std::time::Duration;
 
 use mllp::ack::AckPolicy;
 use mllp::frame::Tolerances;
-use pki::{Pki, TempDir};
+use netio::runtime::Driver;
 use relay::config::{
-    self, AckMode, Driver, JournalConfig, OnDownstreamFailure, Pattern, Route, RouteMatch,
-    WhenJournalFull,
+    self, AckMode, JournalConfig, OnDownstreamFailure, Pattern, Route, RouteMatch, WhenJournalFull,
 };
 use relay::config_file::{
-    ConfigFileError, Overrides, Problem, Settings, format_duration, load_config,
-    load_config_unchecked, load_config_with, parse_duration, parse_size,
+    ConfigFileError, Overrides, Problem, Settings, load_config, load_config_unchecked,
+    load_config_with,
 };
+use testkit::TempDir;
+use testkit::pki::Pki;
 use testkit::{PATIENCE, Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mllp-relay");
@@ -211,7 +209,7 @@ fn a_full_file_becomes_the_expected_config() {
     assert_eq!(d.retries, 4);
     assert_eq!(d.backoff_base, Duration::from_millis(100));
     assert_eq!(d.backoff_cap, Duration::from_secs(3600));
-    let (_, server_name) = d.tls.as_ref().expect("downstream TLS");
+    let server_name = &d.tls.as_ref().expect("downstream TLS").server_name;
     assert_eq!(server_name.to_str(), "localhost");
 
     // The settings keep what the summary shows: names and resolved paths.
@@ -376,7 +374,7 @@ fn every_example_loads_once_its_certificates_exist() {
     let pki = Pki::new("cfg-examples");
     for file in examples() {
         let dir = TempDir::new("cfg-example");
-        let copied = dir.0.join(file.file_name().unwrap());
+        let copied = dir.join(file.file_name().unwrap());
         std::fs::copy(&file, &copied).unwrap();
         let settings = load_config_unchecked(&copied).unwrap_or_else(|e| panic!("{e}"));
         provide_files(&settings, &pki);
@@ -545,7 +543,7 @@ fn a_missing_tls_key_file_names_its_key() {
         panic!("{e}")
     };
     assert_eq!(problem.key, "listener.tls.key");
-    let missing = pki.dir.0.join("missing.key");
+    let missing = pki.dir.path().join("missing.key");
     assert!(
         problem
             .message
@@ -634,7 +632,7 @@ backoff_cap = "1s"
 #[test]
 fn relative_paths_are_resolved_against_the_file_directory() {
     let pki = Pki::new("cfg-relative");
-    let sub = pki.dir.0.join("conf");
+    let sub = pki.dir.path().join("conf");
     std::fs::create_dir_all(&sub).unwrap();
     let text = format!(
         "{MINIMAL}\n[listener.tls]\ncert = \"../server.pem\"\nkey = \"{}\"\n",
@@ -695,41 +693,6 @@ fn overrides_replace_the_file_and_are_named_by_flag() {
         "listener.listen"
     );
     assert!(load_config_with(&path, &overrides).is_ok());
-}
-
-#[test]
-fn durations_and_sizes() {
-    for (text, expected) in [
-        ("500ms", Duration::from_millis(500)),
-        ("10s", Duration::from_secs(10)),
-        ("10", Duration::from_secs(10)),
-        ("2min", Duration::from_secs(120)),
-        ("2m", Duration::from_secs(120)),
-        ("1h", Duration::from_secs(3600)),
-        ("1.5s", Duration::from_millis(1500)),
-        (" 3 s ", Duration::from_secs(3)),
-    ] {
-        assert_eq!(parse_duration(text), Ok(expected), "{text}");
-    }
-    for bad in ["", "s", "10x", "-1s", "1..2s", "1e3s"] {
-        assert!(parse_duration(bad).is_err(), "{bad:?}");
-    }
-    for d in [
-        Duration::ZERO,
-        Duration::from_millis(1500),
-        Duration::from_secs(90),
-        Duration::from_secs(600),
-        Duration::from_secs(7200),
-    ] {
-        assert_eq!(parse_duration(&format_duration(d)), Ok(d));
-    }
-    assert_eq!(parse_size("1048576"), Ok(1 << 20));
-    assert_eq!(parse_size("512KiB"), Ok(512 << 10));
-    assert_eq!(parse_size("16 MiB"), Ok(16 << 20));
-    assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-    for bad in ["16MB", "1.5MiB", "MiB", "-1", "99999999999999999999999"] {
-        assert!(parse_size(bad).is_err(), "{bad:?}");
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -955,7 +918,11 @@ fn downstream_tls_belongs_to_its_own_downstream() {
     let path = write(&pki.dir, "relay.toml", &text);
     let loaded = load_config(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(loaded.config.downstreams[0].tls.is_none());
-    let (_, server_name) = loaded.config.downstreams[1].tls.as_ref().unwrap();
+    let server_name = &loaded.config.downstreams[1]
+        .tls
+        .as_ref()
+        .unwrap()
+        .server_name;
     assert_eq!(server_name.to_str(), "localhost");
     let summary = loaded.settings.to_string();
     assert!(
@@ -1535,7 +1502,7 @@ fn a_journal_is_needed_when_any_listener_is_durable() {
     assert_eq!(modes, [AckMode::Passthrough, AckMode::Durable]);
     assert_eq!(
         loaded.config.journal.as_ref().map(|j| j.dir.clone()),
-        Some(dir.0.join("journal"))
+        Some(dir.join("journal"))
     );
 
     // The journal must hold the largest frame of the durable listeners (lab's 2MiB), not the
@@ -1707,7 +1674,7 @@ fn durable_with_only_a_journal_dir_takes_the_journal_defaults() {
     let loaded = load_config(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.config.listeners[0].ack_mode, AckMode::Durable);
     let journal = loaded.config.journal.as_ref().expect("a journal");
-    assert_eq!(*journal, JournalConfig::new(dir.0.join("journal")));
+    assert_eq!(*journal, JournalConfig::new(dir.join("journal")));
     assert_eq!(journal.commit_interval, config::DEFAULT_COMMIT_INTERVAL);
     assert_eq!(journal.max_bytes, config::DEFAULT_JOURNAL_MAX_BYTES);
     assert_eq!(journal.segment_bytes, config::DEFAULT_SEGMENT_BYTES);
@@ -1717,7 +1684,7 @@ fn durable_with_only_a_journal_dir_takes_the_journal_defaults() {
     assert!(journal.direct_io);
     assert_eq!(loaded.settings.journal.as_ref(), Some(journal));
     // Checking the file creates nothing: the relay makes the directory when it starts.
-    assert!(!dir.0.join("journal").exists());
+    assert!(!dir.join("journal").exists());
 
     // The other modes have no journal.
     let config = load_config(&write(&dir, "plain.toml", MINIMAL))
@@ -1922,7 +1889,7 @@ fn an_unknown_key_in_journal_is_named() {
 #[test]
 fn the_journal_dir_is_resolved_against_the_file_directory() {
     let dir = TempDir::new("cfg-durable-relative");
-    let sub = dir.0.join("conf");
+    let sub = dir.join("conf");
     std::fs::create_dir_all(&sub).unwrap();
     let path = sub.join("relay.toml");
     std::fs::write(
@@ -1935,7 +1902,7 @@ fn the_journal_dir_is_resolved_against_the_file_directory() {
     let expected = sub.join("../spool/journal");
     assert_eq!(loaded.config.journal.unwrap().dir, expected);
 
-    let absolute = dir.0.join("abs-journal");
+    let absolute = dir.join("abs-journal");
     std::fs::write(
         &path,
         DURABLE.replace(
@@ -1999,7 +1966,7 @@ fn check_config_prints_the_journal() {
     let stdout = check_config_accepts(&path);
     for expected in [
         "ack mode durable".to_owned(),
-        format!("journal in {}", dir.0.join("journal").display()),
+        format!("journal in {}", dir.join("journal").display()),
         "commit interval at most 1ms".to_owned(),
         "at most 8GiB of records in segments of 64MiB (on disk up to 3 segments more: spares and the current one's unwritten rest), 64MiB in memory".to_owned(),
         "8 forward lane(s)".to_owned(),
@@ -2081,7 +2048,7 @@ fn config_refuses_journal_and_points_to_journal_dir() {
 #[test]
 fn the_relay_runs_durable_from_flags() {
     let dir = TempDir::new("cfg-cli-durable-run");
-    let journal = dir.0.join("journal");
+    let journal = dir.join("journal");
     let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
     let running = Process::start(
         Command::new(BIN)
@@ -2252,7 +2219,7 @@ fn the_duplicate_window_flag_is_checked() {
         "{stderr}"
     );
     let dir = TempDir::new("cfg-window-flag");
-    let journal = dir.0.join("journal");
+    let journal = dir.join("journal");
     let journal = journal.to_str().unwrap();
     for (window, expected) in [("25h", "at most 24h"), ("0s", "more than 0")] {
         let (code, stderr) = run(&[

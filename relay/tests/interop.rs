@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use relay::config::{Config, DownstreamConfig, Driver, ListenerConfig};
-use relay::tls::{ServerTlsSettings, TlsRejections};
+use netio::runtime::Driver;
+use netio::tls::{ServerTlsSettings, TlsRejections};
+use relay::config::{Config, DownstreamConfig, ListenerConfig};
 
-#[path = "support/pki.rs"]
-mod pki;
+use testkit::pki;
 
 use testkit::interop::{Peer, python};
 
@@ -74,13 +74,15 @@ fn relay_config(pki: &pki::Pki, downstream: SocketAddr, mutual: bool, acks: Acks
     let rejections = std::sync::Arc::new(TlsRejections::new());
     let mut listener = ListenerConfig::plain("127.0.0.1:0".parse().unwrap());
     listener.tls =
-        Some(relay::tls::ReloadableServerConfig::load(settings, rejections.clone()).unwrap());
+        Some(netio::tls::ReloadableServerConfig::load(settings, rejections.clone()).unwrap());
     listener.tls_rejections = rejections;
     let journal = match acks {
         Acks::Passthrough => None,
         Acks::Durable => {
             listener.ack_mode = relay::config::AckMode::Durable;
-            Some(relay::config::JournalConfig::new(pki.dir.0.join("journal")))
+            Some(relay::config::JournalConfig::new(
+                pki.dir.path().join("journal"),
+            ))
         }
     };
     Config {
@@ -112,7 +114,7 @@ fn round_trip(server_mode: &str, mutual: bool, acks: Acks) {
         acks,
     ))
     .unwrap();
-    let files = messages(&pki.dir.0);
+    let files = messages(pki.dir.path());
 
     let relay_port = relay.listen_addr().port().to_string();
     let ca = pki.ca.cert_path.to_string_lossy().into_owned();
@@ -195,7 +197,7 @@ fn python_hl7_without_a_client_certificate_is_refused() {
         Acks::Passthrough,
     ))
     .unwrap();
-    let files = messages(&pki.dir.0);
+    let files = messages(pki.dir.path());
     let relay_port = relay.listen_addr().port().to_string();
     let ca = pki.ca.cert_path.to_string_lossy().into_owned();
     let path = files[0].0.to_string_lossy().into_owned();

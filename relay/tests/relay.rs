@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use mllp::ack::{AckCode, AckParams, parse_ack, write_ack};
 use mllp::frame::{Deframer, FramingConfig};
 use mllp::hl7::Msh;
-use relay::config::{Config, DownstreamConfig, Driver, ListenerConfig, OnDownstreamFailure};
+use netio::runtime::Driver;
+use relay::config::{Config, DownstreamConfig, ListenerConfig, OnDownstreamFailure};
 use relay::metrics::{DownstreamFailureKind, Stats};
-use testkit::ReservedPort;
+use testkit::{ReservedPort, TempDir};
 
 /// Upper bound on any wait in these tests; a healthy run needs milliseconds.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -685,10 +686,9 @@ fn shutdown_finishes_the_message_in_flight() {
 
 // --- TLS and mutual TLS, end to end --------------------------------------------------------
 
-#[path = "support/pki.rs"]
-mod pki;
+use testkit::pki;
 
-use relay::tls::{RejectReason, ServerTlsSettings, Thumbprint, TlsRejections};
+use netio::tls::{RejectReason, ServerTlsSettings, Thumbprint, TlsRejections};
 
 /// A relay config terminating TLS with the test PKI's server certificate.
 fn tls_config(
@@ -706,7 +706,7 @@ fn tls_config(
     };
     let mut cfg = config(downstream);
     cfg.listeners[0].tls =
-        Some(relay::tls::ReloadableServerConfig::load(settings, rejections.clone()).unwrap());
+        Some(netio::tls::ReloadableServerConfig::load(settings, rejections.clone()).unwrap());
     cfg.listeners[0].tls_rejections = rejections.clone();
     (cfg, rejections)
 }
@@ -1040,8 +1040,8 @@ fn certificates_reload_without_dropping_connections() {
     let pki = pki::Pki::new("e2e-reload");
     let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
     // Serve from copies, so the test can change them under the running relay.
-    let cert = pki.dir.write("live.pem", &read(&pki.server.cert_path));
-    let key = pki.dir.write("live.key", &read(&pki.server.key_path));
+    let cert = pki.dir.write("live.pem", read(&pki.server.cert_path));
+    let key = pki.dir.write("live.key", read(&pki.server.key_path));
     let receiver = Receiver::start(Behaviour::Ack);
     let mut cfg = config(receiver.addr);
     let settings = ServerTlsSettings {
@@ -1051,7 +1051,7 @@ fn certificates_reload_without_dropping_connections() {
         client_thumbprints: vec![],
     };
     cfg.listeners[0].tls = Some(
-        relay::tls::ReloadableServerConfig::load(settings, Arc::new(TlsRejections::new())).unwrap(),
+        netio::tls::ReloadableServerConfig::load(settings, Arc::new(TlsRejections::new())).unwrap(),
     );
     let relay = relay::start(cfg).unwrap();
     let mut open = Client::connect_tls(relay.listen_addr(), pki.client(TLS_BOTH, None));
@@ -1459,7 +1459,7 @@ fn a_durable_listener_next_to_a_passthrough_one() {
     let journal = TempDir::new("two-listeners");
     let receiver_port = ReservedPort::new();
     let receiver_addr = receiver_port.addr();
-    let mut cfg = durable_config(receiver_addr, &journal.0);
+    let mut cfg = durable_config(receiver_addr, journal.path());
     // The first listener is passthrough; only the second is durable, and the journal is set up
     // for it all the same.
     cfg.listeners[0].ack_mode = relay::config::AckMode::Passthrough;
@@ -1629,7 +1629,7 @@ fn a_single_link_carries_every_worker_on_one_connection() {
 
 #[test]
 fn downstream_over_tls_carries_large_messages_byte_for_byte() {
-    use relay::tls::ClientTlsSettings;
+    use netio::tls::ClientTlsSettings;
     let pki = pki::Pki::new("e2e-downstream-tls");
     let settings = ServerTlsSettings {
         cert_chain: pki.server.cert_path.clone(),
@@ -1637,7 +1637,7 @@ fn downstream_over_tls_carries_large_messages_byte_for_byte() {
         client_ca: None,
         client_thumbprints: vec![],
     };
-    let server = relay::tls::server_config(&settings, Arc::new(TlsRejections::new())).unwrap();
+    let server = netio::tls::server_config(&settings, Arc::new(TlsRejections::new())).unwrap();
     let receiver = Receiver::start_tls(Behaviour::Ack, server);
     // Larger than rustls's 64 KiB send buffer: written in pieces.
     let mut big = message("TLS-BIG");
@@ -1657,8 +1657,11 @@ fn downstream_over_tls_carries_large_messages_byte_for_byte() {
     ];
     for trust in trusts {
         let mut cfg = config(receiver.addr);
-        let client = relay::tls::client_config(&trust).unwrap();
-        cfg.downstreams[0].tls = Some((client, relay::tls::server_name("localhost").unwrap()));
+        let client = netio::tls::client_config(&trust).unwrap();
+        cfg.downstreams[0].tls = Some(netio::connect::ClientTls {
+            config: client,
+            server_name: netio::tls::server_name("localhost").unwrap(),
+        });
         let relay = relay::start(cfg).unwrap();
         let mut sender = Client::connect(relay.listen_addr());
         assert_eq!(
@@ -1683,7 +1686,7 @@ fn downstream_over_tls_carries_large_messages_byte_for_byte() {
 
 #[test]
 fn downstream_requiring_a_client_certificate_gets_the_relays() {
-    use relay::tls::ClientTlsSettings;
+    use netio::tls::ClientTlsSettings;
     let pki = pki::Pki::new("e2e-downstream-mtls");
     let settings = ServerTlsSettings {
         cert_chain: pki.server.cert_path.clone(),
@@ -1691,7 +1694,7 @@ fn downstream_requiring_a_client_certificate_gets_the_relays() {
         client_ca: Some(pki.ca.cert_path.clone()),
         client_thumbprints: vec![],
     };
-    let server = relay::tls::server_config(&settings, Arc::new(TlsRejections::new())).unwrap();
+    let server = netio::tls::server_config(&settings, Arc::new(TlsRejections::new())).unwrap();
     let receiver = Receiver::start_tls(Behaviour::Ack, server);
     let run = |client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>| {
         let trust = ClientTlsSettings {
@@ -1701,8 +1704,11 @@ fn downstream_requiring_a_client_certificate_gets_the_relays() {
         };
         let mut cfg = config(receiver.addr);
         cfg.downstreams[0].retries = 0;
-        let client = relay::tls::client_config(&trust).unwrap();
-        cfg.downstreams[0].tls = Some((client, relay::tls::server_name("localhost").unwrap()));
+        let client = netio::tls::client_config(&trust).unwrap();
+        cfg.downstreams[0].tls = Some(netio::connect::ClientTls {
+            config: client,
+            server_name: netio::tls::server_name("localhost").unwrap(),
+        });
         let relay = relay::start(cfg).unwrap();
         let mut sender = Client::connect(relay.listen_addr());
         let ack = code_and_id(&sender.round_trip(&message("DS-MTLS"))).0;
@@ -1785,28 +1791,6 @@ fn a_big_tls_record_split_across_reads_then_small_records() {
 
 // --- durable ACK mode ----------------------------------------------------------------------
 
-/// A fresh directory for a journal, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mllp-relay-test-{}-{name}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn durable_config(downstream: SocketAddr, journal: &std::path::Path) -> Config {
     let mut cfg = config(downstream);
     cfg.listeners[0].ack_mode = relay::config::AckMode::Durable;
@@ -1840,7 +1824,7 @@ fn durable_mode_acks_while_the_receiver_is_down_and_delivers_when_it_returns() {
     let journal = TempDir::new("down");
     let receiver_port = ReservedPort::new();
     let receiver_addr = receiver_port.addr();
-    let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
+    let relay = relay::start(durable_config(receiver_addr, journal.path())).unwrap();
     let stats = relay.stats().clone();
     let mut client = Client::connect(relay.listen_addr());
     let ids: Vec<String> = (0..20).map(|i| format!("DUR-{i}")).collect();
@@ -1886,7 +1870,7 @@ fn durable_mode_delivers_after_a_restart_what_it_had_not_delivered() {
     let journal = TempDir::new("restart");
     let receiver_port = ReservedPort::new();
     let receiver_addr = receiver_port.addr();
-    let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
+    let relay = relay::start(durable_config(receiver_addr, journal.path())).unwrap();
     let mut client = Client::connect(relay.listen_addr());
     for i in 0..30 {
         let id = format!("KEEP-{i}");
@@ -1899,7 +1883,7 @@ fn durable_mode_delivers_after_a_restart_what_it_had_not_delivered() {
     relay.shutdown();
 
     let receiver = Receiver::start_at(&receiver_port, Behaviour::Ack);
-    let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
+    let relay = relay::start(durable_config(receiver_addr, journal.path())).unwrap();
     let stats = relay.stats().clone();
     assert_eq!(Stats::get(&stats.journal_recovered), 30);
     wait_until("the receiver has every message", || {
@@ -1917,7 +1901,7 @@ fn durable_mode_delivers_after_a_restart_what_it_had_not_delivered() {
     relay.shutdown();
 
     // Delivered means gone: a third start finds nothing to deliver.
-    let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
+    let relay = relay::start(durable_config(receiver_addr, journal.path())).unwrap();
     assert_eq!(Stats::get(&relay.stats().journal_recovered), 0);
     relay.shutdown();
     assert_eq!(receiver.received().len(), 30, "nothing delivered twice");
@@ -1932,7 +1916,7 @@ fn durable_mode_with_a_single_link_delivers_in_the_order_it_acknowledged() {
     let journal = TempDir::new("single-order");
     let receiver_port = ReservedPort::new();
     let receiver_addr = receiver_port.addr();
-    let mut cfg = durable_config(receiver_addr, &journal.0);
+    let mut cfg = durable_config(receiver_addr, journal.path());
     cfg.workers = 1;
     cfg.downstreams[0].link = relay::config::LinkPolicy::Single;
     let relay = relay::start(cfg).unwrap();
@@ -1977,14 +1961,14 @@ fn durable_mode_writes_into_prepared_segments_and_recovers_through_their_zeros()
     let receiver_port = ReservedPort::new();
     let receiver_addr = receiver_port.addr();
     let config = || {
-        let mut cfg = durable_config(receiver_addr, &journal.0);
+        let mut cfg = durable_config(receiver_addr, journal.path());
         cfg.workers = 1;
         cfg.journal.as_mut().unwrap().segment_bytes = SEGMENT;
         cfg
     };
     let relay = relay::start(config()).unwrap();
     let mut client = Client::connect(relay.listen_addr());
-    let dir = journal.0.join("worker-0");
+    let dir = journal.path().join("worker-0");
     let mut sent = 0;
     // At least SENT messages, and then until the last one's rotation began a prepared
     // segment (on a slow machine the spare may not be ready for a few more).
@@ -2007,7 +1991,7 @@ fn durable_mode_writes_into_prepared_segments_and_recovers_through_their_zeros()
     // A segment begun from a spare ends in the spare's zeros until records overhang its end
     // (a message record ends with the message's last byte, a CR, never a zero). The one being
     // written at shutdown was begun from a spare: it holds fewer records than its size.
-    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(journal.0.join("worker-0"))
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(journal.path().join("worker-0"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
@@ -2069,7 +2053,7 @@ fn durable_mode_reuses_delivered_segments_and_recovers_through_their_earlier_rec
     const KEPT: usize = 5;
     let journal = TempDir::new("reuse");
     let config = |downstream| {
-        let mut cfg = durable_config(downstream, &journal.0);
+        let mut cfg = durable_config(downstream, journal.path());
         cfg.workers = 1;
         cfg.journal.as_mut().unwrap().segment_bytes = SEGMENT;
         cfg
@@ -2115,7 +2099,7 @@ fn durable_mode_reuses_delivered_segments_and_recovers_through_their_earlier_rec
     relay.shutdown();
     // The newest segment is a reused file: records of its earlier use fill its last block
     // (a zero-filled one would end in zeros, a new one would be short).
-    let newest = newest_segment(&journal.0.join("worker-0"));
+    let newest = newest_segment(&journal.path().join("worker-0"));
     let bytes = std::fs::read(&newest).unwrap();
     assert_eq!(bytes.len() as u64, SEGMENT, "{}", newest.display());
     assert!(
@@ -2148,7 +2132,7 @@ fn the_duplicate_window_remembers_journaled_messages_across_a_restart() {
     let journal = TempDir::new("window");
     let receiver = Receiver::start(Behaviour::Ack);
     let config = || {
-        let mut cfg = durable_config(receiver.addr, &journal.0);
+        let mut cfg = durable_config(receiver.addr, journal.path());
         cfg.listeners[0].duplicates = Some(Arc::new(relay::duplicates::DuplicateWindow::new(
             Duration::from_secs(600),
             1000,
@@ -2191,7 +2175,7 @@ fn durable_mode_cuts_a_torn_journal_tail_and_delivers_everything_acknowledged() 
     let journal = TempDir::new("torn");
     let receiver_port = ReservedPort::new();
     let receiver_addr = receiver_port.addr();
-    let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
+    let relay = relay::start(durable_config(receiver_addr, journal.path())).unwrap();
     let mut client = Client::connect(relay.listen_addr());
     for i in 0..5 {
         let id = format!("TORN-{i}");
@@ -2203,9 +2187,9 @@ fn durable_mode_cuts_a_torn_journal_tail_and_delivers_everything_acknowledged() 
     drop(client);
     relay.shutdown();
     // A crash mid-write leaves a partial record: the first bytes of a copy of a real one.
-    let mut segments: Vec<_> = std::fs::read_dir(journal.0.join("worker-0"))
+    let mut segments: Vec<_> = std::fs::read_dir(journal.path().join("worker-0"))
         .unwrap()
-        .chain(std::fs::read_dir(journal.0.join("worker-1")).unwrap())
+        .chain(std::fs::read_dir(journal.path().join("worker-1")).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .filter(|p| std::fs::metadata(p).unwrap().len() > 0)
@@ -2221,7 +2205,7 @@ fn durable_mode_cuts_a_torn_journal_tail_and_delivers_everything_acknowledged() 
     std::fs::write(&newest, &bytes).unwrap();
 
     let receiver = Receiver::start_at(&receiver_port, Behaviour::Ack);
-    let relay = relay::start(durable_config(receiver_addr, &journal.0)).unwrap();
+    let relay = relay::start(durable_config(receiver_addr, journal.path())).unwrap();
     let stats = relay.stats().clone();
     assert_eq!(Stats::get(&stats.journal_damaged_tails), 1);
     assert_eq!(Stats::get(&stats.journal_recovered), 5);
@@ -2241,7 +2225,7 @@ fn durable_mode_cuts_a_torn_journal_tail_and_delivers_everything_acknowledged() 
 fn durable_mode_keeps_refused_messages_as_dead_letters_and_replays_them() {
     let journal = TempDir::new("dead");
     let refusing = Receiver::start(Behaviour::Code(AckCode::AR));
-    let relay = relay::start(durable_config(refusing.addr, &journal.0)).unwrap();
+    let relay = relay::start(durable_config(refusing.addr, journal.path())).unwrap();
     let stats = relay.stats().clone();
     let mut client = Client::connect(relay.listen_addr());
     for id in ["REFUSED-1", "REFUSED-2"] {
@@ -2259,7 +2243,7 @@ fn durable_mode_keeps_refused_messages_as_dead_letters_and_replays_them() {
         2,
         "a final answer is not retried"
     );
-    let (letters, warnings) = relay::dead_letters::read_all(&journal.0).unwrap();
+    let (letters, warnings) = relay::dead_letters::read_all(journal.path()).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     let mut ids: Vec<String> = letters.iter().map(|l| l.control_id()).collect();
     ids.sort();
@@ -2268,17 +2252,17 @@ fn durable_mode_keeps_refused_messages_as_dead_letters_and_replays_them() {
 
     // Replay needs the relay stopped (it rewrites the files under the journal's lock).
     let accepting = Receiver::start(Behaviour::Ack);
-    let busy = relay::dead_letters::replay(&journal.0, accepting.addr, PATIENCE, |_, _| {});
+    let busy = relay::dead_letters::replay(journal.path(), accepting.addr, PATIENCE, |_, _| {});
     assert!(busy.is_err(), "the running relay holds the lock");
     relay.shutdown();
     let mut outcomes = Vec::new();
-    let summary = relay::dead_letters::replay(&journal.0, accepting.addr, PATIENCE, |l, o| {
+    let summary = relay::dead_letters::replay(journal.path(), accepting.addr, PATIENCE, |l, o| {
         outcomes.push(format!("{} {o}", l.control_id()));
     })
     .unwrap();
     assert_eq!((summary.accepted, summary.kept), (2, 0), "{outcomes:?}");
     assert_eq!(accepting.received().len(), 2);
-    let (left, _) = relay::dead_letters::read_all(&journal.0).unwrap();
+    let (left, _) = relay::dead_letters::read_all(journal.path()).unwrap();
     assert!(left.is_empty(), "accepted dead letters are removed");
 }
 
@@ -2286,7 +2270,7 @@ fn durable_mode_keeps_refused_messages_as_dead_letters_and_replays_them() {
 fn durable_mode_naks_when_the_journal_is_full_and_never_drops() {
     let journal = TempDir::new("full");
     let down = ReservedPort::new();
-    let mut cfg = durable_config(down.addr(), &journal.0);
+    let mut cfg = durable_config(down.addr(), journal.path());
     cfg.workers = 1;
     if let Some(j) = cfg.journal.as_mut() {
         j.max_bytes = 2_000;
@@ -2320,8 +2304,8 @@ fn durable_mode_naks_when_the_journal_is_full_and_never_drops() {
 fn a_journal_is_used_by_one_relay_at_a_time() {
     let journal = TempDir::new("lock");
     let down = ReservedPort::new();
-    let first = relay::start(durable_config(down.addr(), &journal.0)).unwrap();
-    let second = relay::start(durable_config(down.addr(), &journal.0));
+    let first = relay::start(durable_config(down.addr(), journal.path())).unwrap();
+    let second = relay::start(durable_config(down.addr(), journal.path()));
     let error = second.expect_err("the journal is in use").to_string();
     assert!(error.contains("in use"), "{error}");
     first.shutdown();
@@ -2332,7 +2316,7 @@ fn fewer_workers_after_a_restart_still_deliver_every_message() {
     let journal = TempDir::new("shrink");
     let receiver_port = ReservedPort::new();
     let receiver_addr = receiver_port.addr();
-    let mut cfg = durable_config(receiver_addr, &journal.0);
+    let mut cfg = durable_config(receiver_addr, journal.path());
     cfg.workers = 3;
     let relay = relay::start(cfg).unwrap();
     // Several connections, so that the kernel spreads them over the workers.
@@ -2354,7 +2338,7 @@ fn fewer_workers_after_a_restart_still_deliver_every_message() {
     relay.shutdown();
 
     let receiver = Receiver::start_at(&receiver_port, Behaviour::Ack);
-    let mut cfg = durable_config(receiver_addr, &journal.0);
+    let mut cfg = durable_config(receiver_addr, journal.path());
     cfg.workers = 1;
     let relay = relay::start(cfg).unwrap();
     assert_eq!(
@@ -2379,7 +2363,7 @@ fn fewer_workers_after_a_restart_still_deliver_every_message() {
     got.dedup();
     assert_eq!(got.len(), sent);
     assert!(
-        !journal.0.join("worker-2").exists(),
+        !journal.path().join("worker-2").exists(),
         "the surplus journal is gone"
     );
 }
@@ -2389,7 +2373,7 @@ fn durable_mode_pauses_a_sender_while_the_journal_is_full_and_resumes_when_it_dr
     let journal = TempDir::new("pause");
     let receiver_port = ReservedPort::new();
     let receiver_addr = receiver_port.addr();
-    let mut cfg = durable_config(receiver_addr, &journal.0);
+    let mut cfg = durable_config(receiver_addr, journal.path());
     cfg.workers = 1;
     if let Some(j) = cfg.journal.as_mut() {
         // The cap equals the segment size: space comes back only when the segment being

@@ -85,7 +85,7 @@ impl Peer {
         })
     }
 
-    /// A server peer's port, from its "LISTENING <port>" line.
+    /// A server peer's port, from its `LISTENING <port>` line.
     pub fn port(&self) -> u16 {
         let line = self.line();
         line.strip_prefix("LISTENING ")

@@ -15,11 +15,12 @@
 //! - **Every wait is bounded** ([`wait::wait_until`], [`wait::PATIENCE`]).
 //!
 //! Modules: [`process`] (child processes), [`net`] (ports and sockets), [`dir`] (scratch
-//! directories), [`wait`] (polling with a deadline), [`interop`] (the third-party HL7 peers).
+//! directories), [`wait`] (polling with a deadline), [`interop`] (the third-party HL7 peers), [`pki`] (test certificates).
 
 pub mod dir;
 pub mod interop;
 pub mod net;
+pub mod pki;
 pub mod process;
 pub mod wait;
 

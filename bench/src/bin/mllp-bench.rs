@@ -97,7 +97,7 @@ struct RunOptions {
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
-    relay::config_file::parse_duration(text).map_err(|e| e.to_string())
+    netio::units::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -317,7 +317,7 @@ fn print_progress(record: &RunRecord, i: usize, n: usize) {
 
 /// `2026-11-22T10:31:05Z`.
 fn timestamp(now: SystemTime) -> String {
-    let hl7 = relay::time::hl7_timestamp(now);
+    let hl7 = mllp::timestamp::hl7_timestamp(now);
     let t = String::from_utf8_lossy(&hl7);
     format!(
         "{}-{}-{}T{}:{}:{}Z",

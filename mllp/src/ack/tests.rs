@@ -376,3 +376,21 @@ fn codes_round_trip() {
     }
     assert!(AckCode::AA.is_accept() && AckCode::CA.is_accept() && !AckCode::CE.is_accept());
 }
+
+#[test]
+fn an_accept_ack_is_expected_unless_msh_15_declines_it() {
+    let with = |ack_types: &str| {
+        let text = format!("MSH|^~\\&|A|B|C|D|20261122||ORU^R01|1|P|2.5{ack_types}\r");
+        expects_accept_ack(&Msh::parse(text.as_bytes()).unwrap())
+    };
+    // Original mode: always.
+    assert!(with(""));
+    // Enhanced mode: MSH-15 decides (MSH-16 is about application ACKs).
+    assert!(with("|||AL|NE"));
+    assert!(with("|||SU|AL"));
+    assert!(!with("|||NE|AL"));
+    assert!(!with("|||ER|NE"));
+    // An empty or unknown MSH-15 next to a present MSH-16 is taken as AL.
+    assert!(with("||||AL"));
+    assert!(with("|||XX|NE"));
+}

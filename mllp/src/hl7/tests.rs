@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::error::{EscapeError, Hl7Error};
-use crate::fuzzing::XorShift;
+use crate::rand::XorShift;
 
 /// A v2.5.1 ADT^A01 with the usual delimiters, every MSH accessor populated.
 const ADT: &[u8] = b"MSH|^~\\&|SENDAPP^1.2.3^ISO|SENDFAC|RECVAPP|RECVFAC|20240102030405+0100||\

@@ -89,7 +89,7 @@ fn is_malformed(name: &str) -> bool {
 #[test]
 fn corpus_every_file_survives_framing_at_random_chunkings() {
     let Some(dir) = corpus_dir() else { return };
-    let mut rng = mllp::fuzzing::XorShift::new(0x2545_F491_4F6C_DD1D);
+    let mut rng = mllp::rand::XorShift::new(0x2545_F491_4F6C_DD1D);
     let mut checked = 0;
     for (name, bytes) in files(&dir) {
         let config = FramingConfig::MLLP.with_max_frame_len(1 << 20).unwrap();

@@ -75,7 +75,7 @@ fn all_matches(hay: &[u8], find: impl Fn(&[u8]) -> Option<usize>) -> Vec<usize> 
 /// A 1 MiB buffer where each byte is VT, FS or CR with probability `1/density` (else
 /// printable text), from a fast PRNG seeded by proptest.
 fn biased_megabyte(seed: u64, density: u32) -> Vec<u8> {
-    let mut rng = mllp::fuzzing::XorShift::new(seed);
+    let mut rng = mllp::rand::XorShift::new(seed);
     (0..1 << 20)
         .map(|_| {
             let r = (rng.next_u64() >> 32) as u32;

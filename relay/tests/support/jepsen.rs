@@ -22,7 +22,6 @@ use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -409,14 +408,7 @@ impl Sink {
         }
         for stream in self.shared.open.lock().unwrap().drain(..) {
             // SO_LINGER 0: the close that follows sends RST, as a crashed host's kernel would.
-            let _ = nix::sys::socket::setsockopt(
-                stream.as_raw_fd(),
-                nix::sys::socket::sockopt::Linger,
-                &libc::linger {
-                    l_onoff: 1,
-                    l_linger: 0,
-                },
-            );
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
             let _ = stream.shutdown(Shutdown::Both);
         }
     }

@@ -1,4 +1,5 @@
-//! HL7 timestamps from the system clock, without a calendar library.
+//! Times as HL7 writes them (DTM, for MSH-7 of generated messages) and as operators read them,
+//! from a `SystemTime` the caller read: this crate reads no clock. No calendar library.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,73 +1,24 @@
-//! The test PKI shared by the relay's test binaries: a CA, a server certificate for
-//! `localhost` and `127.0.0.1`, client certificates of every flavour (valid, expired, not yet
-//! valid, self-signed, from another CA), written as PEM files in a temporary directory that is
-//! removed on drop.
+//! The test PKI: a CA, a server certificate for `localhost` and `127.0.0.1`, client
+//! certificates of every flavour (valid, expired, not yet valid, self-signed, from another CA),
+//! written as PEM files in a [`TempDir`].
 
-#![allow(
-    dead_code,
-    unused_imports,
-    reason = "each test binary uses a different part of it"
-)]
+use std::path::PathBuf;
+use std::sync::Arc;
 
+use netio::tls::{ServerTlsSettings, Thumbprint, TlsRejections, server_config};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, date_time_ymd,
 };
-use relay::tls::{
-    ClientTlsSettings, RejectReason, ServerTlsSettings, Thumbprint, TlsRejections, TlsSetupError,
-    client_config, server_config, server_name,
-};
-use rustls::client::ResolvesClientCert;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls::{
-    CertificateError, ClientConfig, ClientConnection, ConnectionCommon, Error, ProtocolVersion,
-    RootCertStore, ServerConfig, ServerConnection, SideData, SignatureScheme,
-    SupportedProtocolVersion,
-};
-use rustls_pki_types::pem::PemObject;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
-// ---------------------------------------------------------------------------------------------
-// Test PKI
-// ---------------------------------------------------------------------------------------------
-
-/// A temporary directory removed on drop.
-pub(crate) struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub(crate) fn new(tag: &str) -> Self {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "relay-tls-{tag}-{}-{nanos}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    pub(crate) fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::TempDir;
 
 /// A certificate with its key, as DER and as PEM files.
-pub(crate) struct Cert {
+#[derive(Debug)]
+pub struct Cert {
     pub der: CertificateDer<'static>,
     pub key_der: Vec<u8>,
     pub cert_path: PathBuf,
@@ -75,16 +26,16 @@ pub(crate) struct Cert {
 }
 
 impl Cert {
-    pub(crate) fn thumbprint(&self) -> Thumbprint {
+    pub fn thumbprint(&self) -> Thumbprint {
         Thumbprint::of(&self.der)
     }
 
-    pub(crate) fn certified_key(&self) -> CertifiedKey {
+    pub fn certified_key(&self) -> CertifiedKey {
         certified(vec![self.der.clone()], &self.key_der)
     }
 }
 
-pub(crate) fn certified(chain: Vec<CertificateDer<'static>>, key_der: &[u8]) -> CertifiedKey {
+pub fn certified(chain: Vec<CertificateDer<'static>>, key_der: &[u8]) -> CertifiedKey {
     let key = PrivateKeyDer::try_from(key_der.to_vec()).unwrap();
     let signing_key = rustls::crypto::ring::default_provider()
         .key_provider
@@ -93,21 +44,16 @@ pub(crate) fn certified(chain: Vec<CertificateDer<'static>>, key_der: &[u8]) -> 
     CertifiedKey::new(chain, signing_key)
 }
 
-pub(crate) fn write_cert(
-    dir: &TempDir,
-    name: &str,
-    cert: &rcgen::Certificate,
-    key: &KeyPair,
-) -> Cert {
+pub fn write_cert(dir: &TempDir, name: &str, cert: &rcgen::Certificate, key: &KeyPair) -> Cert {
     Cert {
         der: cert.der().clone(),
         key_der: key.serialize_der(),
-        cert_path: dir.write(&format!("{name}.pem"), &cert.pem()),
-        key_path: dir.write(&format!("{name}.key"), &key.serialize_pem()),
+        cert_path: dir.write(&format!("{name}.pem"), cert.pem()),
+        key_path: dir.write(&format!("{name}.key"), key.serialize_pem()),
     }
 }
 
-pub(crate) fn ca_params(cn: &str) -> CertificateParams {
+pub fn ca_params(cn: &str) -> CertificateParams {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, cn);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -119,11 +65,7 @@ pub(crate) fn ca_params(cn: &str) -> CertificateParams {
     params
 }
 
-pub(crate) fn leaf_params(
-    cn: &str,
-    names: &[&str],
-    eku: ExtendedKeyUsagePurpose,
-) -> CertificateParams {
+pub fn leaf_params(cn: &str, names: &[&str], eku: ExtendedKeyUsagePurpose) -> CertificateParams {
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
     let mut params = CertificateParams::new(names).unwrap();
     params.distinguished_name.push(DnType::CommonName, cn);
@@ -131,13 +73,13 @@ pub(crate) fn leaf_params(
     params
 }
 
-pub(crate) fn expired(mut params: CertificateParams) -> CertificateParams {
+pub fn expired(mut params: CertificateParams) -> CertificateParams {
     params.not_before = date_time_ymd(2000, 1, 1);
     params.not_after = date_time_ymd(2001, 1, 1);
     params
 }
 
-pub(crate) fn not_yet_valid(mut params: CertificateParams) -> CertificateParams {
+pub fn not_yet_valid(mut params: CertificateParams) -> CertificateParams {
     params.not_before = date_time_ymd(2090, 1, 1);
     params.not_after = date_time_ymd(2091, 1, 1);
     params
@@ -145,7 +87,8 @@ pub(crate) fn not_yet_valid(mut params: CertificateParams) -> CertificateParams 
 
 /// The whole test PKI: a CA, a server certificate it issued for `localhost` and `127.0.0.1`,
 /// client certificates of every flavour, and a second, unrelated CA.
-pub(crate) struct Pki {
+#[derive(Debug)]
+pub struct Pki {
     pub dir: TempDir,
     pub ca: Cert,
     pub server: Cert,
@@ -167,7 +110,7 @@ pub(crate) struct Pki {
 }
 
 impl Pki {
-    pub(crate) fn new(tag: &str) -> Self {
+    pub fn new(tag: &str) -> Self {
         let dir = TempDir::new(tag);
 
         let ca_key = KeyPair::generate().unwrap();
@@ -239,7 +182,7 @@ impl Pki {
         }
     }
 
-    pub(crate) fn server_settings(&self) -> ServerTlsSettings {
+    pub fn server_settings(&self) -> ServerTlsSettings {
         ServerTlsSettings {
             cert_chain: self.server.cert_path.clone(),
             key: self.server.key_path.clone(),
@@ -248,7 +191,7 @@ impl Pki {
         }
     }
 
-    pub(crate) fn server_with(
+    pub fn server_with(
         &self,
         client_ca: Option<&Cert>,
         thumbprints: &[Thumbprint],
@@ -265,7 +208,7 @@ impl Pki {
 
     /// A test client built with plain rustls (independent of the code under test), trusting
     /// `ca`, limited to `versions`, presenting `cert` if given.
-    pub(crate) fn client(
+    pub fn client(
         &self,
         versions: &[&'static SupportedProtocolVersion],
         cert: Option<CertifiedKey>,
@@ -281,5 +224,22 @@ impl Pki {
             Some(cert) => builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(cert))),
             None => builder.with_no_client_auth(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_certificate_loads_and_thumbprints_tell_certificates_apart() {
+        let pki = Pki::new("pki-self-test");
+        let (config, _) = pki.server_with(Some(&pki.ca), &[pki.client_self.thumbprint()]);
+        assert!(!config.alpn_protocols.iter().any(Vec::is_empty));
+        assert_ne!(pki.client.thumbprint(), pki.client_self.thumbprint());
+        assert_eq!(pki.client.thumbprint(), Thumbprint::of(&pki.client.der));
+        for cert in [&pki.ca, &pki.server, &pki.client_expired] {
+            assert!(cert.cert_path.is_file() && cert.key_path.is_file());
+        }
     }
 }

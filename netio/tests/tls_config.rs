@@ -1,4 +1,4 @@
-//! `relay::tls`: server and client configurations driven through complete TLS handshakes in
+//! `netio::tls`: server and client configurations driven through complete TLS handshakes in
 //! memory (no sockets): a test PKI is made with rcgen in a temporary directory, and the
 //! `ClientConnection` and `ServerConnection` are pumped into each other.
 
@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use relay::tls::{
+use netio::tls::{
     ClientTlsSettings, RejectReason, ServerTlsSettings, Thumbprint, TlsRejections, TlsSetupError,
     client_config, server_config, server_name,
 };
@@ -20,9 +20,7 @@ use rustls::{
 };
 use rustls_pki_types::pem::PemObject;
 
-#[path = "support/pki.rs"]
-mod pki;
-use pki::*;
+use testkit::pki::*;
 
 const BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 const TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
@@ -445,7 +443,7 @@ fn several_cas_in_the_bundle_are_all_trusted() {
     let pki = Pki::new("bundle");
     let bundle = pki.dir.write(
         "bundle.pem",
-        &format!(
+        format!(
             "{}{}",
             std::fs::read_to_string(&pki.other_ca.cert_path).unwrap(),
             std::fs::read_to_string(&pki.ca.cert_path).unwrap()
@@ -706,7 +704,7 @@ fn contains_path(message: &str, path: &Path) -> bool {
 #[test]
 fn missing_files_are_named() {
     let pki = Pki::new("err-missing");
-    let missing = pki.dir.0.join("nope.pem");
+    let missing = pki.dir.path().join("nope.pem");
 
     let msg = server_error(&ServerTlsSettings {
         cert_chain: missing.clone(),
@@ -816,7 +814,7 @@ fn a_chain_file_with_the_ca_appended_and_a_pkcs8_key_load() {
     let pki = Pki::new("chain");
     let chain = pki.dir.write(
         "chain.pem",
-        &format!(
+        format!(
             "{}{}",
             std::fs::read_to_string(&pki.server.cert_path).unwrap(),
             std::fs::read_to_string(&pki.ca.cert_path).unwrap()

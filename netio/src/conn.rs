@@ -10,8 +10,8 @@
 //! - **Buffers.** Ciphertext goes through two small buffers owned here, plaintext straight into
 //!   the caller's frame buffer, so a connection's memory is what we decide it is.
 //!
-//! What this module does not do: framing, HL7, retries. Those live in the session and
-//! downstream modules.
+//! What this module does not do: framing, HL7, retries. Those belong to the programs that
+//! drive a connection.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -353,6 +353,24 @@ impl Conn {
                 MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
             ),
             Ok(0) | Err(nix::errno::Errno::ECONNRESET)
+        )
+    }
+
+    /// Whether an idle connection is still open with nothing unread: a non-blocking peek sees
+    /// "would block". End of stream (the peer closed) or unread bytes (a late or unsolicited
+    /// message) both mean the connection must not carry the next message. One
+    /// `recv(MSG_PEEK)` system call.
+    pub fn is_quiet(&self) -> bool {
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::AsRawFd;
+        let mut probe = [0u8; 1];
+        matches!(
+            recv(
+                self.tcp.as_raw_fd(),
+                &mut probe,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+            ),
+            Err(nix::errno::Errno::EAGAIN)
         )
     }
 
