@@ -20,6 +20,9 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "relay module layers (relay/src/lib.rs states the rule)"
+scripts/check-layers.sh
+
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -2,51 +2,59 @@
 //! front of a plain-MLLP engine and hands every sender an honest ACK.
 //!
 //! ```text
-//!  sender ──TLS/TCP──► worker (one per core, SO_REUSEPORT listener)
-//!                        │  session: handshake → read → mllp::Deframer → mllp::hl7::Msh
-//!                        │           ──► downstream pool (per worker) ──TCP/TLS──► receiver
-//!                        │                      ◄── ACK, MSA-2 checked against MSH-10
-//!  sender ◄──────────────┘  the receiver's ACK byte for byte, or a generated AE/CE with
-//!                           ERR 207 when the receiver failed (or a close, as configured)
+//!  sender ──TLS/TCP──► inbound: accept → session: read → mllp::Deframer → mllp::hl7::Msh
+//!                        │                               → route (a pure function of MSH)
+//!                        │   passthrough ───────────────► outbound::Delivery ──► receiver
+//!                        │   local / durable ─► custody ─► outbound::Delivery ──► receiver
+//!  sender ◄──────────────┘  the receiver's ACK byte for byte (passthrough), or the relay's own
+//!                           (inbound::answer): AA/CA once in custody, AE/CE with ERR 207 when
+//!                           the receiver or the journal failed, AR when nothing can route it
 //! ```
 //!
-//! Never an AA (or CA) the receiver did not give: in `passthrough` mode the only positive ACK
-//! a sender ever sees is the receiver's own.
+//! Never an AA (or CA) the receiver did not give, or for a message not in custody: in
+//! `passthrough` mode the only positive ACK a sender ever sees is the receiver's own.
 //!
-//! # Layout
-//! - [`config`]: the validated configuration and its defaults (with the reason for each).
-//! - [`config_file`]: the TOML file (`--config`, `check-config`) turned into a [`config::Config`],
-//!   with errors that name the key.
-//! - [`worker`]: threads, runtimes, listeners (one accept loop per listener and worker), shutdown;
+//! # Layout, along the message path
+//! - [`config`]: the checked configuration, and the TOML file turned into it.
+//! - [`route`]: which downstream a message goes to (rules, a pure function).
+//! - `inbound`: accept and admission, the session read loop, and the ACKs the relay writes
+//!   itself (one helper writes them all).
+//! - `outbound`: [`Delivery`](outbound) to a downstream: per-core pools, the `single` link's
+//!   cross-core handoff.
+//! - [`custody`]: what `local` and `durable` listeners keep: the local queue, the journal and
+//!   its recovery, delivery lanes, the duplicate window, dead letters.
+//! - [`worker`]: threads, runtimes, the accept loops, shutdown and drain, panic containment;
 //!   [`start`] runs a relay.
-//! - `session`: one inbound connection, message by message.
-//! - `downstream`: the per-worker connection pool, delivery, ACK checks, retries.
-//! - `forwarder`: `local` ACK mode's per-worker queue and forwarding task.
-//! - [`journal`]: `durable` ACK mode's per-worker append-only journal (group commit, recovery).
-//! - `durable`: `durable` ACK mode's delivery lanes and dead letters.
-//! - [`duplicates`]: `durable` listeners' optional window that answers a resent message with
-//!   its original ACK instead of queueing it twice.
-//! - [`dead_letters`]: listing and replaying dead letters (`mllp-relay dead-letters`).
-//! - `handoff`: the `single` link policy's cross-core queue to the link task on worker 0.
-//! - [`metrics`]: the counters the workers keep.
+//! - [`metrics`]: the counters the workers keep and their Prometheus text.
 //! - [`memory`]: handing memory freed after a burst back to the operating system.
 //!
+//! # Dependency rule
+//! Imports between these modules point one way, and `scripts/check.sh` fails when one does not:
+//!
+//! | module | may import |
+//! |---|---|
+//! | `route` | nothing of the relay |
+//! | `config` | `route` |
+//! | `metrics`, `memory` | `config` |
+//! | `outbound` | `config`, `metrics` |
+//! | `custody` | `config`, `route`, `metrics`, `outbound` |
+//! | `inbound` | `config`, `route`, `metrics`, `outbound`, `custody` |
+//! | `worker` | everything above |
+//!
+//! Nothing imports `worker`; only `worker` wires the others together.
+//!
 //! # Not here
-//! Message transformation of any kind: bytes pass through unchanged. Replication of the
-//! journal to another host: a durable queue beyond one host belongs in an existing log.
+//! Sockets, TLS and the runtime (the `netio` crate); framing, HL7 and ACK building (the `mllp`
+//! crate). Message transformation of any kind: bytes pass through unchanged. Replication of
+//! the journal to another host: a durable queue beyond one host belongs in an existing log.
 
 pub mod config;
-pub mod config_file;
-pub mod dead_letters;
-mod downstream;
-pub mod duplicates;
-mod durable;
-mod forwarder;
-mod handoff;
-pub mod journal;
+pub mod custody;
+mod inbound;
 pub mod memory;
 pub mod metrics;
-mod session;
+mod outbound;
+pub mod route;
 pub mod worker;
 
 pub use worker::{BoundListener, RelayHandle, start};

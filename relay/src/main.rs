@@ -17,12 +17,11 @@ use netio::connect::ClientTls;
 use netio::runtime::Driver;
 use netio::tls::{self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections};
 use netio::units::{format_duration, parse_duration};
+use relay::config::file::{self as config_file, Overrides};
 use relay::config::{
     self, AckMode, Config, DownstreamConfig, JournalConfig, ListenerConfig, OnDownstreamFailure,
     SourceNet,
 };
-use relay::config_file::{self, Overrides};
-use relay::duplicates::DuplicateWindow;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -279,7 +278,7 @@ fn dead_letters(command: &DeadLetterCommand) -> ! {
 }
 
 fn run_dead_letters(command: &DeadLetterCommand) -> anyhow::Result<i32> {
-    use relay::dead_letters;
+    use relay::custody::dead_letters;
     match command {
         DeadLetterCommand::List { journal } => {
             if !journal.is_dir() {
@@ -463,7 +462,7 @@ fn main() -> anyhow::Result<()> {
             Some(window) => format!(
                 "durable (journal {}, duplicate window {})",
                 journal.dir.display(),
-                format_duration(window.max_age())
+                format_duration(window.max_age)
             ),
         },
         (AckMode::Durable, None) => "durable".to_owned(),
@@ -624,7 +623,7 @@ fn journal_from_flags(cli: &Cli) -> Option<JournalConfig> {
 }
 
 /// `--duplicate-window`: only with `--ack-mode durable` (a usage error otherwise, exit 2).
-fn duplicate_window_from_flags(cli: &Cli) -> Option<Arc<DuplicateWindow>> {
+fn duplicate_window_from_flags(cli: &Cli) -> Option<config::DuplicateWindowConfig> {
     let age = cli.duplicate_window?;
     if !matches!(cli.ack_mode, AckModeArg::Durable) {
         Cli::command()
@@ -647,10 +646,7 @@ fn duplicate_window_from_flags(cli: &Cli) -> Option<Arc<DuplicateWindow>> {
             )
             .exit();
     }
-    Some(Arc::new(DuplicateWindow::new(
-        age,
-        config::DEFAULT_DUPLICATE_WINDOW_ENTRIES,
-    )))
+    Some(config::DuplicateWindowConfig::new(age))
 }
 
 fn build_config(cli: &Cli) -> anyhow::Result<Config> {

@@ -4,15 +4,18 @@
 //! A worker runs one accept loop per listener; a session knows its listener (by index into
 //! `Config::listeners`) and takes that listener's TLS, framing, ACK mode, limits and counters.
 //!
+//! The only module that wires the others together: each worker gets its own
+//! `outbound::Delivery`, its `custody::Custody` and the `inbound::Inbound` its sessions share,
+//! runs a session per admitted connection in its own task with panics contained (a panic
+//! ends that connection only), and drains at shutdown. Nothing imports this module.
+//!
 //! Shutdown: the handle sets a flag; each worker notices it within a fifth of a second, stops
 //! accepting on every listener, cancels the reads of connections that are idle between
 //! messages, and waits for sessions in the middle of a message to finish it, up to the grace
 //! period.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
-use std::io::{self, Write as _};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -22,19 +25,22 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use monoio::net::{TcpListener, TcpStream};
-use socket2::Socket;
-use tracing::{error, info, warn};
-
-use crate::config::{AckMode, Config, LinkPolicy};
-use crate::downstream::{Downstream, Failure, Timing};
-use crate::handoff::{Handoff, ReplySlot, Request};
-use crate::metrics::Stats;
-use crate::session;
-use mllp::ack::AckCode;
-use netio::conn::{Conn, SharedCanceller, fire};
+use monoio::net::TcpListener;
 use netio::listen::{accept_within, bind_reuseport};
 use netio::runtime::{allowed_cpus, block_on, cpu_for_worker, pin_current_thread, resolve_driver};
+use netio::tls::TlsSetupError;
+use socket2::Socket;
+use tracing::{error, warn};
+
+use crate::config::{AckMode, Config};
+use crate::custody::Custody;
+use crate::custody::duplicates::DuplicateWindows;
+use crate::custody::journal::JournalLock;
+use crate::custody::local::LocalQueue;
+use crate::custody::recovery::{open_forwarder, open_journals};
+use crate::inbound::{Inbound, accept};
+use crate::metrics::Stats;
+use crate::outbound::{Delivery, SingleLinks};
 
 /// How often an accepting worker looks at the shutdown flag. Shutdown is rare; a fifth of a
 /// second is prompt for an operator and costs five wake-ups a second per worker.
@@ -59,7 +65,7 @@ pub struct RelayHandle {
     threads: Vec<JoinHandle<()>>,
     stats: Arc<Stats>,
     /// `durable` mode: the journal's lock, held while the relay runs.
-    _journal_lock: Option<crate::journal::JournalLock>,
+    _journal_lock: Option<JournalLock>,
 }
 
 impl RelayHandle {
@@ -90,7 +96,7 @@ impl RelayHandle {
     /// their files (what SIGHUP does): one result per TLS listener, with its name, in config
     /// order (empty when every listener is plain). Each listener reloads on its own: where it
     /// fails, that listener's old configuration stays in force and the others still reload.
-    pub fn reload_tls(&self) -> Vec<(&str, Result<(), netio::tls::TlsSetupError>)> {
+    pub fn reload_tls(&self) -> Vec<(&str, Result<(), TlsSetupError>)> {
         self.config
             .listeners
             .iter()
@@ -124,109 +130,14 @@ impl RelayHandle {
     }
 }
 
-/// What one worker's tasks share: configuration, counters, the downstream pool, and the
-/// shutdown state. Lives on one thread (`Rc`), so nothing here needs a lock.
-pub(crate) struct WorkerContext {
-    pub(crate) config: Arc<Config>,
-    pub(crate) stats: Arc<Stats>,
-    /// The downstreams, indexed as `config.downstreams`.
-    pub(crate) downstreams: Vec<Downstream>,
+/// One worker as it starts: its sessions' shared state and its place among the workers.
+struct Worker {
     id: usize,
-    shutdown: Arc<AtomicBool>,
-    /// Cancellers of sessions idle between messages, cancelled at shutdown.
-    idle: RefCell<HashMap<u64, SharedCanceller>>,
-    next_idle: Cell<u64>,
-    /// Open sessions on this worker, per listener (indexed like `config.listeners`).
-    active: Box<[Cell<usize>]>,
-    /// Counter for generated control ids.
-    generated: Cell<u64>,
-    /// `local` mode: messages acknowledged and waiting for the forwarder.
-    pub(crate) local_queue: Option<crate::forwarder::LocalQueue>,
-    /// Per downstream: the cross-core handoff of a `single` link (shared by all workers).
-    handoffs: Arc<Vec<Option<Arc<Handoff>>>>,
+    inbound: Rc<Inbound>,
     /// Workers still running; worker 0 keeps the `single` links alive until it is the last.
     workers_running: Arc<AtomicUsize>,
-    /// `durable` mode: this worker's journal and forwarder.
-    pub(crate) durable: Option<Rc<crate::durable::Forwarder>>,
-    /// The next lane key for an inbound connection (`durable` mode keeps each one's order).
-    next_lane: Cell<u32>,
-}
-
-impl WorkerContext {
-    pub(crate) fn shutting_down(&self) -> bool {
-        self.shutdown.load(Ordering::Relaxed)
-    }
-
-    /// Open sessions on this worker, all listeners together.
-    fn open_sessions(&self) -> usize {
-        self.active.iter().map(Cell::get).sum()
-    }
-
-    /// Registers an idle session's read so shutdown can cancel it.
-    pub(crate) fn register_idle(&self, canceller: &SharedCanceller) -> u64 {
-        let id = self.next_idle.get();
-        self.next_idle.set(id + 1);
-        self.idle.borrow_mut().insert(id, canceller.clone());
-        id
-    }
-
-    pub(crate) fn unregister_idle(&self, id: u64) {
-        self.idle.borrow_mut().remove(&id);
-    }
-
-    /// Delivers one message to downstream `index`: through this worker's own pool, or, for a
-    /// `single` link, through the handoff to the link task on worker 0.
-    pub(crate) async fn deliver(
-        &self,
-        index: usize,
-        payload: &[u8],
-        control_id: &[u8],
-        expect_ack: bool,
-        ack: &mut Vec<u8>,
-        timing: &mut Timing,
-    ) -> Result<Option<AckCode>, Failure> {
-        let downstream = &self.downstreams[index];
-        let Some(handoff) = self.handoffs.get(index).and_then(Option::as_ref) else {
-            return downstream
-                .deliver(payload, control_id, expect_ack, ack, &self.stats, timing)
-                .await;
-        };
-        let reply = Arc::new(ReplySlot::default());
-        let request = Request {
-            payload: payload.to_vec(),
-            control_id: control_id.to_vec(),
-            expect_ack,
-            reply: Arc::clone(&reply),
-        };
-        if handoff.submit(request).is_err() {
-            self.stats
-                .downstream_failure(crate::metrics::DownstreamFailureKind::HandoffFull);
-            return Err(Failure::HandoffFull {
-                addr: downstream.config().addr,
-            });
-        }
-        let (code, bytes, took) = reply.wait().await?;
-        ack.extend_from_slice(&bytes);
-        *timing = took;
-        Ok(code)
-    }
-
-    /// A lane key for a new inbound connection.
-    pub(crate) fn next_lane(&self) -> u32 {
-        let lane = self.next_lane.get();
-        self.next_lane.set(lane.wrapping_add(1));
-        lane
-    }
-
-    /// Writes a control id for a relay-generated ACK over `out`, unique within this process
-    /// run: `R<worker>-<counter>`.
-    pub(crate) fn write_next_control_id(&self, out: &mut Vec<u8>) {
-        let n = self.generated.get() + 1;
-        self.generated.set(n);
-        out.clear();
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "R{}-{n}", self.id);
-    }
+    /// Whether the `single` links' tasks run here (worker 0, when there are any).
+    runs_single_links: bool,
 }
 
 /// Binds the listeners and starts the workers.
@@ -280,7 +191,8 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         );
     }
     let stats = Arc::new(Stats::for_config(&config));
-    let (journal_lock, mut recovered) = open_journals(&config, workers, &stats)?;
+    let duplicates = DuplicateWindows::for_config(&config);
+    let (journal_lock, mut recovered) = open_journals(&config, workers, &duplicates, &stats)?;
     let config = Arc::new(config);
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::with_capacity(workers + 1);
@@ -312,20 +224,15 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         warn!("cannot read the process's CPU affinity: workers are not pinned");
     }
     let allowed = Arc::new(allowed);
-    let handoffs: Arc<Vec<Option<Arc<Handoff>>>> = Arc::new(
-        config
-            .downstreams
-            .iter()
-            .map(|d| (d.link == LinkPolicy::Single).then(|| Arc::new(Handoff::new(stats.clone()))))
-            .collect(),
-    );
+    let single = SingleLinks::new(&config, &stats);
     let workers_running = Arc::new(AtomicUsize::new(workers));
     let driver = resolve_driver(config.driver)?;
     for (id, sockets) in sockets.into_iter().enumerate() {
         let config = config.clone();
         let shutdown = shutdown.clone();
         let stats = stats.clone();
-        let handoffs = handoffs.clone();
+        let single = single.clone();
+        let duplicates = duplicates.clone();
         let workers_running = workers_running.clone();
         let cpu = cpu_for_worker(id, &allowed);
         let journal = recovered.get_mut(id).and_then(Option::take);
@@ -337,9 +244,6 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                 {
                     warn!(worker = id, cpu, error = %e, "could not pin the worker to a core");
                 }
-                let local_queue = config
-                    .uses_ack_mode(AckMode::Local)
-                    .then(|| crate::forwarder::LocalQueue::new(stats.clone()));
                 let run = async move {
                     let durable = match journal {
                         Some(recovered) => match open_forwarder(recovered, id, &config, &stats) {
@@ -351,30 +255,25 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                         },
                         None => None,
                     };
-                    let active = config.listeners.iter().map(|_| Cell::new(0)).collect();
-                    let context = Rc::new(WorkerContext {
-                        downstreams: config
-                            .downstreams
-                            .iter()
-                            .cloned()
-                            .enumerate()
-                            .map(|(index, d)| Downstream::new(index, d))
-                            .collect(),
-                        config,
-                        stats,
-                        id,
-                        shutdown,
-                        idle: RefCell::new(HashMap::new()),
-                        next_idle: Cell::new(0),
-                        active,
-                        generated: Cell::new(0),
-                        local_queue,
-                        handoffs,
-                        workers_running,
+                    let custody = Custody {
+                        local: config
+                            .uses_ack_mode(AckMode::Local)
+                            .then(|| Rc::new(LocalQueue::new(stats.clone()))),
                         durable,
-                        next_lane: Cell::new(0),
-                    });
-                    run_worker(sockets, context).await;
+                        duplicates,
+                    };
+                    let runs_single_links = id == 0 && single.any();
+                    let delivery = Rc::new(Delivery::new(&config, stats.clone(), single));
+                    let inbound = Rc::new(Inbound::new(
+                        id, config, stats, delivery, custody, shutdown,
+                    ));
+                    let worker = Worker {
+                        id,
+                        inbound,
+                        workers_running,
+                        runs_single_links,
+                    };
+                    run_worker(sockets, worker).await;
                 };
                 if let Err(e) = block_on(driver, run) {
                     error!(worker = id, error = %e, "cannot build the runtime");
@@ -393,255 +292,87 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
     })
 }
 
-/// `durable` mode: locks the journal directory, moves the messages of surplus worker journals
-/// to running ones, and recovers each worker's journal (before any connection is accepted),
-/// one entry per worker.
-#[allow(clippy::type_complexity)]
-fn open_journals(
-    config: &Config,
-    workers: usize,
-    stats: &Stats,
-) -> io::Result<(
-    Option<crate::journal::JournalLock>,
-    Vec<Option<crate::journal::Recovered>>,
-)> {
-    let Some(durable) = config
-        .listeners
-        .iter()
-        .find(|l| l.ack_mode == AckMode::Durable)
-    else {
-        return Ok((None, Vec::new()));
-    };
-    let Some(journal) = &config.journal else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "listener {:?} has ack mode durable, which needs a journal directory \
-                 (--journal DIR, or [journal] dir)",
-                durable.name
-            ),
-        ));
-    };
-    let lock = crate::journal::lock(&journal.dir)?;
-    crate::journal::adopt_orphans(&journal.dir, workers, stats)?;
-    let route = |payload: &[u8]| {
-        mllp::hl7::Msh::parse(payload)
-            .ok()
-            .and_then(|msh| config.route(&msh).ok())
-    };
-    let mut windows = WindowsFromJournal::new(config);
-    let mut recovered = Vec::with_capacity(workers);
-    for id in 0..workers {
-        let mut journal = crate::journal::recover(
-            &journal.dir,
-            id,
-            &route,
-            &mut |payload, taken_ms| windows.remember(payload, taken_ms),
-            stats,
-        )?;
-        journal.begin_segment()?;
-        journal.count_in(stats);
-        recovered.push(Some(journal));
-    }
-    let undelivered: usize = recovered
-        .iter()
-        .flatten()
-        .map(crate::journal::Recovered::undelivered)
-        .sum();
-    info!(
-        journal = %journal.dir.display(),
-        undelivered,
-        commit_interval = ?journal.commit_interval,
-        "ack mode DURABLE: senders get AA/CA once their message is fsync'ed to the journal"
-    );
-    Ok((Some(lock), recovered))
-}
-
-/// Refills the duplicate windows of durable listeners with the messages found in the journal
-/// at start-up (delivered or not, within each window's age), so that a sender that resends a
-/// message after a restart (it may never have seen the ACK: the relay went down between the
-/// fdatasync and the answer) gets an ACK instead of a second copy queued. The window does not
-/// keep the ACK itself across a restart: it is made anew, with the same code and MSA-2 under
-/// the listener's ACK policy, a new MSH-7 and an MSH-10 of the form `RJ-<n>`. A
-/// record does not say which listener took it, so with several durable listeners every window
-/// learns every message. Segments already reclaimed are gone: the window then covers what is
-/// still on disk (at least the undelivered messages).
-struct WindowsFromJournal<'c> {
-    windows: Vec<(&'c crate::duplicates::DuplicateWindow, mllp::ack::AckPolicy)>,
-    now: Instant,
-    now_ms: u64,
-    timestamp: Vec<u8>,
-    control_id: Vec<u8>,
-    key: Vec<u8>,
-    ack: Vec<u8>,
-    remembered: u64,
-}
-
-impl<'c> WindowsFromJournal<'c> {
-    fn new(config: &'c Config) -> Self {
-        let mut windows: Vec<(&crate::duplicates::DuplicateWindow, mllp::ack::AckPolicy)> =
-            Vec::new();
-        for listener in &config.listeners {
-            if let (AckMode::Durable, Some(window)) = (listener.ack_mode, &listener.duplicates)
-                && !windows.iter().any(|(w, _)| std::ptr::eq(*w, &**window))
-            {
-                windows.push((window, listener.ack_policy));
-            }
-        }
-        let wall = std::time::SystemTime::now();
-        let now_ms = wall
-            .duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let mut timestamp = Vec::new();
-        mllp::timestamp::write_hl7_timestamp(wall, &mut timestamp);
-        Self {
-            windows,
-            now: Instant::now(),
-            now_ms,
-            timestamp,
-            control_id: Vec::new(),
-            key: Vec::new(),
-            ack: Vec::new(),
-            remembered: 0,
-        }
-    }
-
-    /// Remembers one message found in the journal, taken in at `taken_ms`.
-    fn remember(&mut self, payload: &[u8], taken_ms: u64) {
-        if self.windows.is_empty() {
-            return;
-        }
-        let Ok(msh) = mllp::hl7::Msh::parse(payload) else {
-            return;
-        };
-        let age = Duration::from_millis(self.now_ms.saturating_sub(taken_ms));
-        let Some(at) = self.now.checked_sub(age) else {
-            return;
-        };
-        for (window, policy) in &self.windows {
-            if age > window.max_age() {
-                continue;
-            }
-            self.remembered += 1;
-            self.control_id.clear();
-            let _ = write!(self.control_id, "RJ-{}", self.remembered);
-            self.ack.clear();
-            let params = mllp::ack::AckParams::new(&self.timestamp, &self.control_id);
-            let answer = match mllp::ack::build_ack(
-                &msh,
-                mllp::ack::Outcome::Accepted,
-                *policy,
-                &params,
-                &mut self.ack,
-            ) {
-                mllp::ack::AckDecision::Send(code) => Some((code, self.ack.as_slice())),
-                mllp::ack::AckDecision::NotDue => None,
-            };
-            window.remember(&msh, payload, answer, at, &mut self.key);
-        }
-    }
-}
-
-impl Drop for WindowsFromJournal<'_> {
-    fn drop(&mut self) {
-        if self.remembered > 0 {
-            info!(
-                messages = self.remembered,
-                "duplicate window: messages found in the journal remembered, so that their resends after this restart are answered, not queued again"
-            );
-        }
-    }
-}
-
-/// Opens a worker's journal and forwarder on its runtime.
-fn open_forwarder(
-    recovered: crate::journal::Recovered,
-    id: usize,
-    config: &Arc<Config>,
-    stats: &Arc<Stats>,
-) -> io::Result<Rc<crate::durable::Forwarder>> {
-    let journal_config = config.journal.clone().expect("durable mode has a journal");
-    let root = journal_config.dir.clone();
-    let lanes = journal_config.forward_lanes;
-    let (journal, entries) =
-        crate::journal::Journal::open(recovered, id, journal_config, stats.clone())?;
-    let links: Vec<LinkPolicy> = config.downstreams.iter().map(|d| d.link).collect();
-    Ok(Rc::new(crate::durable::Forwarder::new(
-        journal, &links, lanes, &root, id, entries,
-    )))
-}
-
-/// One worker's life: registers its listener sockets, starts the forwarding tasks its
-/// listeners' ACK modes need, accepts on every listener until shutdown, then drains.
-async fn run_worker(sockets: Vec<Socket>, ctx: Rc<WorkerContext>) {
+/// One worker's life: registers its listener sockets, starts the tasks that take messages out
+/// of custody (and, on worker 0, the `single` links), accepts on every listener until
+/// shutdown, then drains.
+async fn run_worker(sockets: Vec<Socket>, worker: Worker) {
+    let Worker {
+        id,
+        inbound,
+        workers_running,
+        runs_single_links,
+    } = worker;
     let mut listeners = Vec::with_capacity(sockets.len());
-    for (socket, config) in sockets.into_iter().zip(&ctx.config.listeners) {
+    for (socket, config) in sockets.into_iter().zip(&inbound.config.listeners) {
         match TcpListener::from_std(socket.into()) {
             Ok(listener) => listeners.push(listener),
             Err(e) => {
-                error!(worker = ctx.id, listener = %config.name, error = %e, "cannot register the listener with the runtime");
+                error!(worker = id, listener = %config.name, error = %e, "cannot register the listener with the runtime");
                 return;
             }
         }
     }
-    if ctx.local_queue.is_some() {
-        monoio::spawn(crate::forwarder::run(ctx.clone()));
+    let committer = inbound
+        .custody
+        .start(&inbound.config, &inbound.delivery, &inbound.stats);
+    if runs_single_links {
+        inbound.delivery.spawn_single_links();
     }
-    let committer = ctx.durable.as_ref().map(|forwarder| {
-        forwarder.spawn_lanes(&ctx);
-        let journal = forwarder.journal.clone();
-        let forwarder = forwarder.clone();
-        let dispatch: Rc<dyn Fn(crate::journal::Entry)> =
-            Rc::new(move |entry| forwarder.dispatch(entry));
-        monoio::spawn(journal.run_committer(dispatch))
-    });
-    if ctx.id == 0 {
-        for (index, handoff) in ctx.handoffs.iter().enumerate() {
-            if let Some(handoff) = handoff {
-                monoio::spawn(link_task(ctx.clone(), index, Arc::clone(handoff)));
-            }
-        }
-    }
-    monoio::spawn(return_freed_memory(ctx.clone()));
+    monoio::spawn(return_freed_memory(inbound.clone()));
     let loops: Vec<monoio::task::JoinHandle<()>> = listeners
         .into_iter()
         .enumerate()
-        .map(|(index, listener)| monoio::spawn(accept_loop(listener, index, ctx.clone())))
+        .map(|(index, listener)| monoio::spawn(accept_loop(listener, index, inbound.clone())))
         .collect();
     for accepting in loops {
         accepting.await;
     }
-    drain(&ctx).await;
-    if let (Some(forwarder), Some(committer)) = (&ctx.durable, committer) {
-        stop_durable(&ctx, forwarder, committer).await;
-    }
-    if ctx.id == 0 && ctx.handoffs.iter().any(Option::is_some) {
+    let grace = inbound.config.shutdown_grace;
+    drain(&inbound).await;
+    inbound.custody.stop(committer, grace).await;
+    if runs_single_links {
         // The other workers' sessions may still wait for the single links, which run here.
-        let deadline = Instant::now() + ctx.config.shutdown_grace;
-        while ctx.workers_running.load(Ordering::SeqCst) > 1 && Instant::now() < deadline {
+        let deadline = Instant::now() + grace;
+        while workers_running.load(Ordering::SeqCst) > 1 && Instant::now() < deadline {
             monoio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    ctx.workers_running.fetch_sub(1, Ordering::SeqCst);
+    workers_running.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Until shutdown, hands the memory this worker freed back to the operating system on a slow
 /// tick (see [`crate::memory`]): idle connections after a burst then cost what they hold, not
 /// what the burst once needed.
-async fn return_freed_memory(ctx: Rc<WorkerContext>) {
-    while !ctx.shutting_down() {
+async fn return_freed_memory(inbound: Rc<Inbound>) {
+    while !inbound.sessions.shutting_down() {
         monoio::time::sleep(crate::memory::RETURN_PERIOD).await;
         crate::memory::return_freed_memory();
     }
 }
 
-/// Accepts on listener `index` until shutdown; the socket is closed when it returns.
-async fn accept_loop(listener: TcpListener, index: usize, ctx: Rc<WorkerContext>) {
-    while !ctx.shutting_down() {
+/// Accepts on listener `index` until shutdown, running each admitted connection's session in
+/// its own task, contained; the socket is closed when it returns.
+async fn accept_loop(listener: TcpListener, index: usize, inbound: Rc<Inbound>) {
+    while !inbound.sessions.shutting_down() {
         match accept_within(&listener, SHUTDOWN_POLL).await {
-            Some(Ok((tcp, peer))) => admit(tcp, peer, index, &ctx),
+            Some(Ok((tcp, peer))) => {
+                let Some(session) = accept::admit(tcp, peer, index, &inbound) else {
+                    continue;
+                };
+                let stats = inbound.stats.clone();
+                monoio::spawn(async move {
+                    let peer = session.peer();
+                    // Pinned in place: the session future (several KiB, most of an idle
+                    // connection's memory) is stored once in this task, not moved into a second
+                    // copy.
+                    if contained(std::pin::pin!(session.run())).await.is_err() {
+                        Stats::bump(&stats.session_panics);
+                        error!(%peer, "a session panicked; only its connection was lost");
+                    }
+                });
+            }
             Some(Err(e)) => {
-                warn!(listener = %ctx.config.listeners[index].name, error = %e, "accept failed");
+                warn!(listener = %inbound.config.listeners[index].name, error = %e, "accept failed");
                 // Out of file descriptors and the like: do not spin.
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -650,137 +381,26 @@ async fn accept_loop(listener: TcpListener, index: usize, ctx: Rc<WorkerContext>
     }
 }
 
-/// Owns the only connection of a `single` downstream: delivers handed-over messages one at a
-/// time, in arrival order, and hands each outcome back.
-async fn link_task(ctx: Rc<WorkerContext>, index: usize, handoff: Arc<Handoff>) {
-    let mut ack = Vec::new();
+/// After accepting stops: cancel idle reads, then wait for sessions mid-message and for the
+/// `local` queue to empty, up to the grace period.
+async fn drain(inbound: &Inbound) {
+    let deadline = Instant::now() + inbound.config.shutdown_grace;
     loop {
-        let request = handoff.next().await;
-        ack.clear();
-        let mut timing = Timing::default();
-        let outcome = ctx.downstreams[index]
-            .deliver(
-                &request.payload,
-                &request.control_id,
-                request.expect_ack,
-                &mut ack,
-                &ctx.stats,
-                &mut timing,
-            )
-            .await
-            .map(|code| (code, std::mem::take(&mut ack), timing));
-        request.reply.complete(outcome);
-    }
-}
-
-/// Starts a session for a connection accepted on listener `index`, or refuses it when its
-/// source is not allowed or the listener is at its per-worker limit.
-fn admit(tcp: TcpStream, peer: SocketAddr, index: usize, ctx: &Rc<WorkerContext>) {
-    let listener = &ctx.config.listeners[index];
-    let counters = ctx.stats.listener(index);
-    let active = &ctx.active[index];
-    if !listener.allowed_sources.is_empty()
-        && !listener
-            .allowed_sources
-            .iter()
-            .any(|net| net.contains(peer.ip()))
-    {
-        Stats::bump(&ctx.stats.connections_refused_source);
-        Stats::bump(&counters.connections_refused_source);
-        warn!(listener = %listener.name, %peer, "source address not on the allowlist: connection refused");
-        return;
-    }
-    if active.get() >= listener.max_connections_per_worker {
-        Stats::bump(&ctx.stats.connections_refused);
-        Stats::bump(&counters.connections_refused);
-        warn!(listener = %listener.name, %peer, limit = listener.max_connections_per_worker, "connection limit reached: connection refused");
-        drop(tcp);
-        return;
-    }
-    let _ = tcp.set_nodelay(true);
-    Stats::bump(&ctx.stats.connections_accepted);
-    Stats::bump(&counters.connections_accepted);
-    let conn = match &listener.tls {
-        None => Conn::plain(tcp, peer),
-        Some(tls) => match rustls::ServerConnection::new(tls.current()) {
-            Ok(session) => Conn::tls(tcp, peer, session.into()),
-            Err(e) => {
-                error!(listener = %listener.name, %peer, error = %e, "cannot start a TLS session");
-                return;
-            }
-        },
-    };
-    active.set(active.get() + 1);
-    ctx.stats.connections_open.fetch_add(1, Ordering::Relaxed);
-    counters.connections_open.fetch_add(1, Ordering::Relaxed);
-    let task_ctx = ctx.clone();
-    monoio::spawn(async move {
-        // Pinned in place: the session future (several KiB, most of an idle connection's
-        // memory) is stored once in this task, not moved into a second copy.
-        if contained(std::pin::pin!(session::run(conn, index, task_ctx.clone())))
-            .await
-            .is_err()
-        {
-            Stats::bump(&task_ctx.stats.session_panics);
-            error!(%peer, "a session panicked; only its connection was lost");
-        }
-        let active = &task_ctx.active[index];
-        active.set(active.get() - 1);
-        task_ctx
-            .stats
-            .connections_open
-            .fetch_sub(1, Ordering::Relaxed);
-        task_ctx
-            .stats
-            .listener(index)
-            .connections_open
-            .fetch_sub(1, Ordering::Relaxed);
-    });
-}
-
-/// After accepting stops: cancel idle reads, then wait for sessions mid-message.
-async fn drain(ctx: &Rc<WorkerContext>) {
-    let deadline = Instant::now() + ctx.config.shutdown_grace;
-    loop {
-        let idle: Vec<SharedCanceller> = ctx.idle.borrow_mut().drain().map(|(_, c)| c).collect();
-        for canceller in &idle {
-            fire(canceller);
-        }
-        let forwarding = ctx.local_queue.as_ref().is_some_and(|q| !q.is_idle());
-        if ctx.open_sessions() == 0 && !forwarding {
+        inbound.sessions.cancel_idle();
+        let open = inbound.sessions.open();
+        if open == 0 && inbound.custody.is_idle() {
             return;
         }
         if Instant::now() >= deadline {
-            let queued = ctx
-                .local_queue
-                .as_ref()
-                .map_or(0, crate::forwarder::LocalQueue::len);
             warn!(
-                open = ctx.open_sessions(),
-                queued, "shutdown grace period over: closing with messages in flight"
+                open,
+                queued = inbound.custody.queued(),
+                "shutdown grace period over: closing with messages in flight"
             );
             return;
         }
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// `durable` mode at shutdown, once no session is left: lets the lanes finish the delivery
-/// each is in (up to the grace period), writes the last delivered records and syncs. What is
-/// still queued stays in the journal for the next start.
-async fn stop_durable(
-    ctx: &WorkerContext,
-    forwarder: &crate::durable::Forwarder,
-    committer: monoio::task::JoinHandle<()>,
-) {
-    forwarder.stop();
-    let deadline = Instant::now() + ctx.config.shutdown_grace;
-    while !forwarder.is_idle() && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(10)).await;
-    }
-    forwarder.journal.stop();
-    committer.await;
-    forwarder.journal.sync().await;
 }
 
 /// Runs `task` so that a panic inside it ends that task only: `Err(())` instead of unwinding

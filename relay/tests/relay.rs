@@ -1527,7 +1527,7 @@ fn listeners_that_cannot_run_together_are_refused_at_start() {
 
 #[test]
 fn messages_are_routed_by_msh_and_unrouted_ones_refused() {
-    use relay::config::{Pattern, Route, RouteMatch};
+    use relay::route::{Pattern, Route, RouteMatch};
     let results = Receiver::start(Behaviour::Ack);
     let admissions = Receiver::start(Behaviour::Ack);
     let mut cfg = config(results.addr);
@@ -2133,10 +2133,10 @@ fn the_duplicate_window_remembers_journaled_messages_across_a_restart() {
     let receiver = Receiver::start(Behaviour::Ack);
     let config = || {
         let mut cfg = durable_config(receiver.addr, journal.path());
-        cfg.listeners[0].duplicates = Some(Arc::new(relay::duplicates::DuplicateWindow::new(
-            Duration::from_secs(600),
-            1000,
-        )));
+        cfg.listeners[0].duplicates = Some(relay::config::DuplicateWindowConfig {
+            max_age: Duration::from_secs(600),
+            max_entries: 1000,
+        });
         cfg
     };
     let relay = relay::start(config()).unwrap();
@@ -2243,7 +2243,7 @@ fn durable_mode_keeps_refused_messages_as_dead_letters_and_replays_them() {
         2,
         "a final answer is not retried"
     );
-    let (letters, warnings) = relay::dead_letters::read_all(journal.path()).unwrap();
+    let (letters, warnings) = relay::custody::dead_letters::read_all(journal.path()).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     let mut ids: Vec<String> = letters.iter().map(|l| l.control_id()).collect();
     ids.sort();
@@ -2252,17 +2252,19 @@ fn durable_mode_keeps_refused_messages_as_dead_letters_and_replays_them() {
 
     // Replay needs the relay stopped (it rewrites the files under the journal's lock).
     let accepting = Receiver::start(Behaviour::Ack);
-    let busy = relay::dead_letters::replay(journal.path(), accepting.addr, PATIENCE, |_, _| {});
+    let busy =
+        relay::custody::dead_letters::replay(journal.path(), accepting.addr, PATIENCE, |_, _| {});
     assert!(busy.is_err(), "the running relay holds the lock");
     relay.shutdown();
     let mut outcomes = Vec::new();
-    let summary = relay::dead_letters::replay(journal.path(), accepting.addr, PATIENCE, |l, o| {
-        outcomes.push(format!("{} {o}", l.control_id()));
-    })
-    .unwrap();
+    let summary =
+        relay::custody::dead_letters::replay(journal.path(), accepting.addr, PATIENCE, |l, o| {
+            outcomes.push(format!("{} {o}", l.control_id()));
+        })
+        .unwrap();
     assert_eq!((summary.accepted, summary.kept), (2, 0), "{outcomes:?}");
     assert_eq!(accepting.received().len(), 2);
-    let (left, _) = relay::dead_letters::read_all(journal.path()).unwrap();
+    let (left, _) = relay::custody::dead_letters::read_all(journal.path()).unwrap();
     assert!(left.is_empty(), "accepted dead letters are removed");
 }
 

@@ -16,8 +16,8 @@ use mllp::ack::{AckCode, parse_ack};
 use mllp::frame::{Deframer, FramingConfig};
 use mllp::hl7::Msh;
 
-use crate::durable::DEAD_LETTER_DIR;
-use crate::journal::record::{self, Kind};
+use super::durable::DEAD_LETTER_DIR;
+use super::journal::record::{self, Kind};
 
 /// One refused message.
 #[derive(Debug, Clone)]
@@ -136,7 +136,7 @@ pub fn replay(
     ack_timeout: Duration,
     mut report: impl FnMut(&DeadLetter, &str),
 ) -> io::Result<ReplaySummary> {
-    let _lock = crate::journal::lock(root)?;
+    let _lock = super::journal::lock(root)?;
     let (letters, _) = read_all(root)?;
     let mut summary = ReplaySummary::default();
     let mut kept: Vec<&DeadLetter> = Vec::new();

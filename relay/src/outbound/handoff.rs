@@ -15,7 +15,7 @@ use std::task::{Poll, Waker};
 use crossbeam_queue::ArrayQueue;
 use mllp::ack::AckCode;
 
-use crate::downstream::{Failure, Timing};
+use super::pool::{Failure, Timing};
 use crate::metrics::Stats;
 
 /// Messages waiting for a `single` link: enough to absorb a burst from every connection of

@@ -185,17 +185,18 @@ use rustls_pki_types::ServerName;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
-use crate::config::{
-    self, AckMode, Config, DownstreamConfig, JournalConfig, LinkPolicy, ListenerConfig,
-    OnDownstreamFailure, Pattern, Route, RouteMatch, WhenJournalFull,
-};
-use crate::duplicates::DuplicateWindow;
 use netio::connect::ClientTls;
 use netio::runtime::Driver;
 use netio::tls::{
     self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections, TlsSetupError,
 };
 use netio::units::{format_duration, format_size, parse_duration, parse_size};
+
+use crate::config::{
+    self, AckMode, Config, DownstreamConfig, DuplicateWindowConfig, JournalConfig, LinkPolicy,
+    ListenerConfig, OnDownstreamFailure, WhenJournalFull,
+};
+use crate::route::{Pattern, Route, RouteMatch};
 
 /// Largest `max_frame_size` a file may set: far above any real HL7 v2 message (big ones with
 /// embedded PDFs are tens of MiB), low enough that a typo cannot let one sender claim gigabytes.
@@ -939,7 +940,7 @@ impl Checker<'_> {
         prefix: &str,
         raw: &RawListener,
         mode: AckMode,
-    ) -> Option<Arc<DuplicateWindow>> {
+    ) -> Option<DuplicateWindowConfig> {
         let key = format!("{prefix}.duplicate_window");
         let entries = self.integer(
             &format!("{prefix}.duplicate_window_entries"),
@@ -974,7 +975,10 @@ impl Checker<'_> {
                  custody: set ack_mode = \"durable\" or remove this key",
             );
         }
-        (!age.is_zero()).then(|| Arc::new(DuplicateWindow::new(age, entries)))
+        (!age.is_zero()).then_some(DuplicateWindowConfig {
+            max_age: age,
+            max_entries: entries,
+        })
     }
 
     /// One listener; its keys are named `{prefix}.key`. `listen` (from `--listen`) replaces its
@@ -2001,8 +2005,8 @@ impl fmt::Display for ListenerSettings {
                 f,
                 "  duplicate window: {}, at most {} messages (a resend within it gets its \
                  original ACK and is not queued again)",
-                format_duration(window.max_age()),
-                window.capacity()
+                format_duration(window.max_age),
+                window.max_entries
             )?;
         }
         let t = lc.framing.tolerances();

@@ -23,18 +23,18 @@ use std::future::poll_fn;
 use std::io::Write;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use mllp::hl7::Msh;
 use tracing::{error, info, warn};
 
+use super::journal::record;
+use super::journal::{Entry, Journal};
 use crate::config::LinkPolicy;
-use crate::downstream::Timing;
-use crate::journal::record;
-use crate::journal::{Entry, Journal};
 use crate::metrics::Stats;
-use crate::worker::WorkerContext;
+use crate::outbound::{Delivery, Timing};
 use mllp::ack::expects_accept_ack;
 
 /// The sub-directory of the journal holding dead letters.
@@ -114,23 +114,20 @@ impl Forwarder {
     }
 
     /// Starts one task per lane.
-    pub(crate) fn spawn_lanes(self: &Rc<Self>, ctx: &Rc<WorkerContext>) {
-        for (downstream, lanes) in self.lanes.iter().enumerate() {
-            for lane in lanes {
-                monoio::spawn(run_lane(
-                    ctx.clone(),
-                    self.clone(),
-                    lane.clone(),
-                    Some(downstream),
-                ));
-            }
+    pub(crate) fn spawn_lanes(self: &Rc<Self>, delivery: &Rc<Delivery>, stats: &Arc<Stats>) {
+        let lanes = self
+            .lanes
+            .iter()
+            .enumerate()
+            .flat_map(|(downstream, lanes)| lanes.iter().map(move |lane| (lane, Some(downstream))));
+        for (lane, downstream) in lanes.chain([(&self.unrouted, None)]) {
+            let out = Out {
+                forwarder: self.clone(),
+                delivery: delivery.clone(),
+                stats: stats.clone(),
+            };
+            monoio::spawn(run_lane(out, lane.clone(), downstream));
         }
-        monoio::spawn(run_lane(
-            ctx.clone(),
-            self.clone(),
-            self.unrouted.clone(),
-            None,
-        ));
     }
 
     /// Asks the lanes to stop after the message each is delivering (shutdown); undelivered
@@ -204,7 +201,7 @@ impl Forwarder {
     /// message must not leave the queue before): false when stopped first.
     async fn dead_letter(
         &self,
-        ctx: &WorkerContext,
+        stats: &Stats,
         entry: &Entry,
         message: &[u8],
         answer: &[u8],
@@ -212,7 +209,7 @@ impl Forwarder {
         loop {
             match self.write_dead_letter(entry, message, answer) {
                 Ok(()) => {
-                    Stats::bump(&ctx.stats.dead_letters);
+                    Stats::bump(&stats.dead_letters);
                     return true;
                 }
                 Err(e) => {
@@ -227,28 +224,22 @@ impl Forwarder {
     }
 }
 
-/// One lane's delivery loop.
-async fn run_lane(
-    ctx: Rc<WorkerContext>,
+/// What a lane task delivers with.
+struct Out {
     forwarder: Rc<Forwarder>,
-    lane: Rc<Lane>,
-    downstream: Option<usize>,
-) {
+    delivery: Rc<Delivery>,
+    stats: Arc<Stats>,
+}
+
+/// One lane's delivery loop.
+async fn run_lane(out: Out, lane: Rc<Lane>, downstream: Option<usize>) {
     let mut answer = Vec::new();
     let mut timing = Timing::default();
-    while let Some(entry) = forwarder.next(&lane).await {
+    while let Some(entry) = out.forwarder.next(&lane).await {
         lane.busy.set(true);
-        let done = deliver_one(
-            &ctx,
-            &forwarder,
-            &entry,
-            downstream,
-            &mut answer,
-            &mut timing,
-        )
-        .await;
+        let done = deliver_one(&out, &entry, downstream, &mut answer, &mut timing).await;
         if done {
-            forwarder.journal.delivered(&entry);
+            out.forwarder.journal.delivered(&entry);
         }
         lane.busy.set(false);
         if !done {
@@ -260,14 +251,13 @@ async fn run_lane(
 
 /// Delivers one message until it has left the queue (true) or the forwarder stops (false).
 async fn deliver_one(
-    ctx: &WorkerContext,
-    forwarder: &Forwarder,
+    out: &Out,
     entry: &Entry,
     downstream: Option<usize>,
     answer: &mut Vec<u8>,
     timing: &mut Timing,
 ) -> bool {
-    let stats = &ctx.stats;
+    let (forwarder, stats) = (&out.forwarder, &*out.stats);
     let payload = loop {
         match forwarder.journal.load(entry).await {
             Ok(payload) => break payload,
@@ -287,7 +277,7 @@ async fn deliver_one(
             "a journaled message has no readable MSH; kept as a dead letter"
         );
         return forwarder
-            .dead_letter(ctx, entry, &payload, b"not forwarded: no readable MSH")
+            .dead_letter(stats, entry, &payload, b"not forwarded: no readable MSH")
             .await;
     };
     let Some(downstream) = downstream else {
@@ -298,7 +288,7 @@ async fn deliver_one(
         );
         return forwarder
             .dead_letter(
-                ctx,
+                stats,
                 entry,
                 &payload,
                 b"not forwarded: no route under the current configuration",
@@ -309,7 +299,8 @@ async fn deliver_one(
     let mut round: u32 = 0;
     loop {
         answer.clear();
-        match ctx
+        match out
+            .delivery
             .deliver(
                 downstream,
                 &payload,
@@ -338,17 +329,18 @@ async fn deliver_one(
                             code = %code,
                             "the receiver refused a journaled message; kept as a dead letter (mllp-relay dead-letters list)"
                         );
-                        forwarder.dead_letter(ctx, entry, &payload, answer).await
+                        forwarder.dead_letter(stats, entry, &payload, answer).await
                     }
                     _ => true,
                 };
             }
             Err(failure) => {
                 Stats::bump(&stats.durable_retries);
-                let pause = ctx.downstreams[downstream].backoff(round.saturating_add(4));
+                let link = out.delivery.downstream(downstream);
+                let pause = link.backoff(round.saturating_add(4));
                 if round == 0 {
                     warn!(
-                        downstream = %ctx.downstreams[downstream].name(),
+                        downstream = %link.name(),
                         msh10 = %String::from_utf8_lossy(msh.control_id()),
                         error = %failure,
                         "journaled message not delivered; it stays queued and is retried until the receiver takes it"
@@ -357,7 +349,7 @@ async fn deliver_one(
                 round = round.saturating_add(1);
                 if round.is_power_of_two() && round > 1 {
                     info!(
-                        downstream = %ctx.downstreams[downstream].name(),
+                        downstream = %link.name(),
                         rounds = round,
                         error = %failure,
                         "still retrying a journaled message"

@@ -14,6 +14,10 @@ use mllp::frame::FramingConfig;
 use netio::connect::ClientTls;
 use netio::runtime::Driver;
 
+use crate::route::{self, Route};
+
+pub mod file;
+
 /// Default ACK timeout for a downstream: long enough for a busy EHR to commit a message,
 /// short enough that the sender (whose own timeout is typically 10–30 s) hears our AE first.
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -268,7 +272,25 @@ pub struct ListenerConfig {
     pub allowed_sources: Vec<SourceNet>,
     /// `durable` mode: the window of recently accepted messages that answers a resend with
     /// its original ACK; `None` (the default) queues every message it receives.
-    pub duplicates: Option<Arc<crate::duplicates::DuplicateWindow>>,
+    pub duplicates: Option<DuplicateWindowConfig>,
+}
+
+/// A `durable` listener's duplicate window: how long it remembers an accepted message, and how
+/// many at most (the oldest go first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicateWindowConfig {
+    pub max_age: Duration,
+    pub max_entries: usize,
+}
+
+impl DuplicateWindowConfig {
+    /// A window of `max_age` with the default number of entries.
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            max_age,
+            max_entries: DEFAULT_DUPLICATE_WINDOW_ENTRIES,
+        }
+    }
 }
 
 /// How a downstream's connections are shared among workers.
@@ -307,97 +329,6 @@ pub struct DownstreamConfig {
     pub framing: FramingConfig,
     /// How connections to it are shared among workers.
     pub link: LinkPolicy,
-}
-
-/// One value of a route rule: anything, or exactly these bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Pattern {
-    /// Matches every value, empty included (written `*` in configs).
-    #[default]
-    Any,
-    /// Matches exactly this value (case-sensitive, as HL7 codes are).
-    Exact(Vec<u8>),
-}
-
-impl Pattern {
-    /// Parses a config value: `*` is [`Pattern::Any`], anything else is exact.
-    pub fn parse(text: &str) -> Self {
-        if text == "*" {
-            Self::Any
-        } else {
-            Self::Exact(text.as_bytes().to_vec())
-        }
-    }
-
-    /// Whether `value` matches.
-    pub fn matches(&self, value: &[u8]) -> bool {
-        match self {
-            Self::Any => true,
-            Self::Exact(expected) => expected == value,
-        }
-    }
-}
-
-/// What a route rule looks at in MSH. The application and facility fields (MSH-3 to MSH-6)
-/// are compared by their first component (the namespace ID, e.g. `LAB` in `LAB^1.2.3^ISO`);
-/// MSH-9 by its message type (`ORU`) and trigger event (`R01`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RouteMatch {
-    /// MSH-3.1.
-    pub sending_application: Pattern,
-    /// MSH-4.1.
-    pub sending_facility: Pattern,
-    /// MSH-5.1.
-    pub receiving_application: Pattern,
-    /// MSH-6.1.
-    pub receiving_facility: Pattern,
-    /// MSH-9.1.
-    pub message_type: Pattern,
-    /// MSH-9.2.
-    pub trigger_event: Pattern,
-}
-
-impl RouteMatch {
-    /// Whether `msh` matches every pattern but possibly the trigger event (first), and the
-    /// trigger event too (second).
-    fn check(&self, msh: &mllp::hl7::Msh<'_>) -> (bool, bool) {
-        fn namespace(field: mllp::hl7::Field<'_>) -> &[u8] {
-            field.component(1).map_or(&[][..], |c| c.as_bytes())
-        }
-        let kind = msh.message_type();
-        let but_trigger = self
-            .sending_application
-            .matches(namespace(msh.sending_application()))
-            && self
-                .sending_facility
-                .matches(namespace(msh.sending_facility()))
-            && self
-                .receiving_application
-                .matches(namespace(msh.receiving_application()))
-            && self
-                .receiving_facility
-                .matches(namespace(msh.receiving_facility()))
-            && self.message_type.matches(kind.code);
-        (
-            but_trigger,
-            but_trigger && self.trigger_event.matches(kind.trigger),
-        )
-    }
-
-    /// Whether `msh` matches every pattern.
-    pub fn matches(&self, msh: &mllp::hl7::Msh<'_>) -> bool {
-        self.check(msh).1
-    }
-}
-
-/// A routing rule: messages whose MSH matches go to `downstream` (an index into
-/// [`Config::downstreams`]). Rules are tried in order; the first match wins.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// What the rule matches.
-    pub matcher: RouteMatch,
-    /// Where matching messages go.
-    pub downstream: usize,
 }
 
 /// The whole relay.
@@ -482,25 +413,12 @@ impl Config {
         Ok(())
     }
 
-    /// The downstream for `msh`: the first matching rule's, else the default. Without either,
-    /// the table 0357 code of the refusal: 201 (unsupported event code) when a rule matched all
-    /// but the trigger event, 200 (unsupported message type) otherwise.
+    /// The downstream for `msh` under this configuration's routes (see [`route::pick`]).
     ///
     /// # Errors
-    /// The code above, when the message has nowhere to go.
+    /// The table 0357 code of the refusal, when the message has nowhere to go.
     pub fn route(&self, msh: &mllp::hl7::Msh<'_>) -> Result<usize, mllp::ack::ErrorCode> {
-        let mut trigger_only = false;
-        for route in &self.routes {
-            match route.matcher.check(msh) {
-                (_, true) => return Ok(route.downstream),
-                (but_trigger, false) => trigger_only |= but_trigger,
-            }
-        }
-        self.default_downstream.ok_or(if trigger_only {
-            mllp::ack::ErrorCode::UnsupportedEventCode
-        } else {
-            mllp::ack::ErrorCode::UnsupportedMessageType
-        })
+        route::pick(&self.routes, self.default_downstream, msh)
     }
 }
 
@@ -561,89 +479,6 @@ impl ListenerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mllp::ack::ErrorCode;
-    use mllp::hl7::Msh;
-
-    fn routed() -> Config {
-        let listener = ListenerConfig::plain("127.0.0.1:0".parse().unwrap());
-        let mut config = Config::single(
-            listener,
-            DownstreamConfig::plain("ehr", "127.0.0.1:1".parse().unwrap()),
-        );
-        config.downstreams.push(DownstreamConfig::plain(
-            "adt",
-            "127.0.0.1:2".parse().unwrap(),
-        ));
-        config.routes = vec![
-            Route {
-                matcher: RouteMatch {
-                    sending_application: Pattern::parse("LAB"),
-                    message_type: Pattern::parse("ORU"),
-                    trigger_event: Pattern::parse("R01"),
-                    ..RouteMatch::default()
-                },
-                downstream: 0,
-            },
-            Route {
-                matcher: RouteMatch {
-                    message_type: Pattern::parse("ADT"),
-                    ..RouteMatch::default()
-                },
-                downstream: 1,
-            },
-        ];
-        config.default_downstream = None;
-        config
-    }
-
-    fn msh(sender: &str, kind: &str) -> Vec<u8> {
-        format!("MSH|^~\\&|{sender}|HOSP|EHR|CLINIC|2026||{kind}|1|P|2.5\r").into_bytes()
-    }
-
-    #[test]
-    fn first_matching_rule_wins_and_fields_compare_by_namespace() {
-        let config = routed();
-        let route =
-            |sender: &str, kind: &str| config.route(&Msh::parse(&msh(sender, kind)).unwrap());
-        assert_eq!(route("LAB", "ORU^R01"), Ok(0));
-        assert_eq!(
-            route("LAB^1.2.3^ISO", "ORU^R01^ORU_R01"),
-            Ok(0),
-            "MSH-3 by its namespace ID"
-        );
-        assert_eq!(route("OTHER", "ADT^A01"), Ok(1));
-        assert_eq!(route("LAB", "ADT^A08"), Ok(1));
-        assert_eq!(
-            route("LAB", "ORU^R30"),
-            Err(ErrorCode::UnsupportedEventCode)
-        );
-        assert_eq!(
-            route("LAB", "SIU^S12"),
-            Err(ErrorCode::UnsupportedMessageType)
-        );
-        assert_eq!(
-            route("PHARM", "ORU^R01"),
-            Err(ErrorCode::UnsupportedMessageType)
-        );
-    }
-
-    #[test]
-    fn the_default_takes_what_no_rule_matches() {
-        let mut config = routed();
-        config.default_downstream = Some(1);
-        assert_eq!(
-            config.route(&Msh::parse(&msh("X", "SIU^S12")).unwrap()),
-            Ok(1)
-        );
-        let single = Config::single(
-            ListenerConfig::plain("127.0.0.1:0".parse().unwrap()),
-            DownstreamConfig::plain("only", "127.0.0.1:1".parse().unwrap()),
-        );
-        assert_eq!(
-            single.route(&Msh::parse(&msh("X", "SIU^S12")).unwrap()),
-            Ok(0)
-        );
-    }
 
     #[test]
     fn listen_addresses_overlap_on_one_port_when_one_covers_the_other() {
@@ -699,15 +534,5 @@ mod tests {
         );
         config.listeners.clear();
         assert!(config.check_listeners().is_err());
-    }
-
-    #[test]
-    fn patterns() {
-        assert!(Pattern::parse("*").matches(b""));
-        assert!(Pattern::parse("ORU").matches(b"ORU"));
-        assert!(
-            !Pattern::parse("ORU").matches(b"oru"),
-            "HL7 codes are case-sensitive"
-        );
     }
 }

@@ -15,7 +15,7 @@
 //!   copy is still waiting for its fdatasync (on another connection) is queued as well, so
 //!   at most the messages in flight at once can still be delivered twice.
 //! - The window lives in memory. At start-up it is refilled from the messages still in the
-//!   journal (see `worker::WindowsFromJournal`), with ACKs made anew; messages whose segment
+//!   journal (see `custody::recovery`), with ACKs made anew; messages whose segment
 //!   was already reclaimed are not remembered across a restart (delivery stays at least once).
 //! - It is bounded by age and by entries; the oldest entries go first.
 //!
@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 use mllp::ack::AckCode;
 use mllp::hl7::Msh;
+
+use crate::config::Config;
 
 /// Shards of the window: enough that workers rarely meet on one lock.
 const SHARDS: usize = 16;
@@ -95,6 +97,31 @@ fn key_into(msh: &Msh<'_>, out: &mut Vec<u8>) {
     for field in [msh.raw_field(3), msh.raw_field(4), msh.control_id()] {
         out.extend_from_slice(&(field.len() as u64).to_le_bytes());
         out.extend_from_slice(field);
+    }
+}
+
+/// A relay's duplicate windows: one for each listener that asks for one, indexed like
+/// `Config::listeners`, shared by every worker.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DuplicateWindows(Arc<[Option<DuplicateWindow>]>);
+
+impl DuplicateWindows {
+    pub(crate) fn for_config(config: &Config) -> Self {
+        Self(
+            config
+                .listeners
+                .iter()
+                .map(|l| {
+                    l.duplicates
+                        .map(|w| DuplicateWindow::new(w.max_age, w.max_entries))
+                })
+                .collect(),
+        )
+    }
+
+    /// Listener `index`'s window, if it has one.
+    pub(crate) fn of(&self, index: usize) -> Option<&DuplicateWindow> {
+        self.0.get(index).and_then(Option::as_ref)
     }
 }
 

@@ -32,8 +32,8 @@
 //! - A segment is reused or deleted once every message in it has left the queue and it is
 //!   not the one being written.
 //!
-//! What this module is not: the delivery loop (`durable.rs`) or the policy for senders
-//! (`session.rs`).
+//! What this module is not: the delivery loop (`custody::durable`) or the policy for senders
+//! (`inbound::session`).
 
 pub(crate) mod record;
 mod spare;
@@ -193,7 +193,7 @@ impl Recovered {
 /// Holds the journal directory's lock for the life of the relay: a second relay on the same
 /// journal would interleave two writers' records.
 #[derive(Debug)]
-pub struct JournalLock {
+pub(crate) struct JournalLock {
     _file: StdFile,
 }
 
@@ -201,7 +201,7 @@ pub struct JournalLock {
 ///
 /// # Errors
 /// When the directory cannot be created or written, or another process holds the lock.
-pub fn lock(dir: &Path) -> io::Result<JournalLock> {
+pub(crate) fn lock(dir: &Path) -> io::Result<JournalLock> {
     fs::create_dir_all(dir).map_err(|e| context(e, "cannot create the journal directory", dir))?;
     let path = dir.join("lock");
     let file = OpenOptions::new()

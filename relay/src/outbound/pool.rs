@@ -1,5 +1,5 @@
-//! Delivery to a downstream: a per-worker pool of connections, one message in flight on each,
-//! the ACK checked against the message's control id, bounded retries with backoff.
+//! Delivery to one downstream from one worker: a pool of connections, one message in flight
+//! on each, the ACK checked against the message's control id, bounded retries with backoff.
 //!
 //! The rules that keep ACKs honest:
 //! - A connection carries one message at a time and is reused only after a clean exchange

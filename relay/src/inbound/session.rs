@@ -3,26 +3,24 @@
 //! HL7 original mode is stop-and-wait, and so is a session: a message is delivered and
 //! answered before the next one in the buffer is looked at, which keeps per-connection order.
 //! Everything that can go wrong with a sender ends this connection only, after a log line and
-//! a counter; a panic inside the session is caught by the worker (see `worker.rs`).
+//! a counter; a panic inside the session is caught by the worker, which ends this connection
+//! only.
 
-use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use mllp::ack::{
-    self, AckCode, AckDecision, AckParams, ErrorCode, ErrorDetail, Outcome, expects_accept_ack,
-};
+use mllp::ack::{AckCode, ErrorCode, Outcome, expects_accept_ack};
 use mllp::frame::Deframer;
 use mllp::hl7::Msh;
+use netio::conn::{Conn, ConnError, SharedCanceller, shared_canceller};
 use tracing::{debug, info, warn};
 
+use super::Inbound;
+use super::answer::{Answer, Refusal};
 use crate::config::{AckMode, ListenerConfig, OnDownstreamFailure, WhenJournalFull};
-use crate::downstream::Timing;
-use crate::duplicates::Seen;
-use crate::journal::{JournalError, Writer};
+use crate::custody::duplicates::Seen;
+use crate::custody::journal::{JournalError, Writer};
 use crate::metrics::{ListenerStats, Stats};
-use crate::worker::WorkerContext;
-use mllp::timestamp::write_hl7_timestamp;
-use netio::conn::{Conn, ConnError, SharedCanceller, shared_canceller};
+use crate::outbound::Timing;
 
 /// Read size for a sender's connection: a few TCP segments. The buffer grows for bigger
 /// frames (up to the frame limit) and is reused for the connection's life.
@@ -35,7 +33,7 @@ const BUFFER_RELEASE_DELAY: Duration = Duration::from_secs(1);
 
 /// What to do with the sender after one message.
 enum Reply {
-    /// Send these bytes (an ACK payload), framed.
+    /// Send the answer's bytes (an ACK payload), framed.
     Send,
     /// Nothing is due (MSH-15/16 or the ACK policy said so).
     Nothing,
@@ -43,12 +41,23 @@ enum Reply {
     Close,
 }
 
+impl Reply {
+    /// Send when an ACK is due, nothing otherwise.
+    fn due(code: Option<AckCode>) -> Self {
+        if code.is_some() {
+            Self::Send
+        } else {
+            Self::Nothing
+        }
+    }
+}
+
 /// Runs a session on a connection accepted by listener `index` (of `Config::listeners`) to its
 /// end, with that listener's settings and counters; never panics on input, never returns an
 /// error (it logs).
-pub(crate) async fn run(mut conn: Conn, index: usize, ctx: Rc<WorkerContext>) {
-    let listener = &ctx.config.listeners[index];
-    let stats = &ctx.stats;
+pub(super) async fn run(mut conn: Conn, index: usize, inbound: &Inbound) {
+    let listener = &inbound.config.listeners[index];
+    let stats = &inbound.stats;
     let counters = stats.listener(index);
     let peer = conn.peer();
     if conn.is_tls() {
@@ -75,24 +84,24 @@ pub(crate) async fn run(mut conn: Conn, index: usize, ctx: Rc<WorkerContext>) {
     }
 
     let mut session = Session {
-        ctx: &ctx,
+        inbound,
         listener,
+        index,
         counters,
         deframer: Deframer::new(listener.framing),
         ack: Vec::new(),
-        reply: Vec::new(),
+        answer: Answer::default(),
         timing: Timing::default(),
-        lane: ctx.next_lane(),
+        lane: inbound.next_lane(),
         writer: Writer::default(),
         window_key: Vec::new(),
-        ids: GeneratedIds::default(),
     };
     // Cancels this session's reads between messages at shutdown; one for the session's life
     // (a signal is replaced only once fired, and a fired one ends the session).
     let idle_signal = shared_canceller();
     let _registration = IdleRegistration {
-        ctx: &ctx,
-        id: ctx.register_idle(&idle_signal),
+        inbound,
+        id: inbound.sessions.register_idle(&idle_signal),
     };
     let mut buf: Vec<u8> = Vec::new();
     // When the frame being received began (for the whole-frame deadline).
@@ -117,14 +126,15 @@ pub(crate) async fn run(mut conn: Conn, index: usize, ctx: Rc<WorkerContext>) {
             match session.handle(payload).await {
                 Reply::Send => {
                     let framing = listener.framing;
-                    let parts: [&[u8]; 3] = [&[framing.start()], &session.reply, framing.end()];
+                    let reply = &session.answer.bytes;
+                    let parts: [&[u8]; 3] = [&[framing.start()], reply, framing.end()];
                     let deadline = Instant::now() + listener.write_timeout;
                     if let Err(error) = conn.write_all(&parts, deadline).await {
                         warn!(%peer, %error, "writing the ACK failed; connection closed");
                         return;
                     }
-                    Stats::add(&stats.bytes_out, session.reply.len());
-                    Stats::add(&counters.bytes_out, session.reply.len());
+                    Stats::add(&stats.bytes_out, reply.len());
+                    Stats::add(&counters.bytes_out, reply.len());
                     stats.latency_total.record(started.elapsed());
                     if let Some(timing) = session.timing.written {
                         stats
@@ -153,7 +163,7 @@ pub(crate) async fn run(mut conn: Conn, index: usize, ctx: Rc<WorkerContext>) {
             (Some(offset), Some((started, at))) if started == offset => Some((started, at)),
             (Some(offset), _) => Some((offset, now)),
         };
-        if ctx.shutting_down() && in_frame.is_none() {
+        if inbound.sessions.shutting_down() && in_frame.is_none() {
             debug!(%peer, "shutting down: connection closed between messages");
             conn.close().await;
             return;
@@ -229,16 +239,17 @@ pub(crate) async fn run(mut conn: Conn, index: usize, ctx: Rc<WorkerContext>) {
 
 /// The per-connection state that outlives one message.
 struct Session<'c> {
-    ctx: &'c WorkerContext,
-    /// The listener that accepted the connection.
+    inbound: &'c Inbound,
+    /// The listener that accepted the connection, and its index in `Config::listeners`.
     listener: &'c ListenerConfig,
+    index: usize,
     /// Its counters.
     counters: &'c ListenerStats,
     deframer: Deframer,
     /// The downstream's ACK payload for the current message.
     ack: Vec<u8>,
-    /// The payload to send back to the sender.
-    reply: Vec<u8>,
+    /// What goes back to the sender.
+    answer: Answer,
     /// When the current message was written downstream and acknowledged.
     timing: Timing,
     /// `durable` mode: the lane key that keeps this connection's messages in order.
@@ -247,60 +258,62 @@ struct Session<'c> {
     writer: Writer,
     /// `durable` mode with a duplicate window: scratch space for the window's key.
     window_key: Vec<u8>,
-    /// MSH-7 and MSH-10 of the ACKs the relay writes itself, made only when one is written.
-    ids: GeneratedIds,
-}
-
-/// The MSH-7 (time) and MSH-10 (control ID) of an ACK the relay generates, in buffers reused
-/// from message to message. Filled only when such an ACK is written: a passed-through ACK
-/// needs neither, so relaying a message reads no clock for it and allocates nothing.
-#[derive(Default)]
-struct GeneratedIds {
-    timestamp: Vec<u8>,
-    control_id: Vec<u8>,
-}
-
-impl GeneratedIds {
-    fn params(&self) -> AckParams<'_> {
-        AckParams::new(&self.timestamp, &self.control_id)
-    }
 }
 
 /// Keeps a session's idle signal registered with its worker (so that shutdown can cancel the
 /// session's reads between messages) for the session's life.
 struct IdleRegistration<'c> {
-    ctx: &'c WorkerContext,
+    inbound: &'c Inbound,
     id: u64,
 }
 
 impl Drop for IdleRegistration<'_> {
     fn drop(&mut self) {
-        self.ctx.unregister_idle(self.id);
+        self.inbound.sessions.unregister_idle(self.id);
     }
 }
 
 impl Session<'_> {
-    /// The IDs for an ACK the relay writes itself, now: taken out of `self.ids` (give them
-    /// back when the ACK is written, so that their buffers are reused).
-    fn take_ids(&mut self) -> GeneratedIds {
-        let mut ids = std::mem::take(&mut self.ids);
-        write_hl7_timestamp(SystemTime::now(), &mut ids.timestamp);
-        self.ctx.write_next_control_id(&mut ids.control_id);
-        ids
-    }
-
     /// Counts an ACK with `code` about to be sent to the sender.
     fn answered(&self, code: AckCode, generated: bool) {
-        self.ctx.stats.ack_to_sender(self.counters, code, generated);
+        self.inbound
+            .stats
+            .ack_to_sender(self.counters, code, generated);
     }
 
-    /// Delivers one message and prepares the sender's answer in `self.reply`.
+    /// Writes the relay's own ACK for `msh` with `outcome` (and `refusal`'s ERR) into the
+    /// answer and counts it; `None` when none is due. Every ACK the relay writes itself for a
+    /// message with a header comes from here.
+    fn generate_ack(
+        &mut self,
+        msh: &Msh<'_>,
+        outcome: Outcome,
+        refusal: Option<Refusal<'_>>,
+    ) -> Option<AckCode> {
+        let code = self.answer.generate(
+            msh,
+            outcome,
+            refusal,
+            self.listener.ack_policy,
+            &self.inbound.ids,
+        );
+        if let Some(code) = code {
+            self.answered(code, true);
+        }
+        code
+    }
+
+    /// [`generate_ack`](Self::generate_ack), and what to do with the sender.
+    fn generate(&mut self, msh: &Msh<'_>, outcome: Outcome, refusal: Option<Refusal<'_>>) -> Reply {
+        Reply::due(self.generate_ack(msh, outcome, refusal))
+    }
+
+    /// Delivers one message and prepares the sender's answer.
     async fn handle(&mut self, payload: &[u8]) -> Reply {
-        let stats = &self.ctx.stats;
-        let listener = self.listener;
+        let stats = &self.inbound.stats;
         Stats::bump(&stats.messages_in);
         Stats::bump(&self.counters.messages_in);
-        self.reply.clear();
+        self.answer.bytes.clear();
         self.ack.clear();
         self.timing = Timing::default();
 
@@ -311,17 +324,11 @@ impl Session<'_> {
                 Stats::bump(&self.counters.rejects_bad_header);
                 warn!(%error, "message without a readable MSH: rejected with AR, not forwarded");
                 let text = format!("message rejected: {error}");
-                let ids = self.take_ids();
-                let params = AckParams {
-                    text: Some(text.as_bytes()),
-                    ..ids.params()
-                };
-                let detail = ErrorDetail {
+                let refusal = Refusal {
                     code: header_error_code(error),
-                    diagnostic: text.as_bytes(),
+                    text: text.as_bytes(),
                 };
-                ack::write_headerless_reject(&params, detail, &mut self.reply);
-                self.ids = ids;
+                self.answer.reject_headerless(refusal, &self.inbound.ids);
                 self.answered(AckCode::AR, true);
                 return Reply::Send;
             }
@@ -331,7 +338,7 @@ impl Session<'_> {
             msh10 = %String::from_utf8_lossy(msh.control_id()),
             "message received"
         );
-        let downstream = match self.ctx.config.route(&msh) {
+        let downstream = match self.inbound.config.route(&msh) {
             Ok(index) => index,
             Err(code) => {
                 Stats::bump(&stats.rejects_unrouted);
@@ -342,54 +349,36 @@ impl Session<'_> {
                     "no route for the message: rejected with AR, not forwarded"
                 );
                 let text = format!("no route for {}", String::from_utf8_lossy(msh.raw_field(9)));
-                let ids = self.take_ids();
-                let params = AckParams {
-                    text: Some(text.as_bytes()),
-                    error: Some(ErrorDetail {
-                        code,
-                        diagnostic: text.as_bytes(),
-                    }),
-                    ..ids.params()
+                let refusal = Refusal {
+                    code,
+                    text: text.as_bytes(),
                 };
-                let decision = ack::build_ack(
-                    &msh,
-                    Outcome::Rejected,
-                    listener.ack_policy,
-                    &params,
-                    &mut self.reply,
-                );
-                self.ids = ids;
-                return match decision {
-                    AckDecision::Send(code) => {
-                        self.answered(code, true);
-                        Reply::Send
-                    }
-                    AckDecision::NotDue => Reply::Nothing,
-                };
+                return self.generate(&msh, Outcome::Rejected, Some(refusal));
             }
         };
-        match listener.ack_mode {
-            AckMode::Local => {
-                return self.accept_locally(&msh, payload);
-            }
-            AckMode::Durable => {
-                return self.accept_durably(&msh, payload, downstream).await;
-            }
-            AckMode::Passthrough => {}
+        match self.listener.ack_mode {
+            AckMode::Passthrough => self.pass_through(&msh, payload, downstream).await,
+            AckMode::Local => self.accept_locally(&msh, payload),
+            AckMode::Durable => self.accept_durably(&msh, payload, downstream).await,
         }
-        let expect_ack = expects_accept_ack(&msh);
-        let ctx = self.ctx;
-        match ctx
+    }
+
+    /// `passthrough` mode: deliver, and hand the sender the receiver's own ACK byte for byte;
+    /// when delivery fails after every retry, an AE/CE (ERR 207) or a close, as configured.
+    async fn pass_through(&mut self, msh: &Msh<'_>, payload: &[u8], downstream: usize) -> Reply {
+        let stats = &self.inbound.stats;
+        let delivery = &self.inbound.delivery;
+        let delivered = delivery
             .deliver(
                 downstream,
                 payload,
                 msh.control_id(),
-                expect_ack,
+                expects_accept_ack(msh),
                 &mut self.ack,
                 &mut self.timing,
             )
-            .await
-        {
+            .await;
+        let failure = match delivered {
             Ok(code) => {
                 Stats::bump(&stats.messages_delivered);
                 Stats::add(&stats.bytes_forwarded, payload.len());
@@ -398,51 +387,34 @@ impl Session<'_> {
                 };
                 Stats::bump(&stats.acks_passed_through);
                 self.answered(code, false);
-                std::mem::swap(&mut self.reply, &mut self.ack);
-                Reply::Send
+                std::mem::swap(&mut self.answer.bytes, &mut self.ack);
+                return Reply::Send;
             }
-            Err(failure) => {
-                warn!(
-                    downstream = %ctx.downstreams[downstream].name(),
-                    msh9 = %String::from_utf8_lossy(msh.raw_field(9)),
-                    msh10 = %String::from_utf8_lossy(msh.control_id()),
-                    error = %failure,
-                    "delivery failed after every retry"
-                );
-                match listener.on_downstream_failure {
-                    OnDownstreamFailure::Close => {
-                        Stats::bump(&stats.closes_downstream_failed);
-                        Reply::Close
-                    }
-                    OnDownstreamFailure::Nak => {
-                        let text = format!("not delivered: {failure}");
-                        let ids = self.take_ids();
-                        let params = AckParams {
-                            text: Some(text.as_bytes()),
-                            error: Some(ErrorDetail {
-                                code: ErrorCode::ApplicationInternal,
-                                diagnostic: text.as_bytes(),
-                            }),
-                            ..ids.params()
-                        };
-                        let decision = ack::build_ack(
-                            &msh,
-                            Outcome::Error,
-                            listener.ack_policy,
-                            &params,
-                            &mut self.reply,
-                        );
-                        self.ids = ids;
-                        match decision {
-                            AckDecision::Send(code) => {
-                                Stats::bump(&stats.naks_downstream_failed);
-                                self.answered(code, true);
-                                Reply::Send
-                            }
-                            AckDecision::NotDue => Reply::Nothing,
-                        }
-                    }
+            Err(failure) => failure,
+        };
+        warn!(
+            downstream = %delivery.downstream(downstream).name(),
+            msh9 = %String::from_utf8_lossy(msh.raw_field(9)),
+            msh10 = %String::from_utf8_lossy(msh.control_id()),
+            error = %failure,
+            "delivery failed after every retry"
+        );
+        match self.listener.on_downstream_failure {
+            OnDownstreamFailure::Close => {
+                Stats::bump(&stats.closes_downstream_failed);
+                Reply::Close
+            }
+            OnDownstreamFailure::Nak => {
+                let text = format!("not delivered: {failure}");
+                let refusal = Refusal {
+                    code: ErrorCode::ApplicationInternal,
+                    text: text.as_bytes(),
+                };
+                let reply = self.generate(msh, Outcome::Error, Some(refusal));
+                if matches!(reply, Reply::Send) {
+                    Stats::bump(&stats.naks_downstream_failed);
                 }
+                reply
             }
         }
     }
@@ -450,63 +422,44 @@ impl Session<'_> {
     /// `local` mode: queue the message for the forwarder and answer at once; when the queue is
     /// full, answer AE/CE instead (never a silent drop).
     fn accept_locally(&mut self, msh: &Msh<'_>, payload: &[u8]) -> Reply {
-        let stats = &self.ctx.stats;
-        let listener = self.listener;
         let queued = self
-            .ctx
-            .local_queue
+            .inbound
+            .custody
+            .local
             .as_ref()
             .is_some_and(|q| q.try_push(payload));
-        let ids = self.take_ids();
-        let (outcome, params) = if queued {
-            (Outcome::Accepted, ids.params())
-        } else {
-            Stats::bump(&stats.local_queue_full);
-            warn!("local mode: forwarding queue full; the sender gets an AE/CE and may resend");
-            let text: &[u8] = b"relay queue full; resend later";
-            let error = Some(ErrorDetail {
-                code: ErrorCode::ApplicationInternal,
-                diagnostic: text,
-            });
-            (
-                Outcome::Error,
-                AckParams {
-                    text: Some(text),
-                    error,
-                    ..ids.params()
-                },
-            )
-        };
-        let decision = ack::build_ack(msh, outcome, listener.ack_policy, &params, &mut self.reply);
-        self.ids = ids;
-        match decision {
-            AckDecision::Send(code) => {
-                self.answered(code, true);
-                Reply::Send
-            }
-            AckDecision::NotDue => Reply::Nothing,
+        if queued {
+            return self.generate(msh, Outcome::Accepted, None);
         }
+        Stats::bump(&self.inbound.stats.local_queue_full);
+        warn!("local mode: forwarding queue full; the sender gets an AE/CE and may resend");
+        let refusal = Refusal {
+            code: ErrorCode::ApplicationInternal,
+            text: b"relay queue full; resend later",
+        };
+        self.generate(msh, Outcome::Error, Some(refusal))
     }
 
     /// `durable` mode: journal the message, and answer AA/CA once the journal is synced; AE/CE
     /// (ERR 207) when the journal failed or is full (nothing is dropped silently: the sender
     /// keeps the message and may resend).
     async fn accept_durably(&mut self, msh: &Msh<'_>, payload: &[u8], downstream: usize) -> Reply {
-        let ctx = self.ctx;
-        let stats = &ctx.stats;
-        let listener = self.listener;
-        let forwarder = ctx
+        let inbound = self.inbound;
+        let stats = &inbound.stats;
+        let forwarder = inbound
+            .custody
             .durable
             .as_ref()
             .expect("durable mode runs with a journal");
         let journal = &forwarder.journal;
-        if let Some(window) = &listener.duplicates {
+        let window = inbound.custody.duplicates.of(self.index);
+        if let Some(window) = window {
             match window.check(
                 msh,
                 payload,
                 Instant::now(),
                 &mut self.window_key,
-                &mut self.reply,
+                &mut self.answer.bytes,
             ) {
                 Seen::New => {}
                 Seen::ReusedControlId => {
@@ -526,17 +479,14 @@ impl Session<'_> {
                         "resend of a message already in custody: answered with its original \
                          ACK, not queued again"
                     );
-                    return match answer {
-                        Some(code) => {
-                            self.answered(code, true);
-                            Reply::Send
-                        }
-                        None => Reply::Nothing,
-                    };
+                    if let Some(code) = answer {
+                        self.answered(code, true);
+                    }
+                    return Reply::due(answer);
                 }
             }
         }
-        let pause = ctx
+        let pause = inbound
             .config
             .journal
             .as_ref()
@@ -549,10 +499,8 @@ impl Session<'_> {
             Ok(batch) => journal.committed(batch).await,
             Err(error) => Err(error),
         };
-        let failure_text;
-        let ids = self.take_ids();
-        let (outcome, params) = match &stored {
-            Ok(()) => (Outcome::Accepted, ids.params()),
+        let code = match &stored {
+            Ok(()) => self.generate_ack(msh, Outcome::Accepted, None),
             Err(error) => {
                 match error {
                     JournalError::Full(_) => Stats::bump(&stats.journal_full_naks),
@@ -563,37 +511,19 @@ impl Session<'_> {
                     %error,
                     "durable mode: message not taken into custody; the sender gets AE/CE and keeps it"
                 );
-                failure_text = format!("not accepted: {error}");
-                let text = failure_text.as_bytes();
-                (
-                    Outcome::Error,
-                    AckParams {
-                        text: Some(text),
-                        error: Some(ErrorDetail {
-                            code: ErrorCode::ApplicationInternal,
-                            diagnostic: text,
-                        }),
-                        ..ids.params()
-                    },
-                )
+                let text = format!("not accepted: {error}");
+                let refusal = Refusal {
+                    code: ErrorCode::ApplicationInternal,
+                    text: text.as_bytes(),
+                };
+                self.generate_ack(msh, Outcome::Error, Some(refusal))
             }
         };
-        let decision = ack::build_ack(msh, outcome, listener.ack_policy, &params, &mut self.reply);
-        self.ids = ids;
-        if let (Some(window), Ok(())) = (&listener.duplicates, &stored) {
-            let answer = match decision {
-                AckDecision::Send(code) => Some((code, self.reply.as_slice())),
-                AckDecision::NotDue => None,
-            };
+        if let (Some(window), Ok(())) = (window, &stored) {
+            let answer = code.map(|code| (code, self.answer.bytes.as_slice()));
             window.remember(msh, payload, answer, Instant::now(), &mut self.window_key);
         }
-        match decision {
-            AckDecision::Send(code) => {
-                self.answered(code, true);
-                Reply::Send
-            }
-            AckDecision::NotDue => Reply::Nothing,
-        }
+        Reply::due(code)
     }
 
     /// Waits for the next message on a connection with nothing buffered. A connection that
@@ -613,8 +543,7 @@ impl Session<'_> {
                 self.deframer.compact(buf);
                 *buf = Vec::new();
                 self.ack = Vec::new();
-                self.reply = Vec::new();
-                self.ids = GeneratedIds::default();
+                self.answer.release();
                 conn.release_buffers();
                 conn.wait_readable(deadline, signal).await
             }
@@ -625,7 +554,7 @@ impl Session<'_> {
     /// Logs and counts the framing tolerances used since the last call.
     fn log_events(&mut self, peer: std::net::SocketAddr) {
         while let Some(event) = self.deframer.poll_event() {
-            Stats::bump(&self.ctx.stats.framing_events);
+            Stats::bump(&self.inbound.stats.framing_events);
             debug!(%peer, code = event.code.as_str(), offset = event.offset, len = event.len, "framing tolerance used");
         }
     }

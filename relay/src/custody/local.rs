@@ -3,8 +3,8 @@
 //!
 //! This mode exists for benchmarks and for links where the sender cannot wait; it can lose
 //! messages (a crash, a receiver that refuses or never answers), and the relay says so at
-//! start-up and counts every loss. The durable mode (issue 6) is the safe way to decouple a
-//! sender from a slow receiver.
+//! start-up and counts every loss. The durable mode is the safe way to decouple a sender from
+//! a slow receiver.
 //!
 //! The queue is per worker and bounded both in messages and in bytes. Full-queue policy: the
 //! sender gets an AE/CE ("relay queue full") instead of an AA, and may resend later; nothing is
@@ -15,14 +15,15 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use mllp::hl7::Msh;
 use tracing::{error, warn};
 
-use crate::downstream::Timing;
+use crate::config::Config;
 use crate::metrics::Stats;
-use crate::worker::WorkerContext;
+use crate::outbound::{Delivery, Timing};
 use mllp::ack::expects_accept_ack;
 
 /// Messages a worker may hold for forwarding in `local` mode.
@@ -34,7 +35,7 @@ pub(crate) const LOCAL_QUEUE_BYTES: usize = 64 << 20;
 
 /// A bounded single-consumer queue of messages on one worker thread.
 pub(crate) struct LocalQueue {
-    stats: std::sync::Arc<Stats>,
+    stats: Arc<Stats>,
     messages: RefCell<VecDeque<Vec<u8>>>,
     bytes: Cell<usize>,
     consumer: RefCell<Option<Waker>>,
@@ -43,7 +44,7 @@ pub(crate) struct LocalQueue {
 }
 
 impl LocalQueue {
-    pub(crate) fn new(stats: std::sync::Arc<Stats>) -> Self {
+    pub(crate) fn new(stats: Arc<Stats>) -> Self {
         Self {
             stats,
             messages: RefCell::new(VecDeque::new()),
@@ -100,11 +101,12 @@ impl LocalQueue {
 }
 
 /// The forwarder task of one worker: delivers queued messages one by one, forever.
-pub(crate) async fn run(ctx: Rc<WorkerContext>) {
-    let Some(queue) = ctx.local_queue.as_ref() else {
-        return;
-    };
-    let stats = &ctx.stats;
+pub(crate) async fn run(
+    queue: Rc<LocalQueue>,
+    config: Arc<Config>,
+    delivery: Rc<Delivery>,
+    stats: Arc<Stats>,
+) {
     let mut ack = Vec::new();
     let mut timing = Timing::default();
     loop {
@@ -114,11 +116,11 @@ pub(crate) async fn run(ctx: Rc<WorkerContext>) {
             let expect_ack = expects_accept_ack(&msh);
             ack.clear();
             // Sessions queue only routable messages, and routing is a pure function of MSH.
-            let Ok(downstream) = ctx.config.route(&msh) else {
+            let Ok(downstream) = config.route(&msh) else {
                 queue.busy.set(false);
                 continue;
             };
-            match ctx
+            match delivery
                 .deliver(
                     downstream,
                     &message,
