@@ -19,7 +19,7 @@
 //! - [`route`]: which downstream a message goes to (rules, a pure function).
 //! - `inbound`: accept and admission, the session read loop, and the ACKs the relay writes
 //!   itself (one helper writes them all).
-//! - `outbound`: [`Delivery`](outbound) to a downstream: per-core pools, the `single` link's
+//! - `outbound`: `Delivery` to a downstream: per-core pools, the `single` link's
 //!   cross-core handoff.
 //! - [`custody`]: what `local` and `durable` listeners keep: the local queue, the journal and
 //!   its recovery, delivery lanes, the duplicate window, dead letters.

@@ -1,6 +1,7 @@
-//! `mllp-relay`: the command line. Builds a validated [`relay::config::Config`] from flags or
-//! from a TOML file ([`relay::config_file`]), starts the workers, and waits for SIGTERM/SIGINT
-//! to drain and exit. `mllp-relay check-config FILE` validates a file and exits.
+//! `mllp-relay`: the command line. Builds a validated [`relay::config::Config`] from a TOML file
+//! or from the flags (which take the file's path: [`relay::config::load::load_raw`]), starts the
+//! workers, and waits for SIGTERM/SIGINT to drain and exit. `mllp-relay check-config FILE`
+//! validates a file and exits.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -12,16 +13,16 @@ use anyhow::{Context, bail};
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use mllp::frame::{FramingConfig, Tolerances};
-use netio::connect::ClientTls;
 use netio::runtime::Driver;
-use netio::tls::{self, ClientTlsSettings, ServerTlsSettings, Thumbprint, TlsRejections};
+use netio::tls::Thumbprint;
 use netio::units::{format_duration, parse_duration};
-use relay::config::file::{self as config_file, Overrides};
-use relay::config::{
-    self, AckMode, Config, DownstreamConfig, JournalConfig, ListenerConfig, OnDownstreamFailure,
-    SourceNet,
+use relay::config::check::Overrides;
+use relay::config::load;
+use relay::config::raw::{
+    RawConfig, RawDownstream, RawDownstreamTls, RawDuration, RawJournal, RawListener,
+    RawListenerTls, RawSize,
 };
+use relay::config::{self, AckMode, Config, ListenerConfig, SourceNet};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -154,8 +155,8 @@ struct Cli {
     /// ACK) gets its original ACK and is not queued twice. Default: off. The window is kept
     /// in memory (100,000 messages at most); after a restart it is refilled from the
     /// messages still in the journal.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    duplicate_window: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    duplicate_window: Option<String>,
 
     /// What the sender hears when the receiver fails after every retry: a generated AE/CE
     /// with ERR 207 (nak), or nothing and a closed connection (close).
@@ -182,28 +183,29 @@ struct Cli {
     no_pin: bool,
 
     /// How long to wait for the receiver's ACK (e.g. 500ms, 10s, 2min).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    ack_timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    ack_timeout: String,
 
     /// Retries after a failed delivery (timeouts, closes, wrong MSA-2); 0 disables.
     #[arg(long, value_name = "N", default_value_t = config::DEFAULT_RETRIES)]
     retries: u32,
 
     /// How long to wait for the receiver to accept a connection.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
-    connect_timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    connect_timeout: String,
 
     /// Close a sender's connection after this long without a message.
-    #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_duration)]
-    idle_timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "10min")]
+    idle_timeout: String,
 
     /// A whole frame must arrive within this long of its start byte (slowloris defence).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-    frame_deadline: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    frame_deadline: String,
 
-    /// Largest message accepted, in bytes; a bigger frame closes the connection.
-    #[arg(long, value_name = "BYTES", default_value_t = mllp::frame::DEFAULT_MAX_FRAME_LEN)]
-    max_frame_size: usize,
+    /// Largest message accepted: bytes, or a size such as 512KiB or 16MiB (at most 1GiB); a
+    /// bigger frame closes the connection.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB")]
+    max_frame_size: String,
 
     /// Accept a known sender sloppiness (repeatable): fs_without_cr, lf_after_fs,
     /// whitespace_between_frames, junk_before_start. Each use is logged and counted.
@@ -333,6 +335,17 @@ fn run_dead_letters(command: &DeadLetterCommand) -> anyhow::Result<i32> {
     }
 }
 
+/// Flags that may replace a config file's value (`--config` with them: see [`Overrides`]), with
+/// the key each one sets.
+const OVERRIDE_FLAGS: &[(&str, &str, &str)] = &[
+    ("listen", "--listen", "listener.listen"),
+    ("forward", "--forward", "downstream.address"),
+    ("workers", "--workers", "workers"),
+    ("metrics", "--metrics", "metrics"),
+    ("driver", "--driver", "driver"),
+    ("no_pin", "--no-pin", "pin_workers"),
+];
+
 /// Flags that a config file replaces: with --config they are refused, naming the key to set.
 const FILE_ONLY_FLAGS: &[(&str, &str, &str)] = &[
     (
@@ -451,7 +464,7 @@ fn main() -> anyhow::Result<()> {
     }
     let config = match &cli.config {
         Some(path) => config_from_file(path, &cli, &matches)?,
-        None => build_config(&cli)?,
+        None => config_from_flags(&cli),
     };
     let kind = |tls: bool| if tls { "TLS" } else { "plain" };
     let mode_of = |listener: &ListenerConfig| match (listener.ack_mode, &config.journal) {
@@ -540,7 +553,7 @@ fn main() -> anyhow::Result<()> {
 
 /// `check-config FILE`: the summary and exit 0, or every error and exit 2.
 fn check_config(file: &Path) -> ! {
-    match config_file::load_config(file) {
+    match load::load_config(file) {
         Ok(loaded) => {
             println!("{}: OK", file.display());
             println!("{}", loaded.settings);
@@ -584,7 +597,7 @@ fn config_from_file(path: &Path, cli: &Cli, matches: &ArgMatches) -> anyhow::Res
         driver: given("driver").then_some(cli.driver.into()),
         pin_workers: cli.no_pin.then_some(false),
     };
-    match config_file::load_config_with(path, &overrides) {
+    match load::load_config_with(path, &overrides) {
         Ok(loaded) => {
             tracing::info!(file = %loaded.settings.source.display(), "configuration loaded");
             Ok(loaded.config)
@@ -597,149 +610,149 @@ fn config_from_file(path: &Path, cli: &Cli, matches: &ArgMatches) -> anyhow::Res
     }
 }
 
-/// `--journal` goes with `--ack-mode durable`, both ways; otherwise a usage error (exit 2).
-fn journal_from_flags(cli: &Cli) -> Option<JournalConfig> {
-    match (cli.ack_mode, &cli.journal) {
-        (AckModeArg::Durable, Some(dir)) => Some(JournalConfig::new(dir)),
-        (AckModeArg::Durable, None) => Cli::command()
-            .error(
-                ErrorKind::MissingRequiredArgument,
-                "--ack-mode durable needs --journal DIR: the directory where each message is \
-                 fsync'ed before it is acknowledged",
-            )
-            .exit(),
-        (mode, Some(_)) => Cli::command()
-            .error(
-                ErrorKind::ArgumentConflict,
-                format!(
-                    "--journal is only used with --ack-mode durable (--ack-mode is {})",
-                    mode.to_possible_value()
-                        .map_or_else(String::new, |v| v.get_name().to_owned())
-                ),
-            )
-            .exit(),
-        (_, None) => None,
-    }
-}
-
-/// `--duplicate-window`: only with `--ack-mode durable` (a usage error otherwise, exit 2).
-fn duplicate_window_from_flags(cli: &Cli) -> Option<config::DuplicateWindowConfig> {
-    let age = cli.duplicate_window?;
-    if !matches!(cli.ack_mode, AckModeArg::Durable) {
-        Cli::command()
-            .error(
-                ErrorKind::ArgumentConflict,
-                "--duplicate-window needs --ack-mode durable: only a relay that keeps custody \
-                 of a message can answer its resend itself",
-            )
-            .exit();
-    }
-    if age.is_zero() || age > config::MAX_DUPLICATE_WINDOW {
-        Cli::command()
-            .error(
-                ErrorKind::ValueValidation,
-                format!(
-                    "--duplicate-window {}: must be more than 0 and at most 24h (a message \
-                     resent on purpose must not be swallowed as a duplicate)",
-                    format_duration(age)
-                ),
-            )
-            .exit();
-    }
-    Some(config::DuplicateWindowConfig::new(age))
-}
-
-fn build_config(cli: &Cli) -> anyhow::Result<Config> {
-    // clap requires both without --config; this only guards against a change to that.
-    let (Some(listen), Some(forward)) = (cli.listen, cli.forward.as_deref()) else {
-        bail!("--listen and --forward are required without --config");
-    };
-    let journal = journal_from_flags(cli);
-    let mut tolerances = Tolerances::STRICT;
-    for name in &cli.tolerate {
-        if !tolerances.enable(name) {
-            bail!(
-                "--tolerate {name}: unknown tolerance (known: fs_without_cr, lf_after_fs, \
-                 whitespace_between_frames, junk_before_start)"
-            );
+/// The relay the flags describe, checked and built by the same rules as a config file: the
+/// flags become the raw form of a file with one `[[listener]]` and one `[[downstream]]`, and
+/// a problem is reported under its flag (exit 2). Relative paths start at the working
+/// directory.
+fn config_from_flags(cli: &Cli) -> Config {
+    check_flag_pairs(cli);
+    let raw = raw_from_flags(cli);
+    let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    match load::load_raw(
+        &raw,
+        Path::new("(command line)"),
+        &here,
+        &Overrides::default(),
+    ) {
+        Ok(loaded) => loaded.config,
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("error: {}: {}", flag_for(&problem.key), problem.message);
+            }
+            std::process::exit(2);
         }
     }
-    let framing = FramingConfig::MLLP
-        .with_max_frame_len(cli.max_frame_size)
-        .context("--max-frame-size")?
-        .with_tolerances(tolerances);
+}
 
-    let rejections = Arc::new(TlsRejections::default());
-    let server_tls = match (&cli.tls_cert, &cli.tls_key) {
-        (Some(cert_chain), Some(key)) => Some(tls::ReloadableServerConfig::load(
-            ServerTlsSettings {
-                cert_chain: cert_chain.clone(),
-                key: key.clone(),
-                client_ca: cli.client_ca.clone(),
-                client_thumbprints: cli.client_thumbprints.clone(),
-            },
-            rejections.clone(),
-        )?),
-        _ => None,
-    };
-
-    let forward_addr = resolve(forward)?;
-    let mut downstream = DownstreamConfig::plain("downstream", forward_addr);
-    downstream.ack_timeout = cli.ack_timeout;
-    downstream.connect_timeout = cli.connect_timeout;
-    downstream.retries = cli.retries;
-    if cli.forward_tls {
-        let host = forward.rsplit_once(':').map_or(forward, |(host, _)| host);
-        let name = cli
-            .forward_sni
-            .clone()
-            .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string());
-        let client = tls::client_config(&ClientTlsSettings {
-            ca: cli.forward_ca.clone(),
-            pinned: cli.forward_thumbprints.clone(),
-            client_cert: None,
-        })?;
-        downstream.tls = Some(ClientTls {
-            config: client,
-            server_name: tls::server_name(&name)?,
-        });
+/// The flags that only make sense together, said in the command line's own words (a usage
+/// error, exit 2): `--journal` goes with `--ack-mode durable` both ways, and
+/// `--duplicate-window` needs it.
+fn check_flag_pairs(cli: &Cli) {
+    let durable = matches!(cli.ack_mode, AckModeArg::Durable);
+    let refuse =
+        |kind: ErrorKind, message: String| -> ! { Cli::command().error(kind, message).exit() };
+    match (durable, &cli.journal) {
+        (true, None) => refuse(
+            ErrorKind::MissingRequiredArgument,
+            "--ack-mode durable needs --journal DIR: the directory where each message is \
+             fsync'ed before it is acknowledged"
+                .into(),
+        ),
+        (false, Some(_)) => refuse(
+            ErrorKind::ArgumentConflict,
+            format!(
+                "--journal is only used with --ack-mode durable (--ack-mode is {})",
+                cli.ack_mode
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_owned())
+            ),
+        ),
+        _ => {}
     }
+    if cli.duplicate_window.is_some() && !durable {
+        refuse(
+            ErrorKind::ArgumentConflict,
+            "--duplicate-window needs --ack-mode durable: only a relay that keeps custody of a \
+             message can answer its resend itself"
+                .into(),
+        );
+    }
+}
 
-    let mut listener = ListenerConfig::plain(listen);
-    listener.tls = server_tls;
-    listener.tls_rejections = rejections;
-    listener.framing = framing;
-    listener.ack_mode = match cli.ack_mode {
-        AckModeArg::Passthrough => AckMode::Passthrough,
-        AckModeArg::Local => AckMode::Local,
-        AckModeArg::Durable => AckMode::Durable,
-    };
-    listener.on_downstream_failure = match cli.on_downstream_failure {
-        FailureArg::Nak => OnDownstreamFailure::Nak,
-        FailureArg::Close => OnDownstreamFailure::Close,
-    };
-    listener.idle_timeout = cli.idle_timeout;
-    listener.allowed_sources = cli.allowed_sources.clone();
-    listener.frame_deadline = cli.frame_deadline;
-    listener.duplicates = duplicate_window_from_flags(cli);
+/// The flags as the raw form of a config file (values as written, checked later).
+fn raw_from_flags(cli: &Cli) -> RawConfig {
+    let name = |value: &dyn ValueEnumName| value.name();
+    let tls = cli.tls_cert.as_ref().map(|cert| RawListenerTls {
+        cert: Some(cert.clone()),
+        key: cli.tls_key.clone(),
+        client_ca: cli.client_ca.clone(),
+        client_thumbprints: cli
+            .client_thumbprints
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    });
+    let forward_tls = cli.forward_tls.then(|| RawDownstreamTls {
+        ca: cli.forward_ca.clone(),
+        thumbprints: cli
+            .forward_thumbprints
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        sni: cli.forward_sni.clone(),
+        ..RawDownstreamTls::default()
+    });
+    let duration = |text: &str| Some(RawDuration(text.to_owned()));
+    RawConfig {
+        workers: cli.workers.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        pin_workers: Some(!cli.no_pin),
+        driver: Some(name(&cli.driver)),
+        metrics: cli.metrics.map(|addr| addr.to_string()),
+        listener: vec![RawListener {
+            listen: cli.listen.map(|addr| addr.to_string()),
+            ack_mode: Some(name(&cli.ack_mode)),
+            on_downstream_failure: Some(name(&cli.on_downstream_failure)),
+            max_frame_size: Some(RawSize::Text(cli.max_frame_size.clone())),
+            tolerate: cli.tolerate.clone(),
+            idle_timeout: duration(&cli.idle_timeout),
+            frame_deadline: duration(&cli.frame_deadline),
+            allowed_sources: cli
+                .allowed_sources
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            duplicate_window: cli.duplicate_window.as_deref().and_then(duration),
+            tls,
+            ..RawListener::default()
+        }],
+        downstream: vec![RawDownstream {
+            name: Some("downstream".to_owned()),
+            address: cli.forward.clone(),
+            connect_timeout: duration(&cli.connect_timeout),
+            ack_timeout: duration(&cli.ack_timeout),
+            retries: Some(i64::from(cli.retries)),
+            tls: forward_tls,
+            ..RawDownstream::default()
+        }],
+        journal: cli.journal.as_ref().map(|dir| RawJournal {
+            dir: Some(dir.clone()),
+            ..RawJournal::default()
+        }),
+        ..RawConfig::default()
+    }
+}
 
-    let workers = match cli.workers {
-        Some(0) => bail!("--workers must be at least 1"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, usize::from),
-    };
-    Ok(Config {
-        listeners: vec![listener],
-        downstreams: vec![downstream],
-        routes: Vec::new(),
-        default_downstream: Some(0),
-        workers,
-        pin_workers: !cli.no_pin,
-        metrics_addr: cli.metrics,
-        driver: cli.driver.into(),
-        shutdown_grace: config::DEFAULT_SHUTDOWN_GRACE,
-        journal,
-    })
+/// A flag's value as the config file would write it (`io-uring`, `durable`, `nak`).
+trait ValueEnumName {
+    fn name(&self) -> String;
+}
+
+impl<T: ValueEnum> ValueEnumName for T {
+    fn name(&self) -> String {
+        self.to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_owned())
+    }
+}
+
+/// The flag that sets the value a problem's key names (`listener.tolerate[1]` → `--tolerate`),
+/// or the key itself when no flag sets it.
+fn flag_for(key: &str) -> &str {
+    let key = key.split('[').next().unwrap_or(key);
+    FILE_ONLY_FLAGS
+        .iter()
+        .chain(OVERRIDE_FLAGS)
+        .find(|(_, _, file_key)| file_key.trim_matches(['[', ']']) == key)
+        .map_or(key, |(_, flag, _)| flag)
 }
 
 /// Resolves HOST:PORT to its first address.

@@ -10,10 +10,8 @@ use std::time::Duration;
 use mllp::ack::AckPolicy;
 use mllp::frame::Tolerances;
 use netio::runtime::Driver;
-use relay::config::file::{
-    ConfigFileError, Overrides, Problem, Settings, load_config, load_config_unchecked,
-    load_config_with,
-};
+use relay::config::check::{ConfigFileError, Overrides, Problem, Settings};
+use relay::config::load::{load_config, load_config_unchecked, load_config_with};
 use relay::config::{self, AckMode, JournalConfig, OnDownstreamFailure, WhenJournalFull};
 use relay::route::{Pattern, Route, RouteMatch};
 use testkit::TempDir;
@@ -1124,6 +1122,49 @@ fn listen_and_forward_are_required_without_config() {
     assert!(stderr.contains("--forward"), "{stderr}");
 }
 
+/// The flags go through the same checks as a file: every bad value is reported at once, each
+/// under its flag, with the file's limits (exit 2, nothing started).
+#[test]
+fn bad_flags_are_all_reported_under_their_flags() {
+    let refused = testkit::ReservedPort::new();
+    let out = testkit::run(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--forward"])
+            .arg(refused.addr().to_string())
+            .args(["--idle-timeout", "10x", "--max-frame-size", "2GiB"])
+            .args(["--tolerate", "junk", "--retries", "1000", "--workers", "0"])
+            .args([
+                "--tls-cert",
+                "/nonexistent/server.pem",
+                "--tls-key",
+                "server.key",
+            ]),
+        PATIENCE,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for expected in [
+        "error: --idle-timeout: \"10x\" is not a duration",
+        "error: --max-frame-size: 2147483648 bytes: must be between 1 byte and 1GiB",
+        "error: --tolerate: unknown tolerance \"junk\"",
+        "error: --retries: must be between 0 and 100, not 1000",
+        "error: --workers: must be between 1 and 1024, not 0",
+        "error: --tls-cert: cannot read /nonexistent/server.pem",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    assert!(out.stdout.is_empty(), "nothing started");
+    // A size with a unit is read as in a file.
+    let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
+    let running = Process::start(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
+            .args(["--forward", &receiver.local_addr().unwrap().to_string()])
+            .args(["--max-frame-size", "512KiB"]),
+    );
+    assert!(running.line().starts_with("mllp-relay listening on "));
+}
+
 #[test]
 fn a_bad_log_filter_exits_2_and_names_it() {
     let out = testkit::run(
@@ -2215,7 +2256,13 @@ fn the_duplicate_window_flag_is_checked() {
     let dir = TempDir::new("cfg-window-flag");
     let journal = dir.join("journal");
     let journal = journal.to_str().unwrap();
-    for (window, expected) in [("25h", "at most 24h"), ("0s", "more than 0")] {
+    for (window, expected) in [
+        ("25h", "--duplicate-window: \"25h\" is longer than 24h"),
+        (
+            "0s",
+            "--duplicate-window: \"0s\": must be greater than zero",
+        ),
+    ] {
         let (code, stderr) = run(&[
             "--ack-mode",
             "durable",

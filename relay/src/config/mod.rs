@@ -1,8 +1,15 @@
 //! The relay's validated configuration: what the workers run with.
 //!
-//! Every value here has already been checked; building one is the job of the command line
-//! (`main.rs`) and of the TOML loader ([`crate::config_file`]). Defaults are constants with the reason for
-//! their value.
+//! Every value here has already been checked. A configuration comes from a TOML file or from
+//! the command line's flags, in three steps that both take:
+//! 1. [`raw`]: the file as written (serde; unknown keys refused), or the flags in the same form;
+//! 2. [`check`]: every value checked and every problem collected, each named by its key (or
+//!    flag), into [`check::Settings`];
+//! 3. [`load`]: certificates and keys loaded into rustls configurations: a [`Config`].
+//!
+//! `show` writes the summary `check-config` prints. Every key is described in
+//! `docs/configuration.md`; defaults are the constants below, each with the reason for its
+//! value.
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -16,7 +23,10 @@ use netio::runtime::Driver;
 
 use crate::route::{self, Route};
 
-pub mod file;
+pub mod check;
+pub mod load;
+pub mod raw;
+mod show;
 
 /// Default ACK timeout for a downstream: long enough for a busy EHR to commit a message,
 /// short enough that the sender (whose own timeout is typically 10–30 s) hears our AE first.

@@ -1,10 +1,10 @@
 //! Custody: what the relay keeps of a message between the sender's ACK and the receiver's,
 //! in the ACK modes that answer the sender before the receiver has answered.
 //!
-//! - [`local`]: `local` mode's per-worker queue in memory (no durability, losses counted).
-//! - [`journal`]: `durable` mode's per-worker append-only journal (group commit, recovery).
-//! - [`durable`]: `durable` mode's delivery lanes from the journal, and its dead letters.
-//! - [`recovery`]: the journal at start-up (lock, adoption, recovery, duplicate windows).
+//! - `local`: `local` mode's per-worker queue in memory (no durability, losses counted).
+//! - `journal`: `durable` mode's per-worker append-only journal (group commit, recovery).
+//! - `durable`: `durable` mode's delivery lanes from the journal, and its dead letters.
+//! - `recovery`: the journal at start-up (lock, adoption, recovery, duplicate windows).
 //! - [`duplicates`]: the window that answers a resent message instead of queueing it twice.
 //! - [`dead_letters`]: listing and replaying dead letters (`mllp-relay dead-letters`).
 //!
