@@ -21,7 +21,7 @@ use mllp::frame::FramingConfig;
 use netio::connect::ClientTls;
 use netio::runtime::Driver;
 
-use crate::route::{self, Route};
+use crate::route::Route;
 
 pub mod check;
 pub mod load;
@@ -421,14 +421,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// The downstream for `msh` under this configuration's routes (see [`route::pick`]).
-    ///
-    /// # Errors
-    /// The table 0357 code of the refusal, when the message has nowhere to go.
-    pub fn route(&self, msh: &mllp::hl7::Msh<'_>) -> Result<usize, mllp::ack::ErrorCode> {
-        route::pick(&self.routes, self.default_downstream, msh)
     }
 }
 

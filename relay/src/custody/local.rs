@@ -24,6 +24,7 @@ use tracing::{error, warn};
 use crate::config::Config;
 use crate::metrics::Stats;
 use crate::outbound::{Delivery, Timing};
+use crate::route;
 use mllp::ack::expects_accept_ack;
 
 /// Messages a worker may hold for forwarding in `local` mode.
@@ -116,7 +117,8 @@ pub(crate) async fn run(
             let expect_ack = expects_accept_ack(&msh);
             ack.clear();
             // Sessions queue only routable messages, and routing is a pure function of MSH.
-            let Ok(downstream) = config.route(&msh) else {
+            let Ok(downstream) = route::pick(&config.routes, config.default_downstream, &msh)
+            else {
                 queue.busy.set(false);
                 continue;
             };

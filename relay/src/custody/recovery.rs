@@ -14,6 +14,7 @@ use super::durable::Forwarder;
 use super::journal;
 use crate::config::{AckMode, Config, LinkPolicy};
 use crate::metrics::Stats;
+use crate::route;
 
 /// `durable` mode: locks the journal directory, moves the messages of surplus worker journals
 /// to running ones, and recovers each worker's journal (before any connection is accepted),
@@ -50,7 +51,7 @@ pub(crate) fn open_journals(
     let route = |payload: &[u8]| {
         mllp::hl7::Msh::parse(payload)
             .ok()
-            .and_then(|msh| config.route(&msh).ok())
+            .and_then(|msh| route::pick(&config.routes, config.default_downstream, &msh).ok())
     };
     let mut windows = WindowsFromJournal::new(config, windows);
     let mut recovered = Vec::with_capacity(workers);

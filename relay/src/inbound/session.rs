@@ -21,6 +21,7 @@ use crate::custody::duplicates::Seen;
 use crate::custody::journal::{JournalError, Writer};
 use crate::metrics::{ListenerStats, Stats};
 use crate::outbound::Timing;
+use crate::route;
 
 /// Read size for a sender's connection: a few TCP segments. The buffer grows for bigger
 /// frames (up to the frame limit) and is reused for the connection's life.
@@ -338,7 +339,8 @@ impl Session<'_> {
             msh10 = %String::from_utf8_lossy(msh.control_id()),
             "message received"
         );
-        let downstream = match self.inbound.config.route(&msh) {
+        let config = &self.inbound.config;
+        let downstream = match route::pick(&config.routes, config.default_downstream, &msh) {
             Ok(index) => index,
             Err(code) => {
                 Stats::bump(&stats.rejects_unrouted);
