@@ -15,12 +15,16 @@
 //! - **Every wait is bounded** ([`wait::wait_until`], [`wait::PATIENCE`]).
 //!
 //! Modules: [`process`] (child processes), [`net`] (ports and sockets), [`dir`] (scratch
-//! directories), [`wait`] (polling with a deadline), [`interop`] (the third-party HL7 peers), [`pki`] (test certificates).
+//! directories), [`wait`] (polling with a deadline), [`hl7`] (test messages), [`receiver`]
+//! (a programmable MLLP receiver), [`pki`] (test certificates), [`interop`] (the third-party
+//! HL7 peers).
 
 pub mod dir;
+pub mod hl7;
 pub mod interop;
 pub mod net;
 pub mod pki;
+pub mod receiver;
 pub mod process;
 pub mod wait;
 
