@@ -156,6 +156,24 @@ impl ListenerStats {
     }
 }
 
+/// A counter kept both relay-wide (in [`Stats`]) and for the listener concerned (in its
+/// [`ListenerStats`]); [`Stats::count`] moves both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenerCounter {
+    ConnectionsAccepted,
+    ConnectionsRefused,
+    ConnectionsRefusedSource,
+    TlsHandshakeFailures,
+    MessagesIn,
+    BytesIn,
+    BytesOut,
+    RejectsBadHeader,
+    RejectsUnrouted,
+    FramingErrors,
+    IdleTimeouts,
+    FrameDeadlineExpired,
+}
+
 /// The counters of one downstream.
 #[derive(Debug, Default)]
 pub struct DownstreamStats {
@@ -348,6 +366,36 @@ impl Stats {
     /// Downstream `index`'s counters, if it has any (a default `Stats` has none).
     pub fn downstream(&self, index: usize) -> Option<&DownstreamStats> {
         self.downstreams.get(index)
+    }
+
+    /// Adds `n` to `counter`, relay-wide and for `listener`.
+    pub(crate) fn count(&self, listener: &ListenerStats, counter: ListenerCounter, n: usize) {
+        use ListenerCounter as C;
+        let (total, own) = match counter {
+            C::ConnectionsAccepted => (&self.connections_accepted, &listener.connections_accepted),
+            C::ConnectionsRefused => (&self.connections_refused, &listener.connections_refused),
+            C::ConnectionsRefusedSource => (
+                &self.connections_refused_source,
+                &listener.connections_refused_source,
+            ),
+            C::TlsHandshakeFailures => (
+                &self.tls_handshake_failures,
+                &listener.tls_handshake_failures,
+            ),
+            C::MessagesIn => (&self.messages_in, &listener.messages_in),
+            C::BytesIn => (&self.bytes_in, &listener.bytes_in),
+            C::BytesOut => (&self.bytes_out, &listener.bytes_out),
+            C::RejectsBadHeader => (&self.rejects_bad_header, &listener.rejects_bad_header),
+            C::RejectsUnrouted => (&self.rejects_unrouted, &listener.rejects_unrouted),
+            C::FramingErrors => (&self.framing_errors, &listener.framing_errors),
+            C::IdleTimeouts => (&self.idle_timeouts, &listener.idle_timeouts),
+            C::FrameDeadlineExpired => (
+                &self.frame_deadline_expired,
+                &listener.frame_deadline_expired,
+            ),
+        };
+        Self::add(total, n);
+        Self::add(own, n);
     }
 
     /// Counts an ACK with `code` sent to a sender of listener `listener`, relay-wide and for

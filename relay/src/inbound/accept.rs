@@ -11,7 +11,7 @@ use netio::conn::Conn;
 use tracing::{error, warn};
 
 use super::{Inbound, session};
-use crate::metrics::Stats;
+use crate::metrics::ListenerCounter;
 
 /// A connection let in, with its place counted on its listener until it is dropped (run or
 /// not).
@@ -39,20 +39,17 @@ pub(crate) fn admit(
             .iter()
             .any(|net| net.contains(peer.ip()))
     {
-        Stats::bump(&stats.connections_refused_source);
-        Stats::bump(&counters.connections_refused_source);
+        stats.count(counters, ListenerCounter::ConnectionsRefusedSource, 1);
         warn!(listener = %listener.name, %peer, "source address not on the allowlist: connection refused");
         return None;
     }
     if active.get() >= listener.max_connections_per_worker {
-        Stats::bump(&stats.connections_refused);
-        Stats::bump(&counters.connections_refused);
+        stats.count(counters, ListenerCounter::ConnectionsRefused, 1);
         warn!(listener = %listener.name, %peer, limit = listener.max_connections_per_worker, "connection limit reached: connection refused");
         return None;
     }
     let _ = tcp.set_nodelay(true);
-    Stats::bump(&stats.connections_accepted);
-    Stats::bump(&counters.connections_accepted);
+    stats.count(counters, ListenerCounter::ConnectionsAccepted, 1);
     let conn = match &listener.tls {
         None => Conn::plain(tcp, peer),
         Some(tls) => match rustls::ServerConnection::new(tls.current()) {

@@ -19,7 +19,7 @@ use super::answer::{Answer, Refusal};
 use crate::config::{AckMode, ListenerConfig, OnDownstreamFailure, WhenJournalFull};
 use crate::custody::duplicates::Seen;
 use crate::custody::journal::{JournalError, Writer};
-use crate::metrics::{ListenerStats, Stats};
+use crate::metrics::{ListenerCounter, ListenerStats, Stats};
 use crate::outbound::Timing;
 use crate::route;
 
@@ -72,8 +72,7 @@ pub(super) async fn run(mut conn: Conn, index: usize, inbound: &Inbound) {
                 debug!(listener = %listener.name, %peer, "closed by the peer before the TLS handshake began");
                 return;
             }
-            Stats::bump(&stats.tls_handshake_failures);
-            Stats::bump(&counters.tls_handshake_failures);
+            stats.count(counters, ListenerCounter::TlsHandshakeFailures, 1);
             if let ConnError::Tls(tls_error) = &error {
                 // Reasons rustls decides before our verifier runs (no certificate at all).
                 listener.tls_rejections.note_handshake_error(tls_error);
@@ -114,8 +113,7 @@ pub(super) async fn run(mut conn: Conn, index: usize, inbound: &Inbound) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(error) => {
-                    Stats::bump(&stats.framing_errors);
-                    Stats::bump(&counters.framing_errors);
+                    stats.count(counters, ListenerCounter::FramingErrors, 1);
                     warn!(listener = %listener.name, %peer, %error, "framing error; connection closed");
                     conn.close().await;
                     return;
@@ -134,8 +132,7 @@ pub(super) async fn run(mut conn: Conn, index: usize, inbound: &Inbound) {
                         warn!(%peer, %error, "writing the ACK failed; connection closed");
                         return;
                     }
-                    Stats::add(&stats.bytes_out, reply.len());
-                    Stats::add(&counters.bytes_out, reply.len());
+                    stats.count(counters, ListenerCounter::BytesOut, reply.len());
                     stats.latency_total.record(started.elapsed());
                     if let Some(timing) = session.timing.written {
                         stats
@@ -197,13 +194,11 @@ pub(super) async fn run(mut conn: Conn, index: usize, inbound: &Inbound) {
         };
         match result {
             Ok(n) => {
-                Stats::add(&stats.bytes_in, n);
-                Stats::add(&counters.bytes_in, n);
+                stats.count(counters, ListenerCounter::BytesIn, n);
             }
             Err(ConnError::Closed) => {
                 if let Err(error) = session.deframer.finish() {
-                    Stats::bump(&stats.framing_errors);
-                    Stats::bump(&counters.framing_errors);
+                    stats.count(counters, ListenerCounter::FramingErrors, 1);
                     warn!(%peer, %error, "sender closed the connection mid-frame");
                 } else {
                     debug!(%peer, "sender closed the connection");
@@ -214,12 +209,10 @@ pub(super) async fn run(mut conn: Conn, index: usize, inbound: &Inbound) {
                 if frame_started
                     .is_some_and(|(_, at)| Instant::now() >= at + listener.frame_deadline)
                 {
-                    Stats::bump(&stats.frame_deadline_expired);
-                    Stats::bump(&counters.frame_deadline_expired);
+                    stats.count(counters, ListenerCounter::FrameDeadlineExpired, 1);
                     warn!(%peer, deadline = ?listener.frame_deadline, "frame not completed within the frame deadline; connection closed");
                 } else {
-                    Stats::bump(&stats.idle_timeouts);
-                    Stats::bump(&counters.idle_timeouts);
+                    stats.count(counters, ListenerCounter::IdleTimeouts, 1);
                     info!(%peer, idle = ?listener.idle_timeout, "idle timeout; connection closed");
                 }
                 conn.close().await;
@@ -312,8 +305,7 @@ impl Session<'_> {
     /// Delivers one message and prepares the sender's answer.
     async fn handle(&mut self, payload: &[u8]) -> Reply {
         let stats = &self.inbound.stats;
-        Stats::bump(&stats.messages_in);
-        Stats::bump(&self.counters.messages_in);
+        stats.count(self.counters, ListenerCounter::MessagesIn, 1);
         self.answer.bytes.clear();
         self.ack.clear();
         self.timing = Timing::default();
@@ -321,8 +313,7 @@ impl Session<'_> {
         let msh = match Msh::parse(payload) {
             Ok(msh) => msh,
             Err(error) => {
-                Stats::bump(&stats.rejects_bad_header);
-                Stats::bump(&self.counters.rejects_bad_header);
+                stats.count(self.counters, ListenerCounter::RejectsBadHeader, 1);
                 warn!(%error, "message without a readable MSH: rejected with AR, not forwarded");
                 let text = format!("message rejected: {error}");
                 let refusal = Refusal {
@@ -343,8 +334,7 @@ impl Session<'_> {
         let downstream = match route::pick(&config.routes, config.default_downstream, &msh) {
             Ok(index) => index,
             Err(code) => {
-                Stats::bump(&stats.rejects_unrouted);
-                Stats::bump(&self.counters.rejects_unrouted);
+                stats.count(self.counters, ListenerCounter::RejectsUnrouted, 1);
                 warn!(
                     msh3 = %String::from_utf8_lossy(msh.raw_field(3)),
                     msh9 = %String::from_utf8_lossy(msh.raw_field(9)),
