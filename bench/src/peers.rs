@@ -665,6 +665,8 @@ fn openssl_version(text: &str) -> Option<String> {
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6, TcpListener};
 
+    use testkit::{Process, Signal, TempDir};
+
     use super::*;
 
     fn tls() -> PeerTls {
@@ -850,7 +852,8 @@ mod tests {
 
     #[test]
     fn prepare_writes_private_files_and_launch_arguments() {
-        let dir = scratch_dir("prepare");
+        let scratch = private_scratch("peers-prepare");
+        let dir = scratch.path();
         let chain = dir.join("chain.pem");
         let key = dir.join("key.pem");
         fs::write(
@@ -873,7 +876,7 @@ mod tests {
         let launch = prepare(
             PeerKind::Haproxy,
             Path::new("/usr/sbin/haproxy"),
-            &dir,
+            dir,
             &tls,
             listen,
             forward,
@@ -896,7 +899,7 @@ mod tests {
         let launch = prepare(
             PeerKind::Stunnel,
             Path::new("/usr/bin/stunnel4"),
-            &dir,
+            dir,
             &tls,
             listen,
             forward,
@@ -920,8 +923,6 @@ mod tests {
         );
         let direct = launch.command::<&str>(&[]).unwrap();
         assert_eq!(direct.get_program(), launch.program.as_os_str());
-
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -962,18 +963,12 @@ mod tests {
             PathBuf::from,
         );
         assert!(loadgen.is_file(), "build {} first", loadgen.display());
-        let dir = scratch_dir("e2e");
-        let (tls, ca) = test_pki(&dir);
-        let mut sink = Command::new(&loadgen)
-            .args(["sink", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        // Keep reading the sink's stdout to the end: it prints a summary when it stops.
-        let mut sink_out = io::BufReader::new(sink.stdout.take().unwrap());
-        let mut line = String::new();
-        io::BufRead::read_line(&mut sink_out, &mut line).unwrap();
+        let scratch = private_scratch("peers-e2e");
+        let dir = scratch.path();
+        let (tls, ca) = test_pki(dir);
+        let mut sink =
+            Process::start(Command::new(&loadgen).args(["sink", "--listen", "127.0.0.1:0"]));
+        let line = sink.line();
         let sink_addr: SocketAddr = line
             .split_whitespace()
             .find_map(|word| word.parse().ok())
@@ -992,11 +987,11 @@ mod tests {
             fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o700)).unwrap();
             let listen = free_port();
             let launch = prepare(kind, &binary, &run_dir, &tls, listen, sink_addr, 1024).unwrap();
-            let mut peer = launch.command::<&str>(&[]).unwrap().spawn().unwrap();
+            let mut peer = Process::start(&mut launch.command::<&str>(&[]).unwrap());
             let started = std::time::Instant::now();
             while !listening(listen).unwrap() {
                 assert!(
-                    peer.try_wait().unwrap().is_none(),
+                    peer.alive(),
                     "{kind} exited: {}",
                     fs::read_to_string(&launch.log_file).unwrap_or_default()
                 );
@@ -1005,18 +1000,19 @@ mod tests {
             }
             for connections in [32, 1024] {
                 let json = run_dir.join(format!("c{connections}.json"));
-                let status = Command::new(&loadgen)
-                    .arg("send")
-                    .arg("--target")
-                    .arg(listen.to_string())
-                    .args(["--tls", "--sni", "localhost", "--ca"])
-                    .arg(&ca)
-                    .args(["--connections", &connections.to_string()])
-                    .args(["--duration", "3s", "--quiet", "--json"])
-                    .arg(&json)
-                    .stdout(Stdio::null())
-                    .status()
-                    .unwrap();
+                let status = testkit::run(
+                    Command::new(&loadgen)
+                        .arg("send")
+                        .arg("--target")
+                        .arg(listen.to_string())
+                        .args(["--tls", "--sni", "localhost", "--ca"])
+                        .arg(&ca)
+                        .args(["--connections", &connections.to_string()])
+                        .args(["--duration", "3s", "--quiet", "--json"])
+                        .arg(&json),
+                    std::time::Duration::from_secs(60),
+                )
+                .status;
                 let report = fs::read_to_string(&json).unwrap();
                 let sent = json_number(&report, "sent");
                 let acked = json_number(&report, "acked");
@@ -1030,18 +1026,11 @@ mod tests {
                 assert!(report.contains("\"errors\": {}"), "{kind}: {report}");
             }
 
-            // SIGTERM (std's `kill` sends SIGKILL, which proves nothing) and wait.
-            let family = descendants(peer.id());
-            let kill = Command::new("kill")
-                .args(["-TERM", &peer.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(kill.success());
-            let started = std::time::Instant::now();
-            while peer.try_wait().unwrap().is_none() {
-                assert!(started.elapsed().as_secs() < 10, "{kind} ignored SIGTERM");
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
+            // SIGTERM (a kill would prove nothing) and wait; a peer that ignores it fails the
+            // wait, killed then.
+            let family = descendants(peer.pid());
+            peer.signal(Signal::TERM);
+            peer.wait_within(std::time::Duration::from_secs(10));
             std::thread::sleep(std::time::Duration::from_millis(200));
             for pid in &family {
                 assert!(!alive(*pid), "{kind}: child {pid} outlived SIGTERM");
@@ -1058,19 +1047,12 @@ mod tests {
                 log.lines().take(3).collect::<Vec<_>>()
             );
         }
-        let _ = Command::new("kill")
-            .args(["-INT", &sink.id().to_string()])
-            .status();
-        let _ = sink.wait();
-        let mut summary = String::new();
-        io::Read::read_to_string(&mut sink_out, &mut summary).unwrap();
-        eprintln!("sink: {}", summary.trim());
+        sink.stop(Signal::INT);
+        eprintln!("sink: {}", sink.rest_of_stdout().trim());
         assert!(ran > 0, "no peer installed: run scripts/install-peers.sh");
         // MLLP_BENCH_PEERS_KEEP=1 keeps the configurations, logs and certificates for a look.
         if std::env::var_os("MLLP_BENCH_PEERS_KEEP").is_some_and(|v| v == "1") {
-            eprintln!("kept {}", dir.display());
-        } else {
-            fs::remove_dir_all(&dir).unwrap();
+            eprintln!("kept {}", scratch.keep().display());
         }
     }
 
@@ -1210,20 +1192,11 @@ mod tests {
         })
     }
 
-    /// A fresh private directory under the system temporary directory.
-    fn scratch_dir(what: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "mllp-bench-peers-{what}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let dir = PathBuf::from(dir.to_string_lossy().replace(
-            |c: char| !(c.is_ascii_alphanumeric() || "/-_.".contains(c)),
-            "",
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    /// A fresh scratch directory only its owner may enter (the peers refuse keys others can
+    /// read).
+    fn private_scratch(tag: &str) -> TempDir {
+        let dir = TempDir::new(tag);
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
         dir
     }
 }

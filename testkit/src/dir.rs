@@ -40,17 +40,29 @@ impl TempDir {
         &self.path
     }
 
+    /// Keeps the directory after all (for a look once the test is over) and returns its path.
+    pub fn keep(self) -> PathBuf {
+        let path = self.path.clone();
+        std::mem::forget(self);
+        path
+    }
+
     /// `name` inside the directory (not created).
     pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
         self.path.join(name)
     }
 
-    /// Writes `contents` to `name` inside the directory and returns its path.
+    /// Writes `contents` to `name` inside the directory (`name` may hold sub-directories,
+    /// created as needed) and returns its path.
     ///
     /// # Panics
     /// When the file cannot be written.
     pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let path = self.path.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
+        }
         std::fs::write(&path, contents)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         path

@@ -268,7 +268,6 @@ fn io_error(path: &Path) -> impl Fn(io::Error) -> SourceError + '_ {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     use mllp::FrameError;
     use mllp::hl7::Msh;
@@ -276,38 +275,7 @@ mod tests {
     use super::*;
     use crate::source::test_util::{TS, assert_round_trip, assert_same_except_stamps, stamped};
     use crate::source::{RunTag, control_id, parse_control_id};
-
-    /// A folder under the system temporary directory, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            static COUNT: AtomicU64 = AtomicU64::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "loadgen-source-{name}-{}-{}",
-                std::process::id(),
-                COUNT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).expect("create temporary folder");
-            Self(path)
-        }
-
-        fn write(&self, relative: &str, bytes: &[u8]) -> PathBuf {
-            let path = self.0.join(relative);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).expect("create folder");
-            }
-            fs::write(&path, bytes).expect("write file");
-            path
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use testkit::TempDir;
 
     const M1: &[u8] = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5\rPID|1\r";
     const M2: &[u8] = b"MSH|^~\\&|A|B|C|D|20240102||ADT^A08|2|P|2.5\rPID|2\rNK1|1\r";
@@ -318,7 +286,7 @@ mod tests {
 
     #[test]
     fn single_message_file() {
-        let dir = TempDir::new("single");
+        let dir = TempDir::new("corpus-single");
         let path = dir.write("one.hl7", M1);
         let messages = load_file(&path, CorpusOptions::default()).unwrap();
         assert_eq!(origins(&messages), [path.display().to_string()]);
@@ -327,7 +295,7 @@ mod tests {
 
     #[test]
     fn file_without_msh_is_an_error_naming_it() {
-        let dir = TempDir::new("nomsh");
+        let dir = TempDir::new("corpus-nomsh");
         for (name, bytes) in [
             ("notes.hl7", &b"PID|1\rMSH|^~\\&\r"[..]),
             ("empty.hl7", b""),
@@ -345,7 +313,7 @@ mod tests {
                 format!("{}: no MSH segment at the start", path.display())
             );
         }
-        let missing = dir.0.join("missing.hl7");
+        let missing = dir.path().join("missing.hl7");
         let error = load_file(&missing, CorpusOptions::default()).unwrap_err();
         assert!(matches!(error, SourceError::Io { .. }));
         assert!(
@@ -359,7 +327,7 @@ mod tests {
     #[test]
     fn lf_file_is_split_with_and_without_normalisation() {
         let file = b"\xEF\xBB\xBF\nMSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5\nPID|1\nOBX|1|TX|||line 1\nline 2\n\nMSH|^~\\&|A|B|C|D|20240102||ADT^A08|2|P|2.5\r\nPID|2\r\n";
-        let dir = TempDir::new("lf");
+        let dir = TempDir::new("corpus-lf");
         let path = dir.write("lf.txt", file);
         let shown = path.display().to_string();
 
@@ -405,7 +373,7 @@ mod tests {
             file.extend_from_slice(message);
             file.extend_from_slice(trailer);
         }
-        let dir = TempDir::new("framed");
+        let dir = TempDir::new("corpus-framed");
         let path = dir.write("capture.mllp", &file);
         let messages = load_file(&path, CorpusOptions::default()).unwrap();
         assert_eq!(messages.len(), 3);
@@ -467,7 +435,7 @@ mod tests {
             b"BTS|1\rFTS|2\r",
         ]
         .concat();
-        let dir = TempDir::new("batch");
+        let dir = TempDir::new("corpus-batch");
         let path = dir.write("batch.hl7", &file);
         let messages = load_file(&path, CorpusOptions::default()).unwrap();
         assert_eq!(messages.len(), 3);
@@ -507,19 +475,19 @@ mod tests {
 
     #[test]
     fn corpus_folder_is_walked_in_order() {
-        let dir = TempDir::new("corpus");
+        let dir = TempDir::new("corpus-corpus");
         dir.write("b.hl7", M2);
         dir.write("a.hl7", M1);
         dir.write("sub/deeper/c.txt", M1);
-        dir.write("sub/b.hl7", &[M1, M2].concat());
+        dir.write("sub/b.hl7", [M1, M2].concat());
         dir.write(".hidden.hl7", b"not a message");
         dir.write(".git/objects/x", b"not a message");
         dir.write("README.md", b"# not a message");
         dir.write("MANIFEST", b"not a message");
         dir.write("sub/LICENSE.txt", b"not a message");
         dir.write("sub/notes.MD", b"not a message");
-        let messages = load_corpus(&dir.0, CorpusOptions::default()).unwrap();
-        let root = dir.0.display().to_string();
+        let messages = load_corpus(dir.path(), CorpusOptions::default()).unwrap();
+        let root = dir.path().display().to_string();
         assert_eq!(
             origins(&messages),
             [
@@ -531,23 +499,23 @@ mod tests {
             ]
         );
         // A file path loads that file.
-        let single = load_corpus(&dir.0.join("b.hl7"), CorpusOptions::default()).unwrap();
+        let single = load_corpus(&dir.join("b.hl7"), CorpusOptions::default()).unwrap();
         assert_eq!(origins(&single), [format!("{root}/b.hl7")]);
 
         // One bad file fails the corpus, naming the file.
         dir.write("sub/zz.hl7", b"garbage");
-        let error = load_corpus(&dir.0, CorpusOptions::default()).unwrap_err();
+        let error = load_corpus(dir.path(), CorpusOptions::default()).unwrap_err();
         assert!(error.to_string().contains("zz.hl7"), "{error}");
 
-        let empty = TempDir::new("empty");
+        let empty = TempDir::new("corpus-empty");
         empty.write("README", b"nothing here");
         empty.write(".keep", b"");
-        let error = load_corpus(&empty.0, CorpusOptions::default()).unwrap_err();
+        let error = load_corpus(empty.path(), CorpusOptions::default()).unwrap_err();
         assert!(
             matches!(error, SourceError::EmptyCorpus { .. }),
             "{error:?}"
         );
-        let error = load_corpus(&empty.0.join("nope"), CorpusOptions::default()).unwrap_err();
+        let error = load_corpus(&empty.join("nope"), CorpusOptions::default()).unwrap_err();
         assert!(matches!(error, SourceError::Io { .. }), "{error:?}");
     }
 

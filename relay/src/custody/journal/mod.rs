@@ -1639,8 +1639,7 @@ mod tests {
 
     #[test]
     fn direct_commits_land_where_they_are_written_and_read_back_through_the_cache() {
-        let dir = std::env::temp_dir().join(format!("mllp-direct-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let dir = testkit::TempDir::new("journal-direct");
         let path = dir.join("segment");
         fs::write(&path, vec![0u8; 64 * 1024]).unwrap();
         // io_uring where the kernel has it, as on a worker.
@@ -1684,7 +1683,6 @@ mod tests {
             }
             Some((position, fs::read(&path).unwrap()))
         });
-        fs::remove_dir_all(&dir).unwrap();
         let Some((end, bytes)) = read_back else {
             return;
         };
@@ -1702,9 +1700,9 @@ mod tests {
     fn a_new_segment_never_takes_the_name_of_one_found_at_start_up() {
         // Segment 10 was begun when only delivered records had been written since segment 9
         // (so named one past it) and then took messages 3 and 4.
-        let root = std::env::temp_dir().join(format!("mllp-names-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        let dir = worker_dir(&root, 0);
+        let tmp = testkit::TempDir::new("journal-names");
+        let root = tmp.path();
+        let dir = worker_dir(root, 0);
         fs::create_dir_all(&dir).unwrap();
         let mut bytes = messages([(3, 20), (4, 20)]);
         record::stamp(&mut bytes, Stamp::Segment(10));
@@ -1712,15 +1710,13 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         let stats = Stats::new(["in"], ["out"]);
         let mut found = 0;
-        let mut recovered =
-            recover(&root, 0, &|_| Some(0), &mut |_, _| found += 1, &stats).unwrap();
+        let mut recovered = recover(root, 0, &|_| Some(0), &mut |_, _| found += 1, &stats).unwrap();
         assert_eq!(found, 2);
         assert_eq!(recovered.undelivered(), 2);
         assert_eq!(recovered.next_seq, 11);
         recovered.begin_segment().unwrap();
         assert_eq!(fs::read(&path).unwrap(), bytes, "segment 10 is untouched");
         assert!(dir.join(segment_name(11)).exists());
-        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

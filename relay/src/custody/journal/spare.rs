@@ -337,23 +337,16 @@ fn lowest_priority() {
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+    use testkit::TempDir;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("mllp-spare-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    /// Waits for the spare being prepared, then removes the test directory.
-    fn cleanup(mut spare: Spare, dir: &Path) {
+    /// Waits for the spare being prepared (before the test's directory goes).
+    fn cleanup(mut spare: Spare) {
         for preparation in [spare.zero_filled.take(), spare.reused.take()]
             .into_iter()
             .flatten()
         {
             let _ = preparation.answer.recv();
         }
-        fs::remove_dir_all(dir).unwrap();
     }
 
     /// Asks for the spare as `target` until it is no longer "not ready" (bounded).
@@ -371,12 +364,13 @@ mod tests {
 
     #[test]
     fn a_spare_is_a_zero_filled_file_renamed_into_place_and_the_next_is_prepared() {
-        let dir = temp_dir("ready");
+        let tmp = TempDir::new("spare-ready");
+        let dir = tmp.path();
         // A half-written spare from a crashed run is not reused.
         let left_over = dir.join(format!("next-segment-1-7{SPARE_SUFFIX}"));
         fs::write(&left_over, b"left over").unwrap();
         let size = 3 * CHUNK as u64 + 5;
-        let mut spare = Spare::new(&dir, size);
+        let mut spare = Spare::new(dir, size);
         let first = dir.join("00000000000000000001.log");
         let Taken::Ready(file, false) = take_within(&mut spare, &first) else {
             panic!("the spare gets ready");
@@ -395,14 +389,15 @@ mod tests {
             bytes,
             "the first segment is untouched"
         );
-        cleanup(spare, &dir);
+        cleanup(spare);
     }
 
     #[test]
     fn a_journal_that_goes_away_stops_its_preparation_and_leaves_no_file() {
-        let dir = temp_dir("abandoned");
+        let tmp = TempDir::new("spare-abandoned");
+        let dir = tmp.path();
         // Large enough to be mid-way (paced) when the journal goes away.
-        let spare = Spare::new(&dir, 64 * CHUNK as u64);
+        let spare = Spare::new(dir, 64 * CHUNK as u64);
         let (path, preparing) = {
             let mut spare = spare;
             let taken = spare.zero_filled.take().unwrap();
@@ -414,13 +409,13 @@ mod tests {
             .expect("the thread answers");
         assert!(outcome.is_err(), "stopped, not finished");
         assert!(!path.exists());
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_spare_never_replaces_an_existing_segment() {
-        let dir = temp_dir("noreplace");
-        let mut spare = Spare::new(&dir, 4096);
+        let tmp = TempDir::new("spare-noreplace");
+        let dir = tmp.path();
+        let mut spare = Spare::new(dir, 4096);
         let existing = dir.join("00000000000000000001.log");
         fs::write(&existing, b"records").unwrap();
         assert!(matches!(
@@ -428,13 +423,14 @@ mod tests {
             Taken::Failed(_)
         ));
         assert_eq!(fs::read(&existing).unwrap(), b"records");
-        cleanup(spare, &dir);
+        cleanup(spare);
     }
 
     #[test]
     fn a_spare_that_cannot_be_put_in_place_is_a_failure_and_the_next_is_prepared() {
-        let dir = temp_dir("fails");
-        let mut spare = Spare::new(&dir, 4096);
+        let tmp = TempDir::new("spare-fails");
+        let dir = tmp.path();
+        let mut spare = Spare::new(dir, 4096);
         let nowhere = dir.join("missing").join("00000000000000000001.log");
         assert!(matches!(
             take_within(&mut spare, &nowhere),
@@ -444,14 +440,15 @@ mod tests {
         assert!(spare.take_as(&nowhere).is_none());
         let target = dir.join("00000000000000000002.log");
         assert!(matches!(take_within(&mut spare, &target), Taken::Ready(..)));
-        cleanup(spare, &dir);
+        cleanup(spare);
     }
 
     #[test]
     fn a_delivered_segment_is_reused_before_a_zero_filled_spare_and_cut_to_size() {
-        let dir = temp_dir("reuse");
+        let tmp = TempDir::new("spare-reuse");
+        let dir = tmp.path();
         let size = 2 * CHUNK as u64;
-        let mut spare = Spare::new(&dir, size);
+        let mut spare = Spare::new(dir, size);
         // Wait for the zero-filled spare, so that the reused one is preferred over a ready one.
         let deadline = Instant::now() + Duration::from_secs(20);
         while !spare.is_ready() && Instant::now() < deadline {
@@ -500,6 +497,6 @@ mod tests {
         ));
         assert!(fs::read(&after).unwrap().iter().all(|&b| b == 0));
         // Only the segments and the next zero-filled spare are left.
-        cleanup(spare, &dir);
+        cleanup(spare);
     }
 }
