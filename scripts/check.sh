@@ -11,7 +11,7 @@ quick=false
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# Third-party HL7 peers for relay/tests/interop.rs, when scripts/interop-setup.sh installed them
+# Third-party HL7 peers for the relay's and the load generator's interop tests, when scripts/interop-setup.sh installed them
 # (CI does; without them those tests say so and pass).
 if [[ -z "${MLLP_INTEROP_PYTHON:-}" && -x target/interop-venv/bin/python ]]; then
     export MLLP_INTEROP_PYTHON="$PWD/target/interop-venv/bin/python"

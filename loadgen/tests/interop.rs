@@ -5,7 +5,7 @@
 //! MSH-10, and each server must report having received exactly the messages the generator
 //! counted.
 //!
-//! The peers come from PyPI (`scripts/interop-setup.sh`); see `relay/tests/support/peers.rs`.
+//! The peers come from PyPI (`scripts/interop-setup.sh`); see `testkit::interop`.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::{Read, Write};

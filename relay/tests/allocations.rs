@@ -8,20 +8,19 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use mllp::ack::{AckCode, AckParams, write_ack};
 use mllp::frame::{Deframer, FramingConfig};
-use mllp::hl7::Msh;
 use netio::runtime::Driver;
 use netio::tls::{ReloadableServerConfig, ServerTlsSettings, TlsRejections};
 use relay::config::{Config, DownstreamConfig, ListenerConfig};
-
+use testkit::hl7::oru;
 use testkit::pki;
+use testkit::receiver::{Behaviour, Options, Receiver};
 
 struct Counting;
 
@@ -30,6 +29,11 @@ static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 thread_local! {
     /// Set on the test's own threads (sender, receiver): their allocations are not the relay's.
     static NOT_COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Exempts the calling thread from the count (the test's own threads, the receiver's).
+fn mark_thread_uncounted() {
+    NOT_COUNTED.with(|c| c.set(true));
 }
 
 fn count() {
@@ -66,57 +70,15 @@ static GLOBAL: Counting = Counting;
 const WARM_UP: usize = 300;
 const COUNTED: usize = 3000;
 
-fn message(n: usize) -> Vec<u8> {
-    format!(
-        "MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20261206103000||ORU^R01^ORU_R01|MSG-{n:08}|P|2.5.1\r\
-PID|1||12345^^^HOSP^MR||DOE^JANE\rOBX|1|NM|GLU^Glucose||5.4|mmol/L\r"
+/// A receiver that ACKs every message AA, on uncounted threads.
+fn start_receiver() -> Receiver {
+    Receiver::with(
+        Behaviour::Ack,
+        Options {
+            thread_init: Some(mark_thread_uncounted),
+            ..Options::default()
+        },
     )
-    .into_bytes()
-}
-
-/// A receiver that ACKs every message AA, on an uncounted thread.
-fn start_receiver() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        NOT_COUNTED.with(|c| c.set(true));
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            thread::spawn(move || {
-                NOT_COUNTED.with(|c| c.set(true));
-                answer_each(stream);
-            });
-        }
-    });
-    addr
-}
-
-fn answer_each(mut stream: TcpStream) {
-    let mut deframer = Deframer::new(FramingConfig::MLLP);
-    let (mut buf, mut chunk) = (Vec::new(), [0u8; 8192]);
-    loop {
-        while let Ok(Some(frame)) = deframer.decode(&buf) {
-            let payload = frame.payload(&buf);
-            let msh = Msh::parse(payload).unwrap();
-            let mut ack = Vec::new();
-            write_ack(
-                &msh,
-                AckCode::AA,
-                &AckParams::new(b"20261206103001", b"SINK"),
-                &mut ack,
-            );
-            let mut framed = Vec::new();
-            FramingConfig::MLLP.encode(&ack, &mut framed).unwrap();
-            if stream.write_all(&framed).is_err() {
-                return;
-            }
-        }
-        deframer.compact(&mut buf);
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
 }
 
 fn config(receiver: SocketAddr, tls: Option<&pki::Pki>) -> Config {
@@ -155,11 +117,11 @@ fn allocations_while_relaying(tls: Option<&pki::Pki>) -> u64 {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let receiver = start_receiver();
-    let relay = relay::start(config(receiver, tls)).unwrap();
+    let relay = relay::start(config(receiver.addr(), tls)).unwrap();
     let addr = relay.listen_addr();
     let client_config = tls.map(|pki| pki.client(&[&rustls::version::TLS13], None));
     let counted = thread::spawn(move || {
-        NOT_COUNTED.with(|c| c.set(true));
+        mark_thread_uncounted();
         let tcp = TcpStream::connect(addr).unwrap();
         tcp.set_nodelay(true).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -176,7 +138,7 @@ fn allocations_while_relaying(tls: Option<&pki::Pki>) -> u64 {
         let mut round_trip = |n: usize| {
             let mut framed = Vec::new();
             FramingConfig::MLLP
-                .encode(&message(n), &mut framed)
+                .encode(&oru(&format!("MSG-{n:08}")), &mut framed)
                 .unwrap();
             io.write_all(&framed).unwrap();
             io.flush().unwrap();
@@ -227,7 +189,7 @@ const RUSTLS_PER_MESSAGE: u64 = 2;
 
 #[test]
 fn relaying_plain_messages_allocates_nothing_per_message() {
-    NOT_COUNTED.with(|c| c.set(true));
+    mark_thread_uncounted();
     let allocations = allocations_while_relaying(None);
     println!("plain: {allocations} allocations for {COUNTED} messages");
     assert!(
@@ -238,7 +200,7 @@ fn relaying_plain_messages_allocates_nothing_per_message() {
 
 #[test]
 fn relaying_tls_messages_allocates_only_rustls_records() {
-    NOT_COUNTED.with(|c| c.set(true));
+    mark_thread_uncounted();
     let pki = pki::Pki::new("allocations");
     let allocations = allocations_while_relaying(Some(&pki));
     println!("TLS: {allocations} allocations for {COUNTED} messages");

@@ -56,6 +56,9 @@ mod tests {
         assert!(expects_accept_ack(&msh));
         assert_eq!(control_id(b"not HL7"), None);
         let frame = framed(&original);
-        assert_eq!((frame[0], &frame[frame.len() - 2..]), (0x0B, &[0x1C, 0x0D][..]));
+        assert_eq!(
+            (frame[0], &frame[frame.len() - 2..]),
+            (0x0B, &[0x1C, 0x0D][..])
+        );
     }
 }

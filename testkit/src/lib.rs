@@ -24,8 +24,8 @@ pub mod hl7;
 pub mod interop;
 pub mod net;
 pub mod pki;
-pub mod receiver;
 pub mod process;
+pub mod receiver;
 pub mod wait;
 
 pub use dir::TempDir;

@@ -206,7 +206,9 @@ impl Receiver {
         self.shared.up.store(false, Ordering::SeqCst);
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
         if let Some(acceptor) = self.acceptor.take() {
-            acceptor.join().expect("the receiver's accept loop panicked");
+            acceptor
+                .join()
+                .expect("the receiver's accept loop panicked");
         }
         for stream in lock(&self.shared.open).drain(..) {
             // SO_LINGER 0: the close that follows sends RST, as a crashed host's kernel would.
@@ -343,6 +345,26 @@ fn record<'p>(shared: &Shared, payload: &'p [u8]) -> Option<Msh<'p>> {
     msh
 }
 
+/// The ACK a receiver sends for `message` with `code` (what a test compares the relay's
+/// pass-through answer with, byte for byte).
+///
+/// # Panics
+/// When `message` has no readable MSH.
+pub fn ack_for(message: &[u8], code: AckCode) -> Vec<u8> {
+    let msh = Msh::parse(message).expect("a message with a readable MSH");
+    ack(&msh, code)
+}
+
+fn ack(msh: &Msh<'_>, code: AckCode) -> Vec<u8> {
+    let params = AckParams {
+        text: Some(b"receiver"),
+        ..AckParams::new(b"20261122103001", b"RECEIVER")
+    };
+    let mut out = Vec::new();
+    write_ack(msh, code, &params, &mut out);
+    out
+}
+
 /// The ACK payload for `msh` under `behaviour`, or `None` when nothing is sent.
 fn answer(shared: &Shared, msh: &Msh<'_>, behaviour: Behaviour) -> Option<Vec<u8>> {
     let code = match behaviour {
@@ -358,12 +380,7 @@ fn answer(shared: &Shared, msh: &Msh<'_>, behaviour: Behaviour) -> Option<Vec<u8
             AckCode::for_outcome(AckMode::of(msh), outcome)
         }
     };
-    let params = AckParams {
-        text: Some(b"receiver"),
-        ..AckParams::new(b"20261122103001", b"RECEIVER")
-    };
-    let mut out = Vec::new();
-    write_ack(msh, code, &params, &mut out);
+    let mut out = ack(msh, code);
     if behaviour == Behaviour::WrongControlId {
         let text = String::from_utf8_lossy(&out).into_owned();
         let original = String::from_utf8_lossy(msh.control_id()).into_owned();
@@ -433,7 +450,9 @@ mod tests {
         let ack = exchange(receiver.addr(), &hl7::oru_enhanced("R-2")).unwrap();
         assert_eq!(code_and_id(&ack).0, AckCode::CA);
 
-        receiver.set_nak(Arc::new(|id: &str| (id == "R-3").then_some(Outcome::Rejected)));
+        receiver.set_nak(Arc::new(|id: &str| {
+            (id == "R-3").then_some(Outcome::Rejected)
+        }));
         let ack = exchange(receiver.addr(), &hl7::oru("R-3")).unwrap();
         assert_eq!(code_and_id(&ack).0, AckCode::AR);
 
@@ -446,11 +465,17 @@ mod tests {
 
         receiver.set_behaviour(Behaviour::SloppyPieces);
         let ack = exchange(receiver.addr(), &hl7::oru("R-6")).unwrap();
-        assert!(ack.ends_with(b"MSA|AA|R-6|receiver"), "no CR after the last segment");
+        assert!(
+            ack.ends_with(b"MSA|AA|R-6|receiver"),
+            "no CR after the last segment"
+        );
 
         let received = receiver.received();
         assert_eq!(received.frames(), 6);
-        assert_eq!(received.counts["R-5"], 1, "recorded although never answered");
+        assert_eq!(
+            received.counts["R-5"], 1,
+            "recorded although never answered"
+        );
         assert_eq!(receiver.connections(), 6);
         assert_eq!(receiver.missing(&["R-1".into(), "R-9".into()]), 1);
     }

@@ -1,10 +1,10 @@
 //! The relay as a queue, Jepsen style: the real `mllp-relay` binary under faults (kill -9,
 //! receiver killed, NAKing, slow, failing fdatasync or pwrite, torn journal tail), with every
-//! message's fate classified. The invariants, in every case: nothing that got AA/CA is lost, nothing is
-//! delivered that was never sent, every ACK names its message; duplicates are counted, and
-//! bounded where crashes cause them.
+//! message's fate classified. The invariants, in every case: nothing that got AA/CA is lost,
+//! nothing is delivered that was never sent, every ACK names its message; duplicates are
+//! counted, and bounded where crashes cause them.
 //!
-//! Run with the table: `cargo test -p relay --test durable -- --nocapture` (set
+//! Run with the table: `cargo test -p relay --test e2e faults:: -- --nocapture` (set
 //! `MLLP_FAULT_TABLE=FILE` to append the rows to a markdown file as well). The two libfiu
 //! tests need `fiu-run`/`fiu-ctrl` (Debian: fiu-utils); without them they say so and pass,
 //! unless `MLLP_FAULTS_REQUIRED=1`.
@@ -12,19 +12,18 @@
 //! `kill -9` leaves the page cache intact, so these tests cannot catch a missing fdatasync;
 //! only a power cut (a VM, or a filesystem that drops unsynced writes) could.
 
-#[path = "support/jepsen.rs"]
-mod jepsen;
-
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use jepsen::{
-    Answer, Fiu, History, Mode, NakRule, Relay, RelayOpts, Scenario, Sink, Tear, Torn, Workload,
-    WorkloadOpts, classify, found_outside_segments, newest_segments, seq_of, settle, tear,
-    wait_until,
-};
 use mllp::ack::Outcome;
+use testkit::receiver::{Behaviour, NakRule, Receiver};
+use testkit::wait_until;
+
+use crate::support::jepsen::{
+    Answer, Fiu, History, Mode, Relay, RelayOpts, Scenario, Tear, Torn, Workload, WorkloadOpts,
+    classify, found_outside_segments, newest_segments, seq_of, settle, tear,
+};
 
 /// The ACK mode under test. [`Mode::Passthrough`] (no journal) is the harness's control
 /// experiment: acked ⇒ delivered holds there trivially, since every AA comes from the sink.
@@ -55,7 +54,12 @@ fn senders_u64() -> u64 {
 
 /// Waits (bounded) for a workload with a quota to finish, lets every acked message reach the
 /// sink, and checks the relay is still up; returns what the senders saw.
-fn run_to_the_end(load: Workload, sink: &Sink, relay: &mut Relay, scenario: &Scenario) -> History {
+fn run_to_the_end(
+    load: Workload,
+    sink: &Receiver,
+    relay: &mut Relay,
+    scenario: &Scenario,
+) -> History {
     assert!(
         wait_until(Duration::from_secs(60), || load.done()),
         "the senders did not finish\n{}",
@@ -84,7 +88,7 @@ fn relay_killed_with_sigkill_under_load_epoll() {
 fn kill_cycles(tag: &'static str, driver: &'static str) {
     const CYCLES: usize = 10;
     let scenario = Scenario::new("relay kill -9 x10");
-    let sink = Sink::start();
+    let sink = Receiver::start(Behaviour::Ack);
     let mut opts = RelayOpts::new(
         MODE,
         scenario.relay_addr(),
@@ -131,7 +135,7 @@ fn kill_cycles(tag: &'static str, driver: &'static str) {
 fn downstream_killed_and_restarted() {
     const CYCLES: usize = 5;
     let scenario = Scenario::new("downstream kill/restart x5");
-    let mut sink = Sink::start();
+    let mut sink = Receiver::start(Behaviour::Ack);
     let opts = RelayOpts::new(
         MODE,
         "127.0.0.1:0".parse().unwrap(),
@@ -170,7 +174,7 @@ fn downstream_killed_and_restarted() {
 #[test]
 fn downstream_naks_are_final() {
     let scenario = Scenario::new("downstream AE-AR");
-    let sink = Sink::start();
+    let sink = Receiver::start(Behaviour::Ack);
     let rule: NakRule = Arc::new(|id: &str| match seq_of(id)? % 10 {
         3 => Some(Outcome::Error),
         7 => Some(Outcome::Rejected),
@@ -252,7 +256,7 @@ fn downstream_naks_are_final() {
 #[test]
 fn slow_downstream() {
     let scenario = Scenario::new("slow downstream");
-    let sink = Sink::start();
+    let sink = Receiver::start(Behaviour::Ack);
     sink.set_delay(Duration::from_millis(30));
     let opts = RelayOpts::new(
         MODE,
@@ -290,7 +294,7 @@ fn slow_downstream() {
 #[test]
 fn resent_messages_are_answered_from_the_duplicate_window() {
     let scenario = Scenario::new("resend after every ACK, duplicate window on");
-    let sink = Sink::start();
+    let sink = Receiver::start(Behaviour::Ack);
     let mut opts = RelayOpts::new(
         MODE,
         "127.0.0.1:0".parse().unwrap(),
@@ -373,7 +377,7 @@ fn disk_failure(test: &str, tag: &'static str, failpoint: &str, fault: &str) {
         return;
     };
     let scenario = Scenario::new("disk failure");
-    let sink = Sink::start();
+    let sink = Receiver::start(Behaviour::Ack);
     let mut opts = RelayOpts::new(
         MODE,
         scenario.relay_addr(),
@@ -484,7 +488,7 @@ fn torn_journal_tail_is_truncated() {
         Tear::Zeros(4096),
     ];
     let scenario = Scenario::new("torn journal tail");
-    let mut sink = Sink::start();
+    let mut sink = Receiver::start(Behaviour::Ack);
     let opts = RelayOpts::new(
         MODE,
         scenario.relay_addr(),

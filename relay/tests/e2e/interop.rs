@@ -14,10 +14,9 @@ use std::time::Duration;
 use netio::runtime::Driver;
 use netio::tls::{ServerTlsSettings, TlsRejections};
 use relay::config::{Config, DownstreamConfig, ListenerConfig};
-
-use testkit::pki;
-
+use testkit::hl7::control_id;
 use testkit::interop::{Peer, python};
+use testkit::pki;
 
 /// Messages of different shapes, written to files for the client: a small ADT, a UTF-8 ORU
 /// with MSH-18, and a 200 KB ORU with a base64 document in OBX-5.
@@ -140,7 +139,7 @@ fn round_trip(server_mode: &str, mutual: bool, acks: Acks) {
     assert!(status.success(), "client failed: {acks:?}");
     let expected: Vec<String> = files
         .iter()
-        .map(|(_, raw)| format!("RECV {} {}", sha256(raw), control_id(raw)))
+        .map(|(_, raw)| format!("RECV {} {}", sha256(raw), control_id(raw).unwrap()))
         .collect();
     let mut received = Vec::new();
     while received.len() < expected.len() {
@@ -152,14 +151,9 @@ fn round_trip(server_mode: &str, mutual: bool, acks: Acks) {
         "every message arrived once, byte for byte, in order"
     );
     for (ack, (_, raw)) in acks.iter().zip(&files) {
-        assert_eq!(ack, &format!("ACK AA {}", control_id(raw)));
+        assert_eq!(ack, &format!("ACK AA {}", control_id(raw).unwrap()));
     }
     relay.shutdown();
-}
-
-fn control_id(raw: &[u8]) -> String {
-    let header = raw.split(|&b| b == b'\r').next().unwrap();
-    String::from_utf8_lossy(header.split(|&b| b == b'|').nth(9).unwrap()).into_owned()
 }
 
 #[test]

@@ -1,11 +1,11 @@
-//! A Jepsen-style harness for the relay as a queue (used by `relay/tests/durable.rs`).
+//! A Jepsen-style harness for the relay as a queue (used by the `faults` tests).
 //!
 //! - [`Relay`]: the real `mllp-relay` binary as a child process, killed with SIGKILL for crash
 //!   faults, its stdout and stderr kept in an [`OutputLog`] for diagnostics.
-//! - [`Sink`]: an MLLP receiver (a thread per connection) that records every control id it
-//!   receives *before* answering, answers AA (CA in enhanced mode) or a chosen AE/AR, can be
-//!   slowed down, killed (listener closed, every connection reset) and restarted on the same
-//!   port, which stays reserved meanwhile.
+//! - The downstream is testkit's [`Receiver`] (the sink): it records every control id it
+//!   receives *before* answering, answers AA (CA in enhanced mode) or what its NAK rule says,
+//!   can be slowed down, killed (listener closed, every connection reset) and restarted on the
+//!   same port, which stays reserved meanwhile.
 //! - [`Workload`]: stop-and-wait senders, each with its own connection (re-established while
 //!   the relay is down), each message with a unique MSH-10, the answer to each recorded.
 //! - [`classify`]: every id sent against what the sink saw: acked and never delivered is
@@ -15,25 +15,24 @@
 //!
 //! Everything runs on 127.0.0.1 with ephemeral ports, and every wait is bounded.
 
-#![allow(dead_code, reason = "a harness: each test uses a different part of it")]
-
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use mllp::ack::{AckCode, AckMode, AckParams, Outcome, parse_ack, write_ack};
+use mllp::ack::{AckCode, parse_ack};
 use mllp::frame::{Deframer, FramingConfig};
 use mllp::hl7::Msh;
-pub(crate) use testkit::wait_until;
-use testkit::{OutputLog, PATIENCE, Process, ReservedPort, TempDir};
+use testkit::hl7::{oru, oru_enhanced};
+use testkit::receiver::{NakRule, Received, Receiver};
+use testkit::{OutputLog, PATIENCE, Process, ReservedPort, TempDir, wait_until};
 
 /// The relay binary under test.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_mllp-relay");
@@ -48,6 +47,10 @@ const RECONNECT_POLL: Duration = Duration::from_millis(10);
 pub(crate) enum Mode {
     /// The receiver's own ACK; no journal. Acked ⇒ delivered holds trivially (every AA comes
     /// from the sink), which makes it the harness's own control experiment.
+    #[expect(
+        dead_code,
+        reason = "the control experiment: set `faults::MODE` to it to run"
+    )]
     Passthrough,
     /// AA/CA once the message is in the fdatasync'ed journal (`--journal DIR`).
     Durable,
@@ -324,225 +327,8 @@ impl Relay {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The sink
-// ---------------------------------------------------------------------------------------------
-
-/// Which ids the sink refuses, and how: `Some(Outcome::Error)` → AE (CE), `Some(Rejected)` →
-/// AR (CR). A pure function of the id, so a redelivery gets the same answer.
-pub(crate) type NakRule = Arc<dyn Fn(&str) -> Option<Outcome> + Send + Sync>;
-
-/// What the sink has received so far.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Received {
-    /// MSH-10 → how many times it arrived.
-    pub(crate) counts: HashMap<String, u32>,
-    /// Frames without a readable MSH (never sent by the senders: always unexpected).
-    pub(crate) unparseable: u64,
-    /// Every frame.
-    pub(crate) frames: u64,
-}
-
-struct SinkShared {
-    received: Mutex<Received>,
-    nak: Mutex<Option<NakRule>>,
-    delay: Mutex<Duration>,
-    /// Bumped by every kill: a connection of an older epoch never answers.
-    epoch: AtomicU64,
-    up: AtomicBool,
-    open: Mutex<Vec<TcpStream>>,
-}
-
-/// The downstream MLLP receiver, on a port reserved for the whole test: while killed it
-/// refuses connections, and it comes back on the same address.
-pub(crate) struct Sink {
-    port: ReservedPort,
-    shared: Arc<SinkShared>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl Sink {
-    pub(crate) fn start() -> Self {
-        let port = ReservedPort::new();
-        let listener = port.listen();
-        let shared = Arc::new(SinkShared {
-            received: Mutex::new(Received::default()),
-            nak: Mutex::new(None),
-            delay: Mutex::new(Duration::ZERO),
-            epoch: AtomicU64::new(0),
-            up: AtomicBool::new(true),
-            open: Mutex::new(Vec::new()),
-        });
-        let acceptor = Some(accept_loop(listener, shared.clone()));
-        Self {
-            port,
-            shared,
-            acceptor,
-        }
-    }
-
-    pub(crate) fn addr(&self) -> SocketAddr {
-        self.port.addr()
-    }
-
-    /// Answer the ids `rule` picks with AE/AR (CE/CR) from now on.
-    pub(crate) fn set_nak(&self, rule: NakRule) {
-        *self.shared.nak.lock().unwrap() = Some(rule);
-    }
-
-    pub(crate) fn nak_rule(&self) -> Option<NakRule> {
-        self.shared.nak.lock().unwrap().clone()
-    }
-
-    /// Wait this long before each ACK (a slow receiver).
-    pub(crate) fn set_delay(&self, delay: Duration) {
-        *self.shared.delay.lock().unwrap() = delay;
-    }
-
-    /// Stops accepting and resets every open connection: messages in flight are recorded (the
-    /// receiver got them) but never answered.
-    pub(crate) fn kill(&mut self) {
-        self.shared.up.store(false, Ordering::SeqCst);
-        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
-        if let Some(acceptor) = self.acceptor.take() {
-            acceptor.join().expect("the sink's accept loop panicked");
-        }
-        for stream in self.shared.open.lock().unwrap().drain(..) {
-            // SO_LINGER 0: the close that follows sends RST, as a crashed host's kernel would.
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// Listens again on the same port.
-    pub(crate) fn restart(&mut self) {
-        assert!(self.acceptor.is_none(), "restart of a running sink");
-        let listener = self.port.listen();
-        self.shared.up.store(true, Ordering::SeqCst);
-        self.acceptor = Some(accept_loop(listener, self.shared.clone()));
-    }
-
-    pub(crate) fn received(&self) -> Received {
-        self.shared.received.lock().unwrap().clone()
-    }
-
-    pub(crate) fn frames(&self) -> u64 {
-        self.shared.received.lock().unwrap().frames
-    }
-
-    /// How many of `ids` have not arrived yet.
-    pub(crate) fn missing(&self, ids: &[String]) -> usize {
-        let received = self.shared.received.lock().unwrap();
-        ids.iter()
-            .filter(|id| !received.counts.contains_key(*id))
-            .count()
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<SinkShared>) -> JoinHandle<()> {
-    // Non-blocking accept, polled: kill() must be able to stop it and close the listener.
-    listener.set_nonblocking(true).unwrap();
-    thread::spawn(move || {
-        let epoch = shared.epoch.load(Ordering::SeqCst);
-        while shared.up.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nonblocking(false);
-                    let _ = stream.set_nodelay(true);
-                    if let Ok(clone) = stream.try_clone() {
-                        shared.open.lock().unwrap().push(clone);
-                    }
-                    let shared = shared.clone();
-                    thread::spawn(move || serve(stream, &shared, epoch));
-                }
-                // WouldBlock (nothing to accept), or a transient error: poll again.
-                Err(_) => thread::sleep(Duration::from_millis(2)),
-            }
-        }
-    })
-}
-
-fn serve(mut stream: TcpStream, shared: &SinkShared, epoch: u64) {
-    let mut deframer = Deframer::new(FramingConfig::MLLP);
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        loop {
-            let frame = match deframer.decode(&buf) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(_) => return,
-            };
-            let payload = frame.payload(&buf);
-            let Ok(msh) = Msh::parse(payload) else {
-                let mut received = shared.received.lock().unwrap();
-                received.frames += 1;
-                received.unparseable += 1;
-                continue;
-            };
-            let id = String::from_utf8_lossy(msh.control_id()).into_owned();
-            // Record first: from here on the message has reached the receiver, whether or not
-            // its ACK ever makes it back.
-            {
-                let mut received = shared.received.lock().unwrap();
-                received.frames += 1;
-                *received.counts.entry(id.clone()).or_default() += 1;
-            }
-            let delay = *shared.delay.lock().unwrap();
-            if !delay.is_zero() {
-                thread::sleep(delay);
-            }
-            if shared.epoch.load(Ordering::SeqCst) != epoch {
-                return; // killed meanwhile: no answer
-            }
-            let rule = shared.nak.lock().unwrap().clone();
-            let outcome = rule.and_then(|rule| rule(&id)).unwrap_or(Outcome::Accepted);
-            let code = AckCode::for_outcome(AckMode::of(&msh), outcome);
-            let mut ack = Vec::new();
-            write_ack(
-                &msh,
-                code,
-                &AckParams {
-                    text: Some(b"sink"),
-                    ..AckParams::new(b"20261122103001", b"SINK")
-                },
-                &mut ack,
-            );
-            let mut framed = Vec::new();
-            FramingConfig::MLLP.encode(&ack, &mut framed).unwrap();
-            if stream.write_all(&framed).is_err() {
-                return;
-            }
-        }
-        deframer.compact(&mut buf);
-        match stream.read(&mut chunk) {
-            Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The senders
 // ---------------------------------------------------------------------------------------------
-
-/// An ORU^R01 with control id `id`; in enhanced mode (MSH-15 AL, MSH-16 NE) the relay answers
-/// CA/CE/CR instead of AA/AE/AR.
-pub(crate) fn message(id: &str, enhanced: bool) -> Vec<u8> {
-    let ack_types = if enhanced { "|||AL|NE" } else { "" };
-    format!(
-        "MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20261122103000||ORU^R01^ORU_R01|{id}|P|2.5.1{ack_types}\r\
-PID|1||12345^^^HOSP^MR||DOE^JANE\rOBX|1|NM|GLU^Glucose||5.4|mmol/L\r"
-    )
-    .into_bytes()
-}
 
 /// The sequence number in an id made by [`Workload`] (`<tag><sender:02><seq:06>`).
 pub(crate) fn seq_of(id: &str) -> Option<u64> {
@@ -571,8 +357,6 @@ pub(crate) struct Attempt {
     pub(crate) answer: Answer,
     /// Just before its first byte was written.
     pub(crate) sent: Instant,
-    /// When its answer (or failure) was known.
-    pub(crate) done: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -618,7 +402,7 @@ impl Counts {
 
 struct WorkShared {
     stop: AtomicBool,
-    target: Mutex<SocketAddr>,
+    target: SocketAddr,
     counts: Mutex<Counts>,
     attempts: Mutex<Vec<Attempt>>,
     /// ACKs whose MSA-2 was not the message's MSH-10: a protocol violation.
@@ -640,8 +424,6 @@ pub(crate) struct History {
     pub(crate) mismatched: Vec<String>,
     /// With [`WorkloadOpts::resend_acked`]: each resent id and the answer to its resend.
     pub(crate) resends: Vec<(String, Answer)>,
-    /// Senders that could not reconnect within [`CONNECT_PATIENCE`].
-    pub(crate) gave_up: usize,
 }
 
 impl History {
@@ -659,7 +441,7 @@ impl Workload {
     pub(crate) fn start(target: SocketAddr, opts: WorkloadOpts) -> Self {
         let shared = Arc::new(WorkShared {
             stop: AtomicBool::new(false),
-            target: Mutex::new(target),
+            target,
             counts: Mutex::new(Counts::default()),
             attempts: Mutex::new(Vec::new()),
             mismatched: Mutex::new(Vec::new()),
@@ -675,18 +457,13 @@ impl Workload {
         Self { shared, threads }
     }
 
-    /// Points the senders at a new address (their next connection goes there).
-    pub(crate) fn retarget(&self, addr: SocketAddr) {
-        *self.shared.target.lock().unwrap() = addr;
-    }
-
     pub(crate) fn counts(&self) -> Counts {
         *self.shared.counts.lock().unwrap()
     }
 
-    /// Every attempt so far.
-    pub(crate) fn attempts(&self) -> Vec<Attempt> {
-        self.shared.attempts.lock().unwrap().clone()
+    /// Senders that could not reconnect within [`CONNECT_PATIENCE`] (and stopped).
+    fn gave_up(&self) -> usize {
+        self.shared.gave_up.load(Ordering::SeqCst)
     }
 
     /// Waits (bounded) until `more` further messages got AA/CA; panics with `scenario`'s
@@ -696,9 +473,11 @@ impl Workload {
         let reached = wait_until(patience, || self.counts().positive >= goal);
         assert!(
             reached,
-            "[{}] no progress: {:?} after {patience:?}, wanted {goal} positive ACKs\n{}",
+            "[{}] no progress: {:?} after {patience:?}, wanted {goal} positive ACKs ({} \
+             sender(s) gave up reconnecting)\n{}",
             scenario.name,
             self.counts(),
+            self.gave_up(),
             scenario.diagnostics()
         );
     }
@@ -709,9 +488,11 @@ impl Workload {
         let reached = wait_until(patience, || self.counts().answered() >= goal);
         assert!(
             reached,
-            "[{}] no answers: {:?} after {patience:?}, wanted {goal}\n{}",
+            "[{}] no answers: {:?} after {patience:?}, wanted {goal} ({} sender(s) gave up \
+             reconnecting)\n{}",
             scenario.name,
             self.counts(),
+            self.gave_up(),
             scenario.diagnostics()
         );
     }
@@ -732,7 +513,6 @@ impl Workload {
             attempts: self.shared.attempts.lock().unwrap().clone(),
             mismatched: self.shared.mismatched.lock().unwrap().clone(),
             resends: self.shared.resends.lock().unwrap().clone(),
-            gave_up: self.shared.gave_up.load(Ordering::SeqCst),
         }
     }
 }
@@ -753,7 +533,11 @@ fn send_loop(shared: &WorkShared, index: usize, opts: WorkloadOpts) {
         let id = format!("{}{index:02}{seq:06}", opts.tag);
         seq += 1;
         let sent = Instant::now();
-        let payload = message(&id, enhanced);
+        let payload = if enhanced {
+            oru_enhanced(&id)
+        } else {
+            oru(&id)
+        };
         let answer = ask(shared, &mut connection, &id, &payload, opts.answer_timeout);
         if answer != Answer::Nothing {
             conn = Some(connection);
@@ -776,12 +560,11 @@ fn send_loop(shared: &WorkShared, index: usize, opts: WorkloadOpts) {
                 Answer::Nothing => counts.nothing += 1,
             }
         }
-        shared.attempts.lock().unwrap().push(Attempt {
-            id,
-            answer,
-            sent,
-            done: Instant::now(),
-        });
+        shared
+            .attempts
+            .lock()
+            .unwrap()
+            .push(Attempt { id, answer, sent });
     }
 }
 
@@ -814,14 +597,14 @@ fn ask(
     }
 }
 
-/// Connects to the current target, retrying while it is down (bounded).
+/// Connects to the target, retrying while it is down (bounded).
 fn connect(shared: &WorkShared) -> Option<TcpStream> {
     let deadline = Instant::now() + CONNECT_PATIENCE;
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             return None;
         }
-        let target = *shared.target.lock().unwrap();
+        let target = shared.target;
         if let Ok(stream) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
             // While nothing listens on an ephemeral port, the kernel may pick that very port
             // as our source port and connect the socket to itself (TCP simultaneous open).
@@ -901,7 +684,7 @@ impl Connection {
 /// Waits (bounded by `patience`) until the sink has every id that got AA/CA, then until it
 /// has been quiet for a moment (redeliveries of NAKed or in-flight messages have landed, so
 /// the counts are stable). Returns whether every acked id arrived.
-pub(crate) fn settle(sink: &Sink, history: &History, patience: Duration) -> bool {
+pub(crate) fn settle(sink: &Receiver, history: &History, patience: Duration) -> bool {
     let acked = history.acked();
     let all = wait_until(patience, || sink.missing(&acked) == 0);
     let quiet_for = Duration::from_millis(500);

@@ -2,7 +2,7 @@
 //! `check-config` / `--config` command line.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use relay::config::{self, AckMode, JournalConfig, OnDownstreamFailure, WhenJourn
 use relay::route::{Pattern, Route, RouteMatch};
 use testkit::TempDir;
 use testkit::pki::Pki;
+use testkit::receiver::{Behaviour, Receiver};
 use testkit::{PATIENCE, Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mllp-relay");
@@ -1155,11 +1156,11 @@ fn bad_flags_are_all_reported_under_their_flags() {
     }
     assert!(out.stdout.is_empty(), "nothing started");
     // A size with a unit is read as in a file.
-    let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver = Receiver::start(Behaviour::Ack);
     let running = Process::start(
         Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
-            .args(["--forward", &receiver.local_addr().unwrap().to_string()])
+            .args(["--forward", &receiver.addr().to_string()])
             .args(["--max-frame-size", "512KiB"]),
     );
     assert!(running.line().starts_with("mllp-relay listening on "));
@@ -1185,8 +1186,8 @@ fn a_bad_log_filter_exits_2_and_names_it() {
 #[test]
 fn the_relay_runs_from_a_config_file_with_overrides() {
     let pki = Pki::new("cfg-cli-run");
-    let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
-    let receiver_addr = receiver.local_addr().unwrap();
+    let receiver = Receiver::start(Behaviour::Ack);
+    let receiver_addr = receiver.addr();
     let text = format!(
         "{}\n[listener.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n",
         MINIMAL.replace("listen = \"127.0.0.1:0\"", "listen = \"192.0.2.1:2575\"")
@@ -1631,8 +1632,8 @@ fn check_config_lists_every_listener() {
 #[test]
 fn the_relay_runs_two_listeners_from_a_config_file() {
     let pki = Pki::new("cfg-cli-two-run");
-    let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
-    let receiver_addr = receiver.local_addr().unwrap();
+    let receiver = Receiver::start(Behaviour::Ack);
+    let receiver_addr = receiver.addr();
     let text = TWO_LISTENERS
         .replace("127.0.0.1:6661", &receiver_addr.to_string())
         .replace("allowed_sources = [\"10.0.0.0/8\"]\n", "");
@@ -2089,11 +2090,11 @@ fn config_refuses_journal_and_points_to_journal_dir() {
 fn the_relay_runs_durable_from_flags() {
     let dir = TempDir::new("cfg-cli-durable-run");
     let journal = dir.join("journal");
-    let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver = Receiver::start(Behaviour::Ack);
     let running = Process::start(
         Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
-            .args(["--forward", &receiver.local_addr().unwrap().to_string()])
+            .args(["--forward", &receiver.addr().to_string()])
             .args(["--ack-mode", "durable", "--journal"])
             .arg(&journal),
     );
@@ -2109,11 +2110,11 @@ fn the_relay_runs_durable_from_flags() {
 
 #[test]
 fn the_relay_prints_where_its_metrics_are() {
-    let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver = Receiver::start(Behaviour::Ack);
     let running = Process::start(
         Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
-            .args(["--forward", &receiver.local_addr().unwrap().to_string()])
+            .args(["--forward", &receiver.addr().to_string()])
             .args(["--metrics", "127.0.0.1:0"]),
     );
     // The first line, one line per listener, then the metrics line.
