@@ -343,17 +343,7 @@ impl Conn {
         {
             return true;
         }
-        use nix::sys::socket::{MsgFlags, recv};
-        use std::os::fd::AsRawFd;
-        let mut probe = [0u8; 1];
-        matches!(
-            recv(
-                self.tcp.as_raw_fd(),
-                &mut probe,
-                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
-            ),
-            Ok(0) | Err(nix::errno::Errno::ECONNRESET)
-        )
+        matches!(self.peek(), Ok(0) | Err(nix::errno::Errno::ECONNRESET))
     }
 
     /// Whether an idle connection is still open with nothing unread: a non-blocking peek sees
@@ -361,16 +351,19 @@ impl Conn {
     /// message) both mean the connection must not carry the next message. One
     /// `recv(MSG_PEEK)` system call.
     pub fn is_quiet(&self) -> bool {
+        matches!(self.peek(), Err(nix::errno::Errno::EAGAIN))
+    }
+
+    /// A non-blocking `recv(MSG_PEEK)` of one byte: how many bytes are waiting (at most 1; 0 at
+    /// end of stream), or why none are (`EAGAIN`: nothing yet).
+    fn peek(&self) -> nix::Result<usize> {
         use nix::sys::socket::{MsgFlags, recv};
         use std::os::fd::AsRawFd;
         let mut probe = [0u8; 1];
-        matches!(
-            recv(
-                self.tcp.as_raw_fd(),
-                &mut probe,
-                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
-            ),
-            Err(nix::errno::Errno::EAGAIN)
+        recv(
+            self.tcp.as_raw_fd(),
+            &mut probe,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
         )
     }
 

@@ -115,12 +115,7 @@ impl Process {
         let name = Path::new(command.get_program())
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let mut child = spawn_captured(command);
         let prefix = |stream: &str| {
             if tag.is_empty() {
                 format!("{name} {stream}:")
@@ -353,12 +348,7 @@ fn pump(
 /// killed first; the message carries what it printed).
 pub fn run(command: &mut Command, patience: Duration) -> Output {
     let name = command.get_program().to_string_lossy().into_owned();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let mut child = spawn_captured(command);
     let out = collect(child.stdout.take().expect("piped stdout"));
     let err = collect(child.stderr.take().expect("piped stderr"));
     let deadline = Instant::now() + patience;
@@ -391,6 +381,20 @@ pub fn run(command: &mut Command, patience: Duration) -> Output {
         stdout: take(out),
         stderr: take(err),
     }
+}
+
+/// Starts `command` with stdin from /dev/null and stdout and stderr piped to this process:
+/// never the test runner's own.
+///
+/// # Panics
+/// When the program cannot be started.
+fn spawn_captured(command: &mut Command) -> Child {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", command.get_program().display()))
 }
 
 /// Reads `stream` to its end on a thread and sends the bytes.

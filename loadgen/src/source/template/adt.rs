@@ -398,8 +398,9 @@ fn write_note(out: &mut Vec<u8>, len: usize, rng: &mut Rng) {
 mod tests {
     use mllp::ack::AckMode;
     use mllp::frame::LF;
-    use mllp::hl7::{self, Delimiters, Version};
+    use mllp::hl7::{self, Delimiters};
 
+    use super::super::tests::assert_type_and_version;
     use crate::source::{TemplateKind, template};
 
     #[test]
@@ -416,19 +417,7 @@ mod tests {
             let parsed = hl7::Message::parse(bytes).unwrap();
             let msh = parsed.msh();
             assert_eq!(msh.delimiters(), Delimiters::DEFAULT);
-            let kind = msh.message_type();
-            assert_eq!(
-                (kind.code, kind.trigger, kind.structure),
-                (&b"ADT"[..], &b"A01"[..], &b"ADT_A01"[..])
-            );
-            assert_eq!(
-                msh.version(),
-                Some(Version {
-                    major: 2,
-                    minor: 5,
-                    patch: 1
-                })
-            );
+            assert_type_and_version(msh, TemplateKind::Adt, "ADT");
             assert_eq!(AckMode::of(msh), AckMode::Original);
             let ids: Vec<&[u8]> = parsed.segments().map(|s| s.id()).collect();
             assert_eq!(

@@ -169,6 +169,27 @@ mod tests {
     use crate::source::stamp::{PLACEHOLDER_CONTROL_ID, PLACEHOLDER_TIMESTAMP};
     use crate::source::test_util::{ID, TS, assert_same_except_stamps, stamped};
 
+    /// MSH-9 and MSH-12 as the `kind` template writes them: `ADT^A01^ADT_A01` or
+    /// `ORU^R01^ORU_R01`, version 2.5.1.
+    pub(super) fn assert_type_and_version(msh: &Msh<'_>, kind: TemplateKind, context: &str) {
+        let (code, trigger, structure) = match kind {
+            TemplateKind::Adt => (&b"ADT"[..], &b"A01"[..], &b"ADT_A01"[..]),
+            TemplateKind::Oru => (&b"ORU"[..], &b"R01"[..], &b"ORU_R01"[..]),
+        };
+        let found = msh.message_type();
+        assert_eq!(
+            (found.code, found.trigger, found.structure),
+            (code, trigger, structure),
+            "{context}"
+        );
+        let version = Version {
+            major: 2,
+            minor: 5,
+            patch: 1,
+        };
+        assert_eq!(msh.version(), Some(version), "{context}");
+    }
+
     /// The smallest sizes the benchmarks use: a 200-byte ADT and a 320-byte ORU.
     fn smallest_benchmark_size(kind: TemplateKind) -> usize {
         match kind {
@@ -194,25 +215,7 @@ mod tests {
         let parsed = hl7::Message::parse(bytes).unwrap_or_else(|e| panic!("{context}: {e}"));
         let msh = parsed.msh();
         assert_eq!(msh.delimiters(), Delimiters::DEFAULT, "{context}");
-        let (code, trigger, structure) = match kind {
-            TemplateKind::Adt => (&b"ADT"[..], &b"A01"[..], &b"ADT_A01"[..]),
-            TemplateKind::Oru => (&b"ORU"[..], &b"R01"[..], &b"ORU_R01"[..]),
-        };
-        let found = msh.message_type();
-        assert_eq!(
-            (found.code, found.trigger, found.structure),
-            (code, trigger, structure),
-            "{context}"
-        );
-        assert_eq!(
-            msh.version(),
-            Some(Version {
-                major: 2,
-                minor: 5,
-                patch: 1
-            }),
-            "{context}"
-        );
+        assert_type_and_version(msh, kind, &context);
         assert_eq!(msh.processing_id(), b"P", "{context}");
         assert_eq!(AckMode::of(msh), AckMode::Original, "{context}");
         assert_eq!(msh.raw_field(7), PLACEHOLDER_TIMESTAMP.as_bytes());

@@ -267,8 +267,10 @@ impl LabResult {
 mod tests {
     use mllp::ack::AckMode;
     use mllp::frame::{FS, FramingConfig, LF, VT};
-    use mllp::hl7::{self, Delimiters, Msh, Version};
+    use mllp::hl7::{self, Delimiters, Msh};
 
+    use super::super::TemplateKind;
+    use super::super::tests::assert_type_and_version;
     use super::*;
 
     /// FNV-1a: a hash whose value does not depend on the Rust version, for pinned bytes.
@@ -324,19 +326,7 @@ mod tests {
             let bytes = oru_message(1024, seed);
             let msh = Msh::parse(&bytes).expect("MSH parses");
             assert_eq!(msh.delimiters(), Delimiters::DEFAULT);
-            let kind = msh.message_type();
-            assert_eq!(
-                (kind.code, kind.trigger, kind.structure),
-                (&b"ORU"[..], &b"R01"[..], &b"ORU_R01"[..])
-            );
-            assert_eq!(
-                msh.version(),
-                Some(Version {
-                    major: 2,
-                    minor: 5,
-                    patch: 1
-                })
-            );
+            assert_type_and_version(&msh, TemplateKind::Oru, "ORU");
             assert_eq!(msh.processing_id(), b"P");
             assert_eq!(msh.control_id().len(), 19);
             assert_eq!(AckMode::of(&msh), AckMode::Original);
