@@ -77,18 +77,20 @@ impl Admitted {
         self.conn.peer()
     }
 
-    /// Runs the session to its end. The place is given back however it ends: returning, or
-    /// panicking (the worker drops the contained task).
-    pub(crate) async fn run(self) {
-        let Self { conn, place } = self;
-        session::run(conn, place.index, &place.inbound).await;
+    /// The session of this connection, to run to its end. The place is given back however it
+    /// ends: returning, or panicking (the worker drops the contained task).
+    ///
+    /// Not an `async fn`: the session future is returned as it is, so that the task that runs
+    /// it stores the connection once (a wrapping future would hold another copy).
+    pub(crate) fn run(self) -> impl Future<Output = ()> {
+        session::run(self.conn, self.place)
     }
 }
 
 /// A session's place on its listener: counted from admission until this is dropped.
-struct Place {
-    index: usize,
-    inbound: Rc<Inbound>,
+pub(super) struct Place {
+    pub(super) index: usize,
+    pub(super) inbound: Rc<Inbound>,
 }
 
 impl Drop for Place {

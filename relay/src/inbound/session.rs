@@ -15,6 +15,7 @@ use netio::conn::{Conn, ConnError, SharedCanceller, shared_canceller};
 use tracing::{debug, info, warn};
 
 use super::Inbound;
+use super::accept::Place;
 use super::answer::{Answer, Refusal};
 use crate::config::{AckMode, ListenerConfig, OnDownstreamFailure, WhenJournalFull};
 use crate::custody::duplicates::Seen;
@@ -56,7 +57,11 @@ impl Reply {
 /// Runs a session on a connection accepted by listener `index` (of `Config::listeners`) to its
 /// end, with that listener's settings and counters; never panics on input, never returns an
 /// error (it logs).
-pub(super) async fn run(mut conn: Conn, index: usize, inbound: &Inbound) {
+///
+/// `place` is the connection's place on its listener, held (and given back when dropped) for
+/// as long as the session runs.
+pub(super) async fn run(mut conn: Conn, place: Place) {
+    let (index, inbound) = (place.index, &*place.inbound);
     let listener = &inbound.config.listeners[index];
     let stats = &inbound.stats;
     let counters = stats.listener(index);
