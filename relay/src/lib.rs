@@ -23,10 +23,10 @@
 //!   cross-core handoff.
 //! - [`custody`]: what `local` and `durable` listeners keep: the local queue, the journal and
 //!   its recovery, delivery lanes, the duplicate window, dead letters.
-//! - [`worker`]: threads, runtimes, the accept loops, shutdown and drain, panic containment;
+//! - `worker`: threads, runtimes, the accept loops, shutdown and drain, panic containment;
 //!   [`start`] runs a relay.
 //! - [`metrics`]: the counters the workers keep and their Prometheus text.
-//! - [`memory`]: handing memory freed after a burst back to the operating system.
+//! - `memory`: handing memory freed after a burst back to the operating system.
 //!
 //! # Dependency rule
 //! Imports between these modules point one way, and `scripts/check.sh` fails when one does not:
@@ -51,10 +51,10 @@
 pub mod config;
 pub mod custody;
 mod inbound;
-pub mod memory;
+mod memory;
 pub mod metrics;
 mod outbound;
 pub mod route;
-pub mod worker;
+mod worker;
 
 pub use worker::{BoundListener, RelayHandle, start};

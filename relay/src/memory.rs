@@ -22,11 +22,11 @@ use std::time::Duration;
 /// How often each worker hands freed memory back: as often as the allocator's purge delay
 /// (1 s), so memory freed by a burst goes back within two or three seconds, while the cost (a
 /// few microseconds per call) stays invisible.
-pub const RETURN_PERIOD: Duration = Duration::from_secs(1);
+pub(crate) const RETURN_PERIOD: Duration = Duration::from_secs(1);
 
 /// Carries out the purges mimalloc has scheduled whose delay has passed, and returns this
 /// thread's fully free pages to the shared arenas (from where the next such call purges them).
-pub fn return_freed_memory() {
+pub(crate) fn return_freed_memory() {
     // SAFETY: `mi_collect` takes no pointers and has no preconditions; mimalloc documents it
     // as safe to call from any thread at any time.
     unsafe { libmimalloc_sys::mi_collect(false) }

@@ -52,7 +52,7 @@ pub(crate) enum Seen {
 
 /// The window of recently accepted messages, shared by all workers.
 #[derive(Debug)]
-pub struct DuplicateWindow {
+pub(crate) struct DuplicateWindow {
     shards: Box<[Mutex<Shard>]>,
     max_age: Duration,
     entries_per_shard: usize,
@@ -128,7 +128,7 @@ impl DuplicateWindows {
 impl DuplicateWindow {
     /// A window that remembers each accepted message for `max_age`, and at most about
     /// `max_entries` of them (rounded up to a multiple of the shard count).
-    pub fn new(max_age: Duration, max_entries: usize) -> Self {
+    pub(crate) fn new(max_age: Duration, max_entries: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             max_age,
@@ -210,17 +210,13 @@ impl DuplicateWindow {
     }
 
     /// How long an accepted message is remembered.
-    pub fn max_age(&self) -> Duration {
+    pub(crate) fn max_age(&self) -> Duration {
         self.max_age
     }
 
-    /// The most messages remembered at once.
-    pub fn capacity(&self) -> usize {
-        self.entries_per_shard * SHARDS
-    }
-
     /// Messages remembered now (all shards).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| {
@@ -233,7 +229,8 @@ impl DuplicateWindow {
     }
 
     /// Whether nothing is remembered.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -5,13 +5,13 @@
 //! - `journal`: `durable` mode's per-worker append-only journal (group commit, recovery).
 //! - `durable`: `durable` mode's delivery lanes from the journal, and its dead letters.
 //! - `recovery`: the journal at start-up (lock, adoption, recovery, duplicate windows).
-//! - [`duplicates`]: the window that answers a resent message instead of queueing it twice.
+//! - `duplicates`: the window that answers a resent message instead of queueing it twice.
 //! - [`dead_letters`]: listing and replaying dead letters (`mllp-relay dead-letters`).
 //!
 //! Passthrough mode keeps nothing: it needs no custody at all.
 
 pub mod dead_letters;
-pub mod duplicates;
+pub(crate) mod duplicates;
 pub(crate) mod durable;
 pub(crate) mod journal;
 pub(crate) mod local;
