@@ -177,8 +177,11 @@ trait ReadWrite: Read + Write + Send {}
 impl<T: Read + Write + Send> ReadWrite for T {}
 
 /// Allowed: the odd allocation of the runtime's own bookkeeping (a timer wheel level, a
-/// once-a-second task), never one per message.
-const AT_MOST: u64 = (COUNTED / 100) as u64;
+/// once-a-second task), never one per message. That bookkeeping follows the clock, not the
+/// messages: a loaded machine stretches the counted window and adds a few (12 to 16 in a
+/// quiet run of the plain test, 36 once for TLS under load). A twentieth of one per message
+/// leaves room for that and still fails at the first allocation per message.
+const AT_MOST: u64 = (COUNTED / 20) as u64;
 
 /// What rustls's buffered API allocates per message here: one record in (the received
 /// record's plaintext is copied into a new buffer) and one record out (each sealed record is
