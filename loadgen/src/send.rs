@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use mllp::frame::{Deframer, FramingConfig, Tolerances};
 use netio::conn::{Conn, ConnError, fire, shared_canceller};
 use netio::connect::{ClientTls, ConnectError, connect};
-use netio::runtime::{Driver, block_on};
+use netio::runtime::{Driver, block_on, spawn_runtime};
 use tracing::{debug, warn};
 
 use crate::pace::{Arrival, PreciseTimer, Schedule};
@@ -216,22 +216,17 @@ pub fn run(
         let config = Arc::clone(&config);
         let sender = sender.clone();
         let stop = Arc::clone(stop);
-        let handle = std::thread::Builder::new()
-            .name(format!("mllp-loadgen-{thread}"))
-            .spawn(move || {
-                let plan = ThreadPlan {
-                    thread,
-                    threads,
-                    start,
-                    measure_start,
-                    stop,
-                };
-                let driver = config.driver;
-                let outcome = block_on(driver, run_thread(config, plan, sender));
-                if let Err(e) = outcome {
-                    warn!(thread, error = %e, "cannot build the runtime");
-                }
-            })?;
+        let driver = config.driver;
+        let handle = spawn_runtime(format!("mllp-loadgen-{thread}"), driver, None, move || {
+            let plan = ThreadPlan {
+                thread,
+                threads,
+                start,
+                measure_start,
+                stop,
+            };
+            run_thread(config, plan, sender)
+        })?;
         handles.push(handle);
     }
     drop(sender);

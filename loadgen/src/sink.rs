@@ -30,7 +30,7 @@ use mllp::hl7::Msh;
 use monoio::net::{TcpListener, TcpStream};
 use netio::conn::{Conn, ConnError, SharedCanceller, fire, shared_canceller};
 use netio::listen::{accept_within, bind_reuseport};
-use netio::runtime::{Driver, block_on};
+use netio::runtime::{Driver, spawn_runtime};
 use tracing::{debug, warn};
 
 use crate::pace::PreciseTimer;
@@ -182,7 +182,7 @@ pub struct SinkHandle {
     stop: Arc<AtomicBool>,
     counters: Arc<SinkCounters>,
     ids: Arc<Mutex<Vec<u8>>>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
 }
 
 impl SinkHandle {
@@ -273,16 +273,13 @@ pub fn start(config: SinkConfig) -> io::Result<SinkHandle> {
             started,
             thread,
         };
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("mllp-sink-{thread}"))
-                .spawn(move || {
-                    let driver = shared.config.driver;
-                    if let Err(e) = block_on(driver, accept_loop(socket, shared)) {
-                        warn!(thread, error = %e, "cannot build the runtime");
-                    }
-                })?,
-        );
+        let driver = shared.config.driver;
+        handles.push(spawn_runtime(
+            format!("mllp-sink-{thread}"),
+            driver,
+            None,
+            move || accept_loop(socket, shared),
+        )?);
     }
     Ok(SinkHandle {
         addr,

@@ -3,8 +3,9 @@
 
 use std::future::Future;
 use std::io;
+use std::thread::JoinHandle;
 
-use tracing::info;
+use tracing::{error, info, warn};
 
 /// Which monoio driver a thread's runtime uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,6 +72,39 @@ pub fn block_on<F: Future>(driver: Driver, future: F) -> io::Result<F::Output> {
     }
 }
 
+/// Starts a thread called `name` that runs, on a runtime of its own, the future `task` makes
+/// there, pinned to `cpu` when one is given. The future is made on the new thread because a
+/// monoio task is not `Send`. A runtime that cannot be built (io_uring refused, say) or a pin
+/// that fails is logged with the thread's name; the thread's result says whether it ran.
+///
+/// # Errors
+/// When the thread cannot be started.
+pub fn spawn_runtime<F, T>(
+    name: String,
+    driver: Driver,
+    cpu: Option<usize>,
+    task: impl FnOnce() -> F + Send + 'static,
+) -> io::Result<JoinHandle<io::Result<T>>>
+where
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    std::thread::Builder::new().name(name).spawn(move || {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or_default();
+        if let Some(cpu) = cpu
+            && let Err(error) = pin_current_thread(cpu)
+        {
+            warn!(thread = name, cpu, %error, "could not pin the thread to a core");
+        }
+        let ran = block_on(driver, async move { task().await });
+        if let Err(error) = &ran {
+            error!(thread = name, %error, "cannot build the I/O runtime: this thread does nothing");
+        }
+        ran
+    })
+}
+
 /// The CPUs this process may run on, in ascending order: its affinity mask as `taskset` or a
 /// container's cpuset left it (read from the calling thread, which has not been pinned yet).
 /// Empty when the mask cannot be read.
@@ -97,7 +131,7 @@ pub fn cpu_for_worker(id: usize, allowed: &[usize]) -> Option<usize> {
 ///
 /// # Errors
 /// When `cpu` is beyond the affinity mask or the kernel refuses.
-pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+fn pin_current_thread(cpu: usize) -> io::Result<()> {
     use rustix::thread::{CpuSet, sched_setaffinity};
     if cpu >= CpuSet::MAX_CPU {
         return Err(io::Error::new(
@@ -174,6 +208,18 @@ mod tests {
         let limit = getrlimit(Resource::Nofile);
         assert_eq!(soft, limit.current);
         assert!(limit.current == limit.maximum || limit.maximum.is_none());
+    }
+
+    #[test]
+    fn a_runtime_thread_runs_what_it_makes_and_has_its_name() {
+        let handle = spawn_runtime("netio-test".into(), Driver::Auto, None, || async {
+            std::thread::current().name().map(str::to_owned)
+        })
+        .unwrap();
+        assert_eq!(
+            handle.join().unwrap().unwrap().as_deref(),
+            Some("netio-test")
+        );
     }
 
     #[test]

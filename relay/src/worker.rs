@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
 use netio::listen::{accept_within, bind_reuseport};
-use netio::runtime::{allowed_cpus, block_on, cpu_for_worker, pin_current_thread, resolve_driver};
+use netio::runtime::{allowed_cpus, cpu_for_worker, resolve_driver, spawn_runtime};
 use netio::tls::TlsSetupError;
 use socket2::Socket;
 use tracing::{error, warn};
@@ -62,7 +62,8 @@ pub struct RelayHandle {
     listeners: Vec<BoundListener>,
     metrics_addr: Option<SocketAddr>,
     shutdown: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    /// The metrics thread and the workers (`Err`: a worker's runtime could not be built).
+    threads: Vec<JoinHandle<io::Result<()>>>,
     stats: Arc<Stats>,
     /// `durable` mode: the journal's lock, held while the relay runs.
     _journal_lock: Option<JournalLock>,
@@ -210,7 +211,10 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         threads.push(
             std::thread::Builder::new()
                 .name("mllp-relay-metrics".into())
-                .spawn(move || crate::metrics::serve(listener, stats, rejections, stop))?,
+                .spawn(move || {
+                    crate::metrics::serve(listener, stats, rejections, stop);
+                    Ok(())
+                })?,
         );
     }
     // The CPUs this process may run on (taskset, a container's cpuset): workers are pinned
@@ -236,49 +240,40 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         let workers_running = workers_running.clone();
         let cpu = cpu_for_worker(id, &allowed);
         let journal = recovered.get_mut(id).and_then(Option::take);
-        let thread = std::thread::Builder::new()
-            .name(format!("mllp-relay-w{id}"))
-            .spawn(move || {
-                if let Some(cpu) = cpu
-                    && let Err(e) = pin_current_thread(cpu)
-                {
-                    warn!(worker = id, cpu, error = %e, "could not pin the worker to a core");
-                }
-                let run = async move {
-                    let durable = match journal {
-                        Some(recovered) => match open_forwarder(recovered, id, &config, &stats) {
-                            Ok(forwarder) => Some(forwarder),
-                            Err(e) => {
-                                error!(worker = id, error = %e, "cannot open the journal: this worker does not accept");
-                                return;
-                            }
-                        },
-                        None => None,
-                    };
-                    let custody = Custody {
-                        local: config
-                            .uses_ack_mode(AckMode::Local)
-                            .then(|| Rc::new(LocalQueue::new(stats.clone()))),
-                        durable,
-                        duplicates,
-                    };
-                    let runs_single_links = id == 0 && single.any();
-                    let delivery = Rc::new(Delivery::new(&config, stats.clone(), single));
-                    let inbound = Rc::new(Inbound::new(
-                        id, config, stats, delivery, custody, shutdown,
-                    ));
-                    let worker = Worker {
-                        id,
-                        inbound,
-                        workers_running,
-                        runs_single_links,
-                    };
-                    run_worker(sockets, worker).await;
+        let thread = spawn_runtime(
+            format!("mllp-relay-w{id}"),
+            driver,
+            cpu,
+            move || async move {
+                let durable = match journal {
+                    Some(recovered) => match open_forwarder(recovered, id, &config, &stats) {
+                        Ok(forwarder) => Some(forwarder),
+                        Err(e) => {
+                            error!(worker = id, error = %e, "cannot open the journal: this worker does not accept");
+                            return;
+                        }
+                    },
+                    None => None,
                 };
-                if let Err(e) = block_on(driver, run) {
-                    error!(worker = id, error = %e, "cannot build the runtime");
-                }
-            })?;
+                let custody = Custody {
+                    local: config
+                        .uses_ack_mode(AckMode::Local)
+                        .then(|| Rc::new(LocalQueue::new(stats.clone()))),
+                    durable,
+                    duplicates,
+                };
+                let runs_single_links = id == 0 && single.any();
+                let delivery = Rc::new(Delivery::new(&config, stats.clone(), single));
+                let inbound = Rc::new(Inbound::new(id, config, stats, delivery, custody, shutdown));
+                let worker = Worker {
+                    id,
+                    inbound,
+                    workers_running,
+                    runs_single_links,
+                };
+                run_worker(sockets, worker).await;
+            },
+        )?;
         threads.push(thread);
     }
     Ok(RelayHandle {
