@@ -33,5 +33,7 @@ while true; do
     sleep 0.2
 done
 echo "error: processes started by the tests are still running:" >&2
-printf '  pid %s\n' "$found" | sed 's/\t/: /' >&2
+while IFS=$'\t' read -r pid args; do
+    echo "  pid $pid: $args" >&2
+done <<<"$found"
 exit 1
