@@ -1,4 +1,4 @@
-//! Generators and reference models shared by the property tests in `tests/props.rs`.
+//! Generators and reference models shared by the property tests in `tests/props/`.
 //!
 //! Random bytes almost never contain a valid MLLP trailer or an HL7 delimiter in the right
 //! place, so the generators here are biased toward the bytes that matter (VT, FS, CR, LF and
