@@ -3,8 +3,8 @@
 //! HL7 original mode is stop-and-wait, and so is a session: a message is delivered and
 //! answered before the next one in the buffer is looked at, which keeps per-connection order.
 //! Everything that can go wrong with a sender ends this connection only, after a log line and
-//! a counter; a panic inside the session is caught by the worker, which ends this connection
-//! only.
+//! a counter; even a panic inside the session ends only this connection (the worker contains
+//! it).
 
 use std::time::{Duration, Instant};
 
@@ -54,12 +54,11 @@ impl Reply {
     }
 }
 
-/// Runs a session on a connection accepted by listener `index` (of `Config::listeners`) to its
-/// end, with that listener's settings and counters; never panics on input, never returns an
-/// error (it logs).
+/// Runs a session to its end, with the settings and counters of the listener that accepted the
+/// connection; never panics on input, never returns an error (it logs).
 ///
-/// `place` is the connection's place on its listener, held (and given back when dropped) for
-/// as long as the session runs.
+/// `place` is the connection's place on its listener (which listener, and the worker's shared
+/// state), held for as long as the session runs and given back when dropped.
 pub(super) async fn run(mut conn: Conn, place: Place) {
     let (index, inbound) = (place.index, &*place.inbound);
     let listener = &inbound.config.listeners[index];
