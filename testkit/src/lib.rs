@@ -29,6 +29,6 @@ pub mod receiver;
 pub mod wait;
 
 pub use dir::TempDir;
-pub use net::{ReservedPort, established_connections, tcp_sockets};
+pub use net::{ReservedPort, established_connections, refuses, tcp_sockets};
 pub use process::{OutputLog, Process, Signal, run};
 pub use wait::{PATIENCE, wait_until};

@@ -2,7 +2,8 @@
 //! process holds.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -58,6 +59,10 @@ impl ReservedPort {
     /// A listener on the reserved address. Dropping it makes the port refuse connections
     /// again, still reserved; call this again to come back.
     ///
+    /// "Again" once every copy of the listener's descriptor is closed: a child this process
+    /// forks at that moment (another test starting a program) holds a copy until it execs.
+    /// A test that needs the refusal waits for it: `wait_until(PATIENCE, || refuses(addr))`.
+    ///
     /// # Panics
     /// When the port cannot be bound (another listener of this process still holds it with
     /// `SO_REUSEPORT` unset, which no helper here does).
@@ -81,6 +86,11 @@ impl Default for ReservedPort {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Whether connecting to `addr` is refused now: nothing listens there.
+pub fn refuses(addr: SocketAddr) -> bool {
+    matches!(TcpStream::connect(addr), Err(e) if e.kind() == ErrorKind::ConnectionRefused)
 }
 
 fn tcp_socket(ip: IpAddr) -> Socket {
@@ -180,8 +190,6 @@ fn rows_in(table: &str, inodes: &HashSet<u64>) -> Vec<(u64, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::ErrorKind;
-    use std::net::TcpStream;
 
     #[test]
     fn a_reserved_port_refuses_until_it_listens_and_again_after() {
@@ -194,8 +202,10 @@ mod tests {
         let (_server, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
         drop(listener);
-        let refused = TcpStream::connect(reserved.addr()).unwrap_err();
-        assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+        // Not at once if another test of this process is forking: see `listen`.
+        assert!(crate::wait_until(crate::PATIENCE, || refuses(
+            reserved.addr()
+        )));
 
         // And back, with the old connection still open.
         let listener = reserved.listen();

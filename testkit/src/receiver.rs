@@ -119,14 +119,22 @@ impl Receiver {
     }
 
     /// A receiver that is down: its address is reserved and refuses connections until
-    /// [`restart`](Self::restart).
+    /// [`restart`](Self::restart). (It has never listened, so the refusal holds from the
+    /// start; see [`ReservedPort::listen`] for a listener that was closed.)
     pub fn down(behaviour: Behaviour) -> Self {
-        let mut receiver = Self::with(behaviour, Options::default());
-        receiver.kill();
+        let receiver = Self::reserved(behaviour, Options::default());
+        receiver.shared.up.store(false, Ordering::SeqCst);
         receiver
     }
 
     pub fn with(behaviour: Behaviour, options: Options) -> Self {
+        let mut receiver = Self::reserved(behaviour, options);
+        receiver.acceptor = Some(accept_loop(receiver.port.listen(), receiver.shared.clone()));
+        receiver
+    }
+
+    /// A receiver on a reserved port, not listening yet.
+    fn reserved(behaviour: Behaviour, options: Options) -> Self {
         let port = ReservedPort::new();
         let shared = Arc::new(Shared {
             received: Mutex::default(),
@@ -140,11 +148,10 @@ impl Receiver {
             up: AtomicBool::new(true),
             open: Mutex::new(Vec::new()),
         });
-        let acceptor = Some(accept_loop(port.listen(), shared.clone()));
         Self {
             port,
             shared,
-            acceptor,
+            acceptor: None,
         }
     }
 
@@ -482,13 +489,16 @@ mod tests {
 
     #[test]
     fn a_killed_receiver_refuses_and_comes_back_on_its_address() {
+        // Refused once the closed listener's last copy is gone (see `ReservedPort::listen`).
+        let refusing = |receiver: &Receiver| {
+            crate::wait_until(crate::PATIENCE, || crate::net::refuses(receiver.addr()))
+        };
         let mut receiver = Receiver::down(Behaviour::Ack);
-        let refused = TcpStream::connect(receiver.addr()).unwrap_err();
-        assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+        assert!(refusing(&receiver));
         receiver.restart();
         assert!(exchange(receiver.addr(), &hl7::oru("B-1")).is_some());
         receiver.kill();
-        assert!(TcpStream::connect(receiver.addr()).is_err());
+        assert!(refusing(&receiver));
         receiver.restart();
         assert!(exchange(receiver.addr(), &hl7::oru("B-2")).is_some());
         assert_eq!(receiver.payloads(), [hl7::oru("B-1"), hl7::oru("B-2")]);
