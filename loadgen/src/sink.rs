@@ -559,7 +559,8 @@ fn answer(ctx: &ThreadCtx, payload: &[u8], dice: &mut Dice, out: &mut Vec<u8>) -
     out.clear();
     // MSH-7 of the ACK, recomputed once a second rather than formatted per message.
     let timestamp: [u8; TIMESTAMP_LEN] = *ctx.timestamps.borrow_mut().now();
-    let Ok(msh) = Msh::parse(payload) else {
+    // Read as a lenient receiver reads: only a frame without a usable MSH-1 is unreadable.
+    let Ok(msh) = Msh::parse_lenient(payload) else {
         counters.unreadable.fetch_add(1, Ordering::Relaxed);
         ack::write_headerless_reject(
             &AckParams::new(&timestamp, b"SINKACK"),
@@ -616,7 +617,9 @@ fn answer(ctx: &ThreadCtx, payload: &[u8], dice: &mut Dice, out: &mut Vec<u8>) -
 /// Changes the MSA-2 of the ACK in `ack` so that it names another message: a trailing `X`
 /// is appended to the control id.
 fn corrupt_msa2(ack: &mut Vec<u8>, code: AckCode) {
-    let Ok(msh) = Msh::parse(ack) else { return };
+    let Ok(msh) = Msh::parse_lenient(ack) else {
+        return;
+    };
     let fs = msh.delimiters().field;
     let mut pattern = b"MSA".to_vec();
     pattern.push(fs);

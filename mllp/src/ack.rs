@@ -341,10 +341,12 @@ pub fn write_ack(msh: &Msh<'_>, code: AckCode, params: &AckParams<'_>, out: &mut
     let fs = d.field;
     out.reserve(128 + msh.as_bytes().len() / 2);
 
-    // MSH: the inbound header with the two ends swapped.
+    // MSH: the inbound header with the two ends swapped. MSH-2 is written from the delimiters
+    // the header was read with: the sender's own bytes whenever the strict reader accepts them,
+    // and each delimiter once where a lenient read skipped some (`^~\\&` is answered `^~\&`).
     out.extend_from_slice(b"MSH");
     out.push(fs);
-    out.extend_from_slice(msh.encoding_characters());
+    out.extend(d.encoding_characters());
     for n in [5, 6, 3, 4] {
         out.push(fs);
         out.extend_from_slice(msh.raw_field(n));
@@ -497,13 +499,14 @@ pub struct Ack<'a> {
 /// Reads an ACK (any message with an MSA segment).
 ///
 /// Lenient where real receivers are sloppy and strictness buys nothing: the last segment may
-/// lack its CR, and segments may end with LF or CRLF.
+/// lack its CR, segments may end with LF or CRLF, and an unusual MSH-2 is read past
+/// ([`Msh::parse_lenient`]; a receiver often echoes the sender's header as it was).
 ///
 /// # Errors
 /// [`AckError::Header`] if the MSH is unreadable, [`AckError::MissingMsa`] without an MSA
 /// segment, [`AckError::UnknownCode`] if MSA-1 is not a known code.
 pub fn parse_ack(bytes: &[u8]) -> Result<Ack<'_>, AckError> {
-    let msh = Msh::parse(bytes)?;
+    let msh = Msh::parse_lenient(bytes)?;
     let fs = msh.delimiters().field;
     let message = msh.message_bytes();
     let msa = find_segment(message, b"MSA", fs).ok_or(AckError::MissingMsa)?;

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mllp::ack::AckCode;
+use mllp::hl7::{HeaderEvent, HeaderEventCode};
 
 use netio::tls::{RejectReason, TlsRejections};
 
@@ -128,6 +129,7 @@ pub struct ListenerStats {
     pub duplicate_window_reused_ids: AtomicU64,
     acks_from_downstream: [AtomicU64; AckCode::ALL.len()],
     acks_generated: [AtomicU64; AckCode::ALL.len()],
+    header_events: [AtomicU64; HeaderEventCode::ALL.len()],
 }
 
 impl ListenerStats {
@@ -153,6 +155,11 @@ impl ListenerStats {
             &self.acks_from_downstream
         };
         Stats::get(&counters[code_index(code)])
+    }
+
+    /// Headers read past with `code` (see [`Stats::header_event`]).
+    pub fn header_events(&self, code: HeaderEventCode) -> u64 {
+        Stats::get(&self.header_events[code.index()])
     }
 }
 
@@ -310,6 +317,7 @@ pub struct Stats {
     downstream_failures: [AtomicU64; DownstreamFailureKind::ALL.len()],
     acks_from_downstream: [AtomicU64; AckCode::ALL.len()],
     acks_generated: [AtomicU64; AckCode::ALL.len()],
+    header_events: [AtomicU64; HeaderEventCode::ALL.len()],
     /// Per listener, indexed like `Config::listeners` (empty in a default `Stats`).
     listeners: Vec<ListenerStats>,
     /// Per downstream, indexed like `Config::downstreams` (empty in a default `Stats`).
@@ -408,6 +416,17 @@ impl Stats {
             &listener.acks_from_downstream
         };
         Self::bump(&counters[code_index(code)]);
+    }
+
+    /// Counts a header read past leniently (an unusual MSH-2), relay-wide and for `listener`.
+    pub(crate) fn header_event(&self, listener: &ListenerStats, event: HeaderEvent) {
+        Self::bump(&self.header_events[event.code.index()]);
+        Self::bump(&listener.header_events[event.code.index()]);
+    }
+
+    /// Headers read past with `code`, relay-wide.
+    pub fn header_events(&self, code: HeaderEventCode) -> u64 {
+        Self::get(&self.header_events[code.index()])
     }
 
     /// Sets worker `worker`'s oldest undelivered message time (ms since the epoch; 0: none).
@@ -706,6 +725,18 @@ impl Stats {
             );
         }
         out.push_str(
+            "# HELP mllp_relay_header_tolerances_total Messages forwarded although their MSH-2 \
+             is unusual (read past leniently), by code.\n\
+             # TYPE mllp_relay_header_tolerances_total counter\n",
+        );
+        for code in HeaderEventCode::ALL {
+            let _ = writeln!(
+                out,
+                "mllp_relay_header_tolerances_total{{code=\"{code}\"}} {}",
+                self.header_events(code)
+            );
+        }
+        out.push_str(
             "# HELP mllp_relay_tls_rejections_total TLS clients refused in the handshake (certificate or protocol version), by reason.\n",
         );
         out.push_str("# TYPE mllp_relay_tls_rejections_total counter\n");
@@ -886,6 +917,21 @@ impl Stats {
                         listener.acks(code, generated)
                     );
                 }
+            }
+        }
+        out.push_str(
+            "# HELP mllp_relay_listener_header_tolerances_total Messages forwarded although \
+             their MSH-2 is unusual (read past leniently), by listener and code.\n\
+             # TYPE mllp_relay_listener_header_tolerances_total counter\n",
+        );
+        for listener in &self.listeners {
+            for code in HeaderEventCode::ALL {
+                let _ = writeln!(
+                    out,
+                    "mllp_relay_listener_header_tolerances_total{{listener=\"{}\",code=\"{code}\"}} {}",
+                    LabelValue(&listener.name),
+                    listener.header_events(code)
+                );
             }
         }
         out.push_str(
@@ -1150,6 +1196,11 @@ mod tests {
         Stats::add(&lab.bytes_in, 3);
         stats.ack_to_sender(lab, AckCode::CA, true);
         stats.ack_to_sender(adt, AckCode::AE, false);
+        let doubled = HeaderEvent {
+            code: HeaderEventCode::Msh2RepeatedDelimiter,
+            byte: b'\\',
+        };
+        stats.header_event(lab, doubled);
         stats
             .downstream(0)
             .unwrap()
@@ -1174,6 +1225,11 @@ mod tests {
             "mllp_relay_listener_acks_total{listener=\"lab\",code=\"CA\",origin=\"relay\"} 1",
             "mllp_relay_listener_acks_total{listener=\"adt\",code=\"AE\",origin=\"downstream\"} 1",
             "mllp_relay_listener_tls_rejections_total{listener=\"adt\",reason=\"unknown_ca\"} 0",
+            "mllp_relay_header_tolerances_total{code=\"HL7_MSH2_REPEATED_DELIMITER\"} 1",
+            "mllp_relay_header_tolerances_total{code=\"HL7_MSH2_TOO_LONG\"} 0",
+            "mllp_relay_listener_header_tolerances_total{listener=\"lab\",code=\"HL7_MSH2_REPEATED_DELIMITER\"} 1",
+            "mllp_relay_listener_header_tolerances_total{listener=\"adt\",code=\"HL7_MSH2_REPEATED_DELIMITER\"} 0",
+            "# TYPE mllp_relay_header_tolerances_total counter",
             "mllp_relay_downstream_messages_total{downstream=\"ehr\"} 1",
             "mllp_relay_downstream_bytes_total{downstream=\"ehr\"} 10",
             "mllp_relay_downstream_acks_total{downstream=\"ehr\",code=\"AE\"} 1",

@@ -34,9 +34,10 @@ pub fn framed(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The MSH-10 of `message`, or `None` when it has no readable header.
+/// The MSH-10 of `message` (read leniently, as the relay reads it), or `None` when it has no
+/// readable header.
 pub fn control_id(message: &[u8]) -> Option<String> {
-    let msh = Msh::parse(message).ok()?;
+    let msh = Msh::parse_lenient(message).ok()?;
     Some(String::from_utf8_lossy(msh.control_id()).into_owned())
 }
 

@@ -339,7 +339,7 @@ fn serve(mut stream: impl Read + Write, shared: &Shared, epoch: u64) {
 
 /// Records `payload`; returns its header when it has one.
 fn record<'p>(shared: &Shared, payload: &'p [u8]) -> Option<Msh<'p>> {
-    let msh = Msh::parse(payload).ok();
+    let msh = Msh::parse_lenient(payload).ok();
     let mut received = lock(&shared.received);
     received.payloads.push(payload.to_vec());
     match &msh {
@@ -358,7 +358,7 @@ fn record<'p>(shared: &Shared, payload: &'p [u8]) -> Option<Msh<'p>> {
 /// # Panics
 /// When `message` has no readable MSH.
 pub fn ack_for(message: &[u8], code: AckCode) -> Vec<u8> {
-    let msh = Msh::parse(message).expect("a message with a readable MSH");
+    let msh = Msh::parse_lenient(message).expect("a message with a readable MSH");
     ack(&msh, code)
 }
 

@@ -63,7 +63,8 @@ impl Message {
         if !message.starts_with(b"MSH") {
             return Err(SourceError::MissingHeader { origin });
         }
-        let msh = match Msh::parse(message) {
+        // Lenient, as a relay reads: a file with an unusual MSH-2 is sent as it is.
+        let msh = match Msh::parse_lenient(message) {
             Ok(msh) => msh,
             Err(cause) => return Err(SourceError::Header { origin, cause }),
         };
@@ -364,6 +365,14 @@ mod tests {
             b"MSH|^~\\&|||||19700101000000|||00000000000000000000"
         );
         assert_round_trip(&message, b"MSH|^~\\&");
+        // An unusual MSH-2 (the backslash doubled) is kept as written.
+        let original = b"MSH|^~\\\\&|A|B|C|D|2024||ORU^R01|7|P|2.5\rOBX|1\r";
+        let message = Message::parse("doubled", original).unwrap();
+        assert_eq!(
+            message.bytes(),
+            b"MSH|^~\\\\&|A|B|C|D|19700101000000||ORU^R01|00000000000000000000|P|2.5\rOBX|1\r"
+        );
+        assert_round_trip(&message, original);
         // Exactly nine fields: MSH-10 appended.
         let original = b"MSH|^~\\&|A|B|C|D|2024||ORU^R01\nOBX|1\n";
         let message = Message::parse("nine", original).unwrap();

@@ -394,3 +394,24 @@ fn an_accept_ack_is_expected_unless_msh_15_declines_it() {
     assert!(with("||||AL"));
     assert!(with("|||XX|NE"));
 }
+
+#[test]
+fn an_ack_for_a_leniently_read_header_writes_each_delimiter_once() {
+    let message = b"MSH|^~\\\\&|LAB|HOSP|EHR|CLINIC|20261122103000||ORU^R01^ORU_R01|C42|P|2.5.1\r";
+    let msh = Msh::parse_lenient(message).unwrap();
+    let mut ack = Vec::new();
+    write_ack(&msh, AckCode::AA, &params(), &mut ack);
+    assert_eq!(
+        ack,
+        b"MSH|^~\\&|EHR|CLINIC|LAB|HOSP|20261122103001||ACK^R01^ACK|ACK00001|P|2.5.1\r\
+MSA|AA|C42\r"
+    );
+    // A receiver that echoes the sender's MSH-2 as it was is still read.
+    let echoed =
+        b"MSH|^~\\\\&|EHR|CLINIC|LAB|HOSP|20261122103001||ACK^R01^ACK|A1|P|2.5.1\rMSA|AA|C42\r";
+    let parsed = parse_ack(echoed).unwrap();
+    assert_eq!(
+        (parsed.code, parsed.acknowledged_id),
+        (AckCode::AA, &b"C42"[..])
+    );
+}

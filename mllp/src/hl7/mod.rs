@@ -79,6 +79,27 @@ impl Delimiters {
     /// [`Hl7Error::DuplicateDelimiter`] for unusable delimiters. The segment ID itself is not
     /// checked here.
     pub fn from_header(segment: &[u8]) -> Result<(Self, usize), Hl7Error> {
+        match Self::from_header_lenient(segment)? {
+            (delimiters, end, None) => Ok((delimiters, end)),
+            (_, _, Some(event)) => Err(event.strict_error()),
+        }
+    }
+
+    /// Reads the delimiters of a header segment like [`from_header`](Self::from_header), but
+    /// reads past an unusual MSH-2 instead of refusing it: a byte that cannot be a delimiter, a
+    /// delimiter given twice, or characters past the fifth are skipped, and the first such byte
+    /// is returned as a [`HeaderEvent`]. MSH-2 still ends at the first field separator, so every
+    /// later field is found exactly as the sender wrote it.
+    ///
+    /// Whenever [`from_header`](Self::from_header) succeeds this returns the same delimiters and
+    /// offset, and no event.
+    ///
+    /// # Errors
+    /// [`Hl7Error::TruncatedHeader`] and [`Hl7Error::InvalidFieldSeparator`]: without a usable
+    /// MSH-1 no field can be found.
+    pub fn from_header_lenient(
+        segment: &[u8],
+    ) -> Result<(Self, usize, Option<HeaderEvent>), Hl7Error> {
         let field = match segment.get(3) {
             // A CR (or LF) right after the ID ends the segment before MSH-1: not a bad separator.
             None | Some(&(SEGMENT_TERMINATOR | b'\n')) => return Err(Hl7Error::TruncatedHeader),
@@ -88,22 +109,32 @@ impl Delimiters {
             Some(&byte) => byte,
         };
         let mut chars = [None; 5];
-        let mut count = 0;
+        let mut kept = 0;
+        let mut first_event = None;
+        let mut len = 0;
         for &byte in segment.get(4..).unwrap_or_default() {
             if byte == field || byte == SEGMENT_TERMINATOR || byte == b'\n' {
                 break;
             }
-            if count == chars.len() || !is_delimiter_byte(byte) {
-                return Err(Hl7Error::InvalidEncodingCharacter { byte });
-            }
-            // `byte != field` is known from the loop's exit test above.
-            if chars.contains(&Some(byte)) {
-                return Err(Hl7Error::DuplicateDelimiter { byte });
-            }
-            if let Some(slot) = chars.get_mut(count) {
+            len += 1;
+            // The order of the tests decides which event a byte is, and so which error the
+            // strict reader reports for it.
+            let code = if kept == chars.len() {
+                Some(HeaderEventCode::Msh2TooLong)
+            } else if !is_delimiter_byte(byte) {
+                Some(HeaderEventCode::Msh2InvalidCharacter)
+            } else if chars.contains(&Some(byte)) {
+                // `byte != field` is known from the loop's exit test above.
+                Some(HeaderEventCode::Msh2RepeatedDelimiter)
+            } else {
+                None
+            };
+            if let Some(code) = code {
+                first_event.get_or_insert(HeaderEvent { code, byte });
+            } else if let Some(slot) = chars.get_mut(kept) {
                 *slot = Some(byte);
+                kept += 1;
             }
-            count += 1;
         }
         let [component, repetition, escape, subcomponent, truncation] = chars;
         let delimiters = Self {
@@ -114,7 +145,7 @@ impl Delimiters {
             subcomponent,
             truncation,
         };
-        Ok((delimiters, 4 + count))
+        Ok((delimiters, 4 + len, first_event))
     }
 
     /// The MSH-2 encoding characters as they would be written (2 to 5 bytes).
@@ -133,6 +164,90 @@ impl Delimiters {
     /// Whether `byte` is one of the delimiters.
     pub fn is_delimiter(&self, byte: u8) -> bool {
         byte == self.field || self.encoding_characters().any(|d| d == byte)
+    }
+}
+
+/// An unusual MSH-2 that a lenient reader ([`Msh::parse_lenient`],
+/// [`Delimiters::from_header_lenient`]) read past: what it was and the first byte concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HeaderEvent {
+    /// What was tolerated.
+    pub code: HeaderEventCode,
+    /// The first MSH-2 byte that was skipped.
+    pub byte: u8,
+}
+
+impl HeaderEvent {
+    /// The error the strict reader reports for the same header.
+    const fn strict_error(self) -> Hl7Error {
+        let byte = self.byte;
+        match self.code {
+            HeaderEventCode::Msh2RepeatedDelimiter => Hl7Error::DuplicateDelimiter { byte },
+            HeaderEventCode::Msh2InvalidCharacter | HeaderEventCode::Msh2TooLong => {
+                Hl7Error::InvalidEncodingCharacter { byte }
+            }
+        }
+    }
+}
+
+impl core::fmt::Display for HeaderEvent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let what = match self.code {
+            HeaderEventCode::Msh2RepeatedDelimiter => "a delimiter given twice",
+            HeaderEventCode::Msh2InvalidCharacter => "a byte that cannot be a delimiter",
+            HeaderEventCode::Msh2TooLong => "more than five encoding characters",
+        };
+        write!(
+            f,
+            "{}: MSH-2 has {what} (0x{:02X}), skipped",
+            self.code, self.byte
+        )
+    }
+}
+
+/// The kind of an unusual MSH-2. The codes are stable: logs and metric labels use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HeaderEventCode {
+    /// A delimiter appears twice in MSH-1/MSH-2 (`^~\\&`, as files copied from escaped source
+    /// text have); the second one is skipped.
+    Msh2RepeatedDelimiter,
+    /// MSH-2 holds a letter, digit, space, control or non-ASCII byte; it is skipped.
+    Msh2InvalidCharacter,
+    /// MSH-2 holds more than five characters; those past the fifth are skipped.
+    Msh2TooLong,
+}
+
+impl HeaderEventCode {
+    /// Every code, in counter order.
+    pub const ALL: [Self; 3] = [
+        Self::Msh2RepeatedDelimiter,
+        Self::Msh2InvalidCharacter,
+        Self::Msh2TooLong,
+    ];
+
+    /// The stable code for logs and metric labels, e.g. `HL7_MSH2_REPEATED_DELIMITER`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Msh2RepeatedDelimiter => "HL7_MSH2_REPEATED_DELIMITER",
+            Self::Msh2InvalidCharacter => "HL7_MSH2_INVALID_CHARACTER",
+            Self::Msh2TooLong => "HL7_MSH2_TOO_LONG",
+        }
+    }
+
+    /// The position of this code in [`ALL`](Self::ALL), for arrays of counters.
+    pub const fn index(self) -> usize {
+        match self {
+            Self::Msh2RepeatedDelimiter => 0,
+            Self::Msh2InvalidCharacter => 1,
+            Self::Msh2TooLong => 2,
+        }
+    }
+}
+
+impl core::fmt::Display for HeaderEventCode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -13,7 +13,7 @@
 use core::fmt;
 
 use super::view::{Field, Segment, Text, opaque};
-use super::{Delimiters, SEGMENT_TERMINATOR, strip_bom};
+use super::{Delimiters, HeaderEvent, SEGMENT_TERMINATOR, strip_bom};
 use crate::error::Hl7Error;
 
 /// How many field separators [`Msh::parse`] records: those opening MSH-3 to MSH-22, so that
@@ -53,6 +53,8 @@ pub struct Msh<'a> {
     /// How many entries of `separators` are valid. Less than [`INDEXED`] means the segment has
     /// no further fields; equal means there may be more, past the table.
     indexed: usize,
+    /// What [`Msh::parse_lenient`] read past in MSH-2; always `None` from [`Msh::parse`].
+    event: Option<HeaderEvent>,
 }
 
 impl<'a> Msh<'a> {
@@ -68,12 +70,32 @@ impl<'a> Msh<'a> {
     /// [`Hl7Error::MissingHeader`] when `bytes` (after a byte order mark) does not start with
     /// `MSH`; the errors of [`Delimiters::from_header`] when MSH-1/MSH-2 are unusable.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Hl7Error> {
+        let msh = Self::parse_lenient(bytes)?;
+        match msh.event {
+            None => Ok(msh),
+            Some(event) => Err(event.strict_error()),
+        }
+    }
+
+    /// Parses the header like [`parse`](Self::parse), but reads past an unusual MSH-2 (a
+    /// delimiter given twice, a byte that cannot be a delimiter, more than five characters) as
+    /// [`Delimiters::from_header_lenient`] does; [`event`](Self::event) then says what was read
+    /// past. This is how a relay reads: it must not refuse what the receiver behind it accepts,
+    /// and with a usable MSH-1 every field (MSH-10 above all) is found exactly as sent.
+    ///
+    /// Whenever [`parse`](Self::parse) succeeds this returns the same view.
+    ///
+    /// # Errors
+    /// [`Hl7Error::MissingHeader`] when `bytes` (after a byte order mark) does not start with
+    /// `MSH`; [`Hl7Error::TruncatedHeader`] and [`Hl7Error::InvalidFieldSeparator`] when MSH-1
+    /// is unusable.
+    pub fn parse_lenient(bytes: &'a [u8]) -> Result<Self, Hl7Error> {
         let message = strip_bom(bytes);
         let header_offset = bytes.len() - message.len();
         if !message.starts_with(b"MSH") {
             return Err(Hl7Error::MissingHeader);
         }
-        let (delimiters, msh2_end) = Delimiters::from_header(message)?;
+        let (delimiters, msh2_end, event) = Delimiters::from_header_lenient(message)?;
 
         let mut separators = [0; INDEXED];
         let tail = message.get(msh2_end..).unwrap_or_default();
@@ -88,7 +110,14 @@ impl<'a> Msh<'a> {
             segment_end,
             separators,
             indexed,
+            event,
         })
+    }
+
+    /// What [`parse_lenient`](Self::parse_lenient) read past in MSH-2, if anything.
+    #[inline]
+    pub fn event(&self) -> Option<HeaderEvent> {
+        self.event
     }
 
     /// The delimiters from MSH-1 and MSH-2.
@@ -180,7 +209,8 @@ impl<'a> Msh<'a> {
         self.field(n).map_or(&[], |field| field.as_bytes())
     }
 
-    /// MSH-2, the encoding characters, raw.
+    /// MSH-2, the encoding characters, raw: as the sender wrote them, even where
+    /// [`parse_lenient`](Self::parse_lenient) read past some of them.
     #[inline]
     pub fn encoding_characters(&self) -> &'a [u8] {
         self.slice(4, self.msh2_end)

@@ -144,6 +144,102 @@ fn delimiters_errors() {
 }
 
 #[test]
+fn lenient_header_reading_skips_what_strict_refuses_in_msh2_and_names_it() {
+    use HeaderEventCode::{Msh2InvalidCharacter, Msh2RepeatedDelimiter, Msh2TooLong};
+    let standard = Delimiters::DEFAULT;
+    let truncation = Delimiters {
+        truncation: Some(b'#'),
+        ..standard
+    };
+    type Case = (&'static [u8], Delimiters, Option<(HeaderEventCode, u8)>);
+    let cases: &[Case] = &[
+        // Escaped source text copied into a file: the backslash doubled.
+        (
+            b"MSH|^~\\\\&|A",
+            standard,
+            Some((Msh2RepeatedDelimiter, b'\\')),
+        ),
+        (
+            b"MSH|^~\\&^|A",
+            standard,
+            Some((Msh2RepeatedDelimiter, b'^')),
+        ),
+        (
+            b"MSH|^~\\&X|A",
+            standard,
+            Some((Msh2InvalidCharacter, b'X')),
+        ),
+        (
+            b"MSH|^~ \\&|A",
+            standard,
+            Some((Msh2InvalidCharacter, b' ')),
+        ),
+        (b"MSH|^~\\&#!|A", truncation, Some((Msh2TooLong, b'!'))),
+        // Only the first event is named; every bad byte is skipped.
+        (
+            b"MSH|^^~~\\&|A",
+            standard,
+            Some((Msh2RepeatedDelimiter, b'^')),
+        ),
+        // Three encoding characters, and five with the truncation character: strict already.
+        (
+            b"MSH|^~\\|A",
+            Delimiters {
+                subcomponent: None,
+                ..standard
+            },
+            None,
+        ),
+        (b"MSH|^~\\&#|A", truncation, None),
+    ];
+    for &(input, delimiters, event) in cases {
+        let (read, end, found) = Delimiters::from_header_lenient(input).unwrap();
+        let context = input.escape_ascii().to_string();
+        assert_eq!(read, delimiters, "{context}");
+        assert_eq!(found.map(|e| (e.code, e.byte)), event, "{context}");
+        // MSH-2 ends at the next field separator, bad bytes and all.
+        assert_eq!(input.get(end), Some(&b'|'), "{context}");
+        assert_eq!(
+            Delimiters::from_header(input).is_ok(),
+            event.is_none(),
+            "{context}"
+        );
+    }
+    // Without a usable MSH-1 nothing can be found: the lenient reader refuses as the strict.
+    assert_eq!(
+        Delimiters::from_header_lenient(b"MSHA^~\\&").err(),
+        Some(Hl7Error::InvalidFieldSeparator { byte: b'A' })
+    );
+    assert_eq!(
+        Delimiters::from_header_lenient(b"MSH\r").err(),
+        Some(Hl7Error::TruncatedHeader)
+    );
+}
+
+#[test]
+fn a_lenient_msh_finds_every_field_as_sent() {
+    let message =
+        b"MSH|^~\\\\&|LAB|HOSP|EHR|CLINIC|20261122103000||ORU^R01^ORU_R01|C42|P|2.5.1\rPID|1\r";
+    assert_eq!(
+        Msh::parse(message).err(),
+        Some(Hl7Error::DuplicateDelimiter { byte: b'\\' })
+    );
+    let msh = Msh::parse_lenient(message).unwrap();
+    assert_eq!(msh.encoding_characters(), b"^~\\\\&");
+    assert_eq!(msh.delimiters(), Delimiters::DEFAULT);
+    assert_eq!(msh.control_id(), b"C42");
+    assert_eq!(msh.message_type().trigger, b"R01");
+    assert_eq!(msh.version_id(), b"2.5.1");
+    let event = msh.event().unwrap();
+    assert_eq!(event.code.as_str(), "HL7_MSH2_REPEATED_DELIMITER");
+    assert_eq!(
+        event.to_string(),
+        "HL7_MSH2_REPEATED_DELIMITER: MSH-2 has a delimiter given twice (0x5C), skipped"
+    );
+    assert_eq!(Msh::parse_lenient(ADT).unwrap().event(), None);
+}
+
+#[test]
 fn bom_and_segment_ids() {
     assert_eq!(strip_bom(b"\xEF\xBB\xBFMSH|"), b"MSH|");
     assert_eq!(strip_bom(b"MSH|"), b"MSH|");

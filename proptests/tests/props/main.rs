@@ -8,5 +8,6 @@ mod batch;
 mod corpus;
 mod escape;
 mod frame;
+mod header;
 mod scan;
 mod view;

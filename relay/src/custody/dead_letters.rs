@@ -37,7 +37,7 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// MSH-10 of the message (lossy text).
     pub fn control_id(&self) -> String {
-        Msh::parse(&self.message).map_or_else(
+        Msh::parse_lenient(&self.message).map_or_else(
             |_| "?".into(),
             |msh| String::from_utf8_lossy(msh.control_id()).into_owned(),
         )
@@ -45,7 +45,7 @@ impl DeadLetter {
 
     /// MSH-9 of the message (lossy text).
     pub fn message_type(&self) -> String {
-        Msh::parse(&self.message).map_or_else(
+        Msh::parse_lenient(&self.message).map_or_else(
             |_| "?".into(),
             |msh| String::from_utf8_lossy(msh.raw_field(9)).into_owned(),
         )
@@ -180,7 +180,7 @@ fn send(
     letter: &DeadLetter,
     ack_timeout: Duration,
 ) -> io::Result<(AckCode, String)> {
-    let control_id = Msh::parse(&letter.message)
+    let control_id = Msh::parse_lenient(&letter.message)
         .map_err(|e| io::Error::other(format!("no readable MSH: {e}")))?
         .control_id()
         .to_vec();

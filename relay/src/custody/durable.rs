@@ -271,7 +271,7 @@ async fn deliver_one(
         }
     };
     // Sessions journal only messages with a readable header.
-    let Ok(msh) = Msh::parse(&payload) else {
+    let Ok(msh) = Msh::parse_lenient(&payload) else {
         error!(
             seq = entry.seq,
             "a journaled message has no readable MSH; kept as a dead letter"

@@ -113,7 +113,7 @@ pub(crate) async fn run(
     loop {
         let message = queue.pop().await;
         // Sessions queue only messages whose header they have read.
-        if let Ok(msh) = Msh::parse(&message) {
+        if let Ok(msh) = Msh::parse_lenient(&message) {
             let expect_ack = expects_accept_ack(&msh);
             ack.clear();
             // Sessions queue only routable messages, and routing is a pure function of MSH.

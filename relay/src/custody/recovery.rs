@@ -49,7 +49,7 @@ pub(crate) fn open_journals(
     let lock = journal::lock(&journal.dir)?;
     journal::adopt_orphans(&journal.dir, workers, stats)?;
     let route = |payload: &[u8]| {
-        mllp::hl7::Msh::parse(payload)
+        mllp::hl7::Msh::parse_lenient(payload)
             .ok()
             .and_then(|msh| route::pick(&config.routes, config.default_downstream, &msh).ok())
     };
@@ -133,7 +133,7 @@ impl<'c> WindowsFromJournal<'c> {
         if self.windows.is_empty() {
             return;
         }
-        let Ok(msh) = mllp::hl7::Msh::parse(payload) else {
+        let Ok(msh) = mllp::hl7::Msh::parse_lenient(payload) else {
             return;
         };
         let age = Duration::from_millis(self.now_ms.saturating_sub(taken_ms));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mllp::ack::{AckCode, ErrorCode, Outcome, expects_accept_ack};
 use mllp::frame::Deframer;
-use mllp::hl7::Msh;
+use mllp::hl7::{HeaderEvent, Msh};
 use netio::conn::{Conn, ConnError, SharedCanceller, shared_canceller};
 use tracing::{debug, info, warn};
 
@@ -99,6 +99,7 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
         lane: inbound.next_lane(),
         writer: Writer::default(),
         window_key: Vec::new(),
+        header_event_warned: false,
     };
     // Cancels this session's reads between messages at shutdown; one for the session's life
     // (a signal is replaced only once fired, and a fired one ends the session).
@@ -256,6 +257,9 @@ struct Session<'c> {
     writer: Writer,
     /// `durable` mode with a duplicate window: scratch space for the window's key.
     window_key: Vec<u8>,
+    /// Whether an unusual MSH-2 was warned about on this connection: once is enough (a sender
+    /// writes every header the same way), the rest go to the debug log and the counters.
+    header_event_warned: bool,
 }
 
 /// Keeps a session's idle signal registered with its worker (so that shutdown can cancel the
@@ -314,7 +318,8 @@ impl Session<'_> {
         self.ack.clear();
         self.timing = Timing::default();
 
-        let msh = match Msh::parse(payload) {
+        // Lenient: a relay must not refuse a header the receiver behind it reads.
+        let msh = match Msh::parse_lenient(payload) {
             Ok(msh) => msh,
             Err(error) => {
                 stats.count(self.counters, ListenerCounter::RejectsBadHeader, 1);
@@ -334,6 +339,9 @@ impl Session<'_> {
             msh10 = %String::from_utf8_lossy(msh.control_id()),
             "message received"
         );
+        if let Some(event) = msh.event() {
+            self.header_event(event, &msh);
+        }
         let config = &self.inbound.config;
         let downstream = match route::pick(&config.routes, config.default_downstream, &msh) {
             Ok(index) => index,
@@ -544,6 +552,18 @@ impl Session<'_> {
                 conn.wait_readable(deadline, signal).await
             }
             other => other,
+        }
+    }
+
+    /// Counts a header read past leniently, and warns about the first on the connection.
+    fn header_event(&mut self, event: HeaderEvent, msh: &Msh<'_>) {
+        self.inbound.stats.header_event(self.counters, event);
+        let msh2 = msh.encoding_characters().escape_ascii();
+        let msh10 = String::from_utf8_lossy(msh.control_id());
+        if std::mem::replace(&mut self.header_event_warned, true) {
+            debug!(%event, %msh2, %msh10, "unusual MSH-2 read past; forwarded unchanged");
+        } else {
+            warn!(%event, %msh2, %msh10, "unusual MSH-2 read past; forwarded unchanged (warned once per connection, counted in header_tolerances_total)");
         }
     }
 

@@ -249,6 +249,60 @@ fn frame_without_msh_gets_ar_and_is_not_forwarded() {
     relay.shutdown();
 }
 
+/// `oru(id)` with its MSH-2 as escaped source text copied into a file writes it: `^~\\&`.
+fn oru_with_doubled_backslash(id: &str) -> Vec<u8> {
+    let message = oru(id);
+    let rest = message
+        .strip_prefix(b"MSH|^~\\&|")
+        .expect("oru has the usual MSH-2");
+    [b"MSH|^~\\\\&|".as_slice(), rest].concat()
+}
+
+/// A header whose MSH-2 repeats a delimiter is read past, not refused: forwarded byte for byte
+/// with the receiver's ACK passed back, counted by code, and where the relay answers itself
+/// (local mode) its ACK carries each delimiter once. A frame without a usable MSH-1 still gets
+/// AR.
+#[test]
+fn an_unusual_msh2_is_forwarded_and_counted_not_refused() {
+    use mllp::hl7::HeaderEventCode;
+    let receiver = Receiver::start(Behaviour::Ack);
+    let relay = relay::start(config(receiver.addr())).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let sent = oru_with_doubled_backslash("MSH2-1");
+    let ack = client.round_trip(&sent);
+    assert_eq!(
+        ack,
+        ack_for(&sent, AckCode::AA),
+        "the receiver's ACK, unchanged"
+    );
+    let bad_separator = b"MSH ^~\\&|LAB|HOSP|||20261122||ORU^R01|SPACE-1|P|2.5.1\r";
+    assert_eq!(
+        code_and_id(&client.round_trip(bad_separator)).0,
+        AckCode::AR
+    );
+    assert_eq!(
+        receiver.payloads(),
+        [sent],
+        "the message, unchanged; the AR'd frame not at all"
+    );
+    let stats = relay.stats();
+    assert_eq!(
+        stats.header_events(HeaderEventCode::Msh2RepeatedDelimiter),
+        1
+    );
+    assert_eq!(Stats::get(&stats.rejects_bad_header), 1);
+    relay.shutdown();
+
+    let mut cfg = config(receiver.addr());
+    cfg.listeners[0].ack_mode = relay::config::AckMode::Local;
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let ack = client.round_trip(&oru_with_doubled_backslash("MSH2-2"));
+    assert_eq!(code_and_id(&ack), (AckCode::AA, "MSH2-2".to_string()));
+    assert!(ack.starts_with(b"MSH|^~\\&|"), "{}", ack.escape_ascii());
+    relay.shutdown();
+}
+
 #[test]
 fn framing_garbage_closes_only_that_connection() {
     let receiver = Receiver::start(Behaviour::Ack);
