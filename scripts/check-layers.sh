@@ -30,7 +30,7 @@ for module in "${!allowed[@]}"; do
             echo "relay/src/${hit%%:crate::*}: \`$module\` may not import \`$used\` (allowed: ${allowed[$module]:-nothing of the relay})" >&2
             status=1
         fi
-    done < <(grep -rnoE '^[^/]*\bcrate::[a-z_]+' $files | sed -E 's/:[^:]*\bcrate::/:crate::/')
+    done < <(grep -rHnoE '^[^/]*\bcrate::[a-z_]+' $files | sed -E 's/:[^:]*\bcrate::/:crate::/')
 done
 if [[ $status -eq 0 ]]; then
     echo "relay module layers: ok"
