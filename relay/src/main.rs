@@ -163,6 +163,12 @@ struct Cli {
     #[arg(long, value_enum, default_value = "nak")]
     on_downstream_failure: FailureArg,
 
+    /// What happens to a message whose MSH-10 (message control ID) is empty: forward it (the
+    /// receiver decides; counted and warned about once per connection), or reject it with AR
+    /// and ERR 101 (required field missing) without forwarding it.
+    #[arg(long, value_enum, value_name = "WHAT", default_value = "forward")]
+    missing_control_id: MissingControlIdArg,
+
     /// Worker threads (one io_uring runtime each); default: one per CPU the process may run
     /// on (its affinity, e.g. under taskset or a container's cpuset).
     #[arg(long, value_name = "N")]
@@ -381,6 +387,11 @@ const FILE_ONLY_FLAGS: &[(&str, &str, &str)] = &[
         "--on-downstream-failure",
         "listener.on_downstream_failure",
     ),
+    (
+        "missing_control_id",
+        "--missing-control-id",
+        "listener.missing_control_id",
+    ),
     ("ack_timeout", "--ack-timeout", "downstream.ack_timeout"),
     ("retries", "--retries", "downstream.retries"),
     (
@@ -432,6 +443,14 @@ impl From<DriverArg> for Driver {
             DriverArg::Epoll => Self::Epoll,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum MissingControlIdArg {
+    /// Forward it; the receiver decides.
+    Forward,
+    /// AR with ERR 101, not forwarded.
+    Reject,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -702,6 +721,7 @@ fn raw_from_flags(cli: &Cli) -> RawConfig {
             listen: cli.listen.map(|addr| addr.to_string()),
             ack_mode: Some(name(&cli.ack_mode)),
             on_downstream_failure: Some(name(&cli.on_downstream_failure)),
+            missing_control_id: Some(name(&cli.missing_control_id)),
             max_frame_size: Some(RawSize::Text(cli.max_frame_size.clone())),
             tolerate: cli.tolerate.clone(),
             idle_timeout: duration(&cli.idle_timeout),

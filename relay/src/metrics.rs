@@ -117,6 +117,8 @@ pub struct ListenerStats {
     pub rejects_bad_header: AtomicU64,
     /// AR sent for messages that match no route.
     pub rejects_unrouted: AtomicU64,
+    /// Messages whose MSH-10 was empty (forwarded or refused, as the listener says).
+    pub missing_control_id: AtomicU64,
     /// Connections closed for a framing error.
     pub framing_errors: AtomicU64,
     /// Connections closed by the idle timeout.
@@ -176,6 +178,7 @@ pub(crate) enum ListenerCounter {
     BytesOut,
     RejectsBadHeader,
     RejectsUnrouted,
+    MissingControlId,
     FramingErrors,
     IdleTimeouts,
     FrameDeadlineExpired,
@@ -253,6 +256,8 @@ pub struct Stats {
     pub rejects_bad_header: AtomicU64,
     /// AR sent for messages that match no route (ERR 200/201).
     pub rejects_unrouted: AtomicU64,
+    /// Messages whose MSH-10 was empty (forwarded or refused, as the listener says).
+    pub missing_control_id: AtomicU64,
     /// Connections closed for a framing error.
     pub framing_errors: AtomicU64,
     /// Tolerated framing deviations (all codes together).
@@ -395,6 +400,7 @@ impl Stats {
             C::BytesOut => (&self.bytes_out, &listener.bytes_out),
             C::RejectsBadHeader => (&self.rejects_bad_header, &listener.rejects_bad_header),
             C::RejectsUnrouted => (&self.rejects_unrouted, &listener.rejects_unrouted),
+            C::MissingControlId => (&self.missing_control_id, &listener.missing_control_id),
             C::FramingErrors => (&self.framing_errors, &listener.framing_errors),
             C::IdleTimeouts => (&self.idle_timeouts, &listener.idle_timeouts),
             C::FrameDeadlineExpired => (
@@ -498,7 +504,7 @@ impl Stats {
     /// (listeners may share one; it is then counted once in the relay-wide series).
     pub fn render(&self, rejections: &[Arc<TlsRejections>]) -> String {
         let mut out = String::with_capacity(8 << 10);
-        let counters: [(&str, &str, &AtomicU64); 37] = [
+        let counters: [(&str, &str, &AtomicU64); 38] = [
             (
                 "journal_messages",
                 "durable mode: journaled messages not yet delivered.",
@@ -563,6 +569,12 @@ impl Stats {
                 "rejects_unrouted_total",
                 "AR sent for messages that match no route (ERR 200/201).",
                 &self.rejects_unrouted,
+            ),
+            (
+                "missing_control_id_total",
+                "Messages with an empty MSH-10 (forwarded, or refused with AR and ERR 101, as \
+                 the listener's missing_control_id says).",
+                &self.missing_control_id,
             ),
             (
                 "local_queue_full_total",
@@ -804,7 +816,7 @@ impl Stats {
             return;
         }
         type Field = fn(&ListenerStats) -> &AtomicU64;
-        let counters: [(&str, &str, Field); 15] = [
+        let counters: [(&str, &str, Field); 16] = [
             (
                 "connections_accepted_total",
                 "Inbound connections accepted, by listener.",
@@ -854,6 +866,11 @@ impl Stats {
                 "rejects_unrouted_total",
                 "AR sent for messages that match no route, by listener.",
                 |l| &l.rejects_unrouted,
+            ),
+            (
+                "missing_control_id_total",
+                "Messages with an empty MSH-10, by listener.",
+                |l| &l.missing_control_id,
             ),
             (
                 "framing_errors_total",

@@ -24,7 +24,7 @@ use super::raw::{
 };
 use crate::config::{
     self, AckMode, DownstreamConfig, DuplicateWindowConfig, JournalConfig, LinkPolicy,
-    ListenerConfig, OnDownstreamFailure, WhenJournalFull,
+    ListenerConfig, MissingControlId, OnDownstreamFailure, WhenJournalFull,
 };
 use crate::route::{Pattern, Route, RouteMatch};
 
@@ -599,6 +599,15 @@ impl Checker<'_> {
                 ("close", OnDownstreamFailure::Close),
             ],
             OnDownstreamFailure::Nak,
+        );
+        config.missing_control_id = self.choice(
+            &format!("{prefix}.missing_control_id"),
+            raw.missing_control_id.as_deref(),
+            &[
+                ("forward", MissingControlId::Forward),
+                ("reject", MissingControlId::Reject),
+            ],
+            MissingControlId::Forward,
         );
         config.ack_policy = self.choice(
             &format!("{prefix}.ack_policy"),

@@ -78,6 +78,16 @@ pub enum OnDownstreamFailure {
     Close,
 }
 
+/// What a listener does with a message whose MSH-10 (message control ID) is empty or absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingControlId {
+    /// Forward it: the receiver decides (its ACK's MSA-2 is then empty too). Counted, and
+    /// warned about once per connection.
+    Forward,
+    /// Refuse it with AR and ERR 101 (required field missing); it is not forwarded.
+    Reject,
+}
+
 /// Who answers the sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckMode {
@@ -267,6 +277,8 @@ pub struct ListenerConfig {
     pub ack_policy: AckPolicy,
     /// What the sender hears when the downstream fails.
     pub on_downstream_failure: OnDownstreamFailure,
+    /// What happens to a message without MSH-10.
+    pub missing_control_id: MissingControlId,
     /// Idle timeout between messages.
     pub idle_timeout: Duration,
     /// Limit from a frame's start byte to its end.
@@ -467,6 +479,7 @@ impl ListenerConfig {
             ack_mode: AckMode::Passthrough,
             ack_policy: AckPolicy::Negotiated,
             on_downstream_failure: OnDownstreamFailure::Nak,
+            missing_control_id: MissingControlId::Forward,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             frame_deadline: DEFAULT_FRAME_DEADLINE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,

@@ -51,6 +51,8 @@ pub struct RawListener {
     pub ack_mode: Option<String>,
     /// `nak` or `close`.
     pub on_downstream_failure: Option<String>,
+    /// `forward` or `reject`.
+    pub missing_control_id: Option<String>,
     /// `negotiated`, `always`, `never` or `errors-only`.
     pub ack_policy: Option<String>,
     /// Largest frame accepted.

@@ -11,7 +11,7 @@ use netio::runtime::Driver;
 use netio::units::{format_duration, format_size};
 
 use super::check::{ListenerSettings, Settings};
-use crate::config::{AckMode, OnDownstreamFailure, WhenJournalFull};
+use crate::config::{AckMode, MissingControlId, OnDownstreamFailure, WhenJournalFull};
 use crate::route::Pattern;
 
 /// Describes a rule "issued by CA OR one of the thumbprints".
@@ -98,6 +98,11 @@ impl fmt::Display for ListenerSettings {
             // The sender is answered before delivery: a downstream failure never reaches it.
             writeln!(f, "  ack mode {mode}, ack policy {policy}")?;
         }
+        let missing = match lc.missing_control_id {
+            MissingControlId::Forward => "forwarded (counted, warned once per connection)",
+            MissingControlId::Reject => "refused with AR and ERR 101, not forwarded",
+        };
+        writeln!(f, "  messages without MSH-10: {missing}")?;
         if let Some(window) = &lc.duplicates {
             writeln!(
                 f,

@@ -17,7 +17,9 @@ use tracing::{debug, info, warn};
 use super::Inbound;
 use super::accept::Place;
 use super::answer::{Answer, Refusal};
-use crate::config::{AckMode, ListenerConfig, OnDownstreamFailure, WhenJournalFull};
+use crate::config::{
+    AckMode, ListenerConfig, MissingControlId, OnDownstreamFailure, WhenJournalFull,
+};
 use crate::custody::duplicates::Seen;
 use crate::custody::journal::{JournalError, Writer};
 use crate::metrics::{ListenerCounter, ListenerStats, Stats};
@@ -100,6 +102,7 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
         writer: Writer::default(),
         window_key: Vec::new(),
         header_event_warned: false,
+        missing_control_id_warned: false,
     };
     // Cancels this session's reads between messages at shutdown; one for the session's life
     // (a signal is replaced only once fired, and a fired one ends the session).
@@ -260,6 +263,8 @@ struct Session<'c> {
     /// Whether an unusual MSH-2 was warned about on this connection: once is enough (a sender
     /// writes every header the same way), the rest go to the debug log and the counters.
     header_event_warned: bool,
+    /// The same for a message without MSH-10 that is forwarded.
+    missing_control_id_warned: bool,
 }
 
 /// Keeps a session's idle signal registered with its worker (so that shutdown can cancel the
@@ -341,6 +346,11 @@ impl Session<'_> {
         );
         if let Some(event) = msh.event() {
             self.header_event(event, &msh);
+        }
+        if msh.control_id().trim_ascii().is_empty()
+            && let Some(reply) = self.missing_control_id(&msh)
+        {
+            return reply;
         }
         let config = &self.inbound.config;
         let downstream = match route::pick(&config.routes, config.default_downstream, &msh) {
@@ -560,10 +570,36 @@ impl Session<'_> {
         self.inbound.stats.header_event(self.counters, event);
         let msh2 = msh.encoding_characters().escape_ascii();
         let msh10 = String::from_utf8_lossy(msh.control_id());
-        if std::mem::replace(&mut self.header_event_warned, true) {
-            debug!(%event, %msh2, %msh10, "unusual MSH-2 read past; forwarded unchanged");
-        } else {
+        if first_time(&mut self.header_event_warned) {
             warn!(%event, %msh2, %msh10, "unusual MSH-2 read past; forwarded unchanged (warned once per connection, counted in header_tolerances_total)");
+        } else {
+            debug!(%event, %msh2, %msh10, "unusual MSH-2 read past; forwarded unchanged");
+        }
+    }
+
+    /// A message whose MSH-10 is empty: counted; refused with AR and ERR 101 when the listener
+    /// says so (the reply), else forwarded (`None`) with a warning once per connection.
+    fn missing_control_id(&mut self, msh: &Msh<'_>) -> Option<Reply> {
+        let stats = &self.inbound.stats;
+        stats.count(self.counters, ListenerCounter::MissingControlId, 1);
+        let msh9 = String::from_utf8_lossy(msh.raw_field(9));
+        match self.listener.missing_control_id {
+            MissingControlId::Reject => {
+                warn!(%msh9, "message without MSH-10 (control ID): rejected with AR, not forwarded");
+                let refusal = Refusal {
+                    code: ErrorCode::RequiredFieldMissing,
+                    text: b"MSH-10 (message control ID) is empty",
+                };
+                Some(self.generate(msh, Outcome::Rejected, Some(refusal)))
+            }
+            MissingControlId::Forward => {
+                if first_time(&mut self.missing_control_id_warned) {
+                    warn!(%msh9, "message without MSH-10 (control ID): forwarded, its ACK cannot name it (warned once per connection, counted in missing_control_id_total)");
+                } else {
+                    debug!(%msh9, "message without MSH-10 (control ID): forwarded");
+                }
+                None
+            }
         }
     }
 
@@ -574,6 +610,12 @@ impl Session<'_> {
             debug!(%peer, code = event.code.as_str(), offset = event.offset, len = event.len, "framing tolerance used");
         }
     }
+}
+
+/// Whether this is the first time `flag` is asked (it is set from then on): for warnings given
+/// once per connection.
+fn first_time(flag: &mut bool) -> bool {
+    !std::mem::replace(flag, true)
 }
 
 /// The table 0357 code for a header that cannot be read.

@@ -12,7 +12,9 @@ use mllp::frame::Tolerances;
 use netio::runtime::Driver;
 use relay::config::check::{ConfigFileError, Overrides, Problem, Settings};
 use relay::config::load::{load_config, load_config_unchecked, load_config_with};
-use relay::config::{self, AckMode, JournalConfig, OnDownstreamFailure, WhenJournalFull};
+use relay::config::{
+    self, AckMode, JournalConfig, MissingControlId, OnDownstreamFailure, WhenJournalFull,
+};
 use relay::route::{Pattern, Route, RouteMatch};
 use testkit::TempDir;
 use testkit::pki::Pki;
@@ -125,6 +127,7 @@ name = "lab-results"
 listen = "127.0.0.1:0"
 ack_mode = "passthrough"
 on_downstream_failure = "close"
+missing_control_id = "reject"
 ack_policy = "errors-only"
 max_frame_size = "2MiB"
 tolerate = ["fs_without_cr", "junk_before_start"]
@@ -183,6 +186,7 @@ fn a_full_file_becomes_the_expected_config() {
     assert_eq!(l.addr, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
     assert_eq!(l.ack_mode, AckMode::Passthrough);
     assert_eq!(l.on_downstream_failure, OnDownstreamFailure::Close);
+    assert_eq!(l.missing_control_id, MissingControlId::Reject);
     assert_eq!(l.ack_policy, AckPolicy::ErrorsOnly);
     assert_eq!(l.framing.max_frame_len(), 2 << 20);
     let mut tolerances = Tolerances::STRICT;
@@ -265,6 +269,7 @@ fn omitted_keys_take_the_documented_defaults() {
     assert!(l.tls.is_none());
     assert_eq!(l.ack_mode, AckMode::Passthrough);
     assert_eq!(l.on_downstream_failure, OnDownstreamFailure::Nak);
+    assert_eq!(l.missing_control_id, MissingControlId::Forward);
     assert_eq!(l.ack_policy, AckPolicy::Negotiated);
     assert_eq!(l.framing, mllp::frame::FramingConfig::MLLP);
     assert_eq!(l.idle_timeout, config::DEFAULT_IDLE_TIMEOUT);
@@ -599,6 +604,7 @@ driver = "kqueue"
 [[listener]]
 listen = "127.0.0.1:0"
 on_downstream_failure = "retry"
+missing_control_id = "drop"
 max_frame_size = "16MB"
 tolerate = ["bogus"]
 
@@ -617,6 +623,7 @@ backoff_cap = "1s"
             "workers",
             "driver",
             "listener.on_downstream_failure",
+            "listener.missing_control_id",
             "listener.max_frame_size",
             "listener.tolerate[0]",
             "downstream.name",

@@ -303,6 +303,51 @@ fn an_unusual_msh2_is_forwarded_and_counted_not_refused() {
     relay.shutdown();
 }
 
+/// `oru(id)` with MSH-10 emptied.
+fn oru_without_control_id() -> Vec<u8> {
+    let message = oru("GONE");
+    let at = message
+        .windows(6)
+        .position(|w| w == b"|GONE|")
+        .expect("oru carries its id in MSH-10");
+    [&message[..=at], &message[at + 5..]].concat()
+}
+
+/// A message with an empty MSH-10 is forwarded by default (the receiver decides; its ACK's
+/// empty MSA-2 names it) and counted; `missing_control_id = reject` answers AR with ERR 101
+/// instead and forwards nothing.
+#[test]
+fn a_message_without_msh_10_is_forwarded_or_refused_as_the_listener_says() {
+    let sent = oru_without_control_id();
+    assert_eq!(testkit::hl7::control_id(&sent).as_deref(), Some(""));
+    let receiver = Receiver::start(Behaviour::Ack);
+    let relay = relay::start(config(receiver.addr())).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    assert_eq!(client.round_trip(&sent), ack_for(&sent, AckCode::AA));
+    assert_eq!(receiver.payloads(), std::slice::from_ref(&sent));
+    assert_eq!(Stats::get(&relay.stats().missing_control_id), 1);
+    relay.shutdown();
+
+    let mut cfg = config(receiver.addr());
+    cfg.listeners[0].missing_control_id = relay::config::MissingControlId::Reject;
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let ack = client.round_trip(&sent);
+    assert_eq!(code_and_id(&ack), (AckCode::AR, String::new()));
+    let text = String::from_utf8_lossy(&ack);
+    assert!(
+        text.contains("ERR|||101^Required field missing^HL70357|E"),
+        "{text}"
+    );
+    assert!(
+        text.contains("MSH-10 (message control ID) is empty"),
+        "{text}"
+    );
+    assert_eq!(receiver.payloads().len(), 1, "nothing more forwarded");
+    assert_eq!(Stats::get(&relay.stats().missing_control_id), 1);
+    relay.shutdown();
+}
+
 #[test]
 fn framing_garbage_closes_only_that_connection() {
     let receiver = Receiver::start(Behaviour::Ack);
