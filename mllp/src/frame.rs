@@ -168,7 +168,8 @@ impl EventCode {
         Self::ALL.into_iter().find(|c| c.config_name() == name)
     }
 
-    const fn index(self) -> usize {
+    /// The position of this code in [`ALL`](Self::ALL), for arrays of counters.
+    pub const fn index(self) -> usize {
         match self {
             Self::FsWithoutCr => 0,
             Self::LfAfterFs => 1,

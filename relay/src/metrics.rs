@@ -16,7 +16,7 @@
 //!
 //! Nothing here holds message content: counters, codes and durations only.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mllp::ack::AckCode;
+use mllp::frame::EventCode;
 use mllp::hl7::{HeaderEvent, HeaderEventCode};
 
 use netio::tls::{RejectReason, TlsRejections};
@@ -132,6 +133,7 @@ pub struct ListenerStats {
     acks_from_downstream: [AtomicU64; AckCode::ALL.len()],
     acks_generated: [AtomicU64; AckCode::ALL.len()],
     header_events: [AtomicU64; HeaderEventCode::ALL.len()],
+    framing_events: [AtomicU64; EventCode::ALL.len()],
 }
 
 impl ListenerStats {
@@ -162,6 +164,11 @@ impl ListenerStats {
     /// Headers read past with `code` (see [`Stats::header_event`]).
     pub fn header_events(&self, code: HeaderEventCode) -> u64 {
         Stats::get(&self.header_events[code.index()])
+    }
+
+    /// Framing tolerances used with `code` (see [`Stats::framing_event`]).
+    pub fn framing_events(&self, code: EventCode) -> u64 {
+        Stats::get(&self.framing_events[code.index()])
     }
 }
 
@@ -428,6 +435,13 @@ impl Stats {
     pub(crate) fn header_event(&self, listener: &ListenerStats, event: HeaderEvent) {
         Self::bump(&self.header_events[event.code.index()]);
         Self::bump(&listener.header_events[event.code.index()]);
+    }
+
+    /// Counts one use of a framing tolerance: relay-wide (all codes together, as
+    /// `framing_tolerances_total` always was) and for `listener` by code.
+    pub(crate) fn framing_event(&self, listener: &ListenerStats, code: EventCode) {
+        Self::bump(&self.framing_events);
+        Self::bump(&listener.framing_events[code.index()]);
     }
 
     /// Headers read past with `code`, relay-wide.
@@ -810,6 +824,32 @@ impl Stats {
 }
 
 impl Stats {
+    /// One `mllp_relay_listener_<name>{listener, code}` counter family: its HELP and TYPE, then
+    /// a sample per listener and code.
+    fn render_by_listener_and_code<C: Copy + fmt::Display>(
+        &self,
+        name: &str,
+        help: &str,
+        codes: &[C],
+        count: fn(&ListenerStats, C) -> u64,
+        out: &mut String,
+    ) {
+        let _ = writeln!(
+            out,
+            "# HELP mllp_relay_listener_{name} {help}\n# TYPE mllp_relay_listener_{name} counter"
+        );
+        for listener in &self.listeners {
+            for &code in codes {
+                let _ = writeln!(
+                    out,
+                    "mllp_relay_listener_{name}{{listener=\"{}\",code=\"{code}\"}} {}",
+                    LabelValue(&listener.name),
+                    count(listener, code)
+                );
+            }
+        }
+    }
+
     /// The `mllp_relay_listener_*` series: one per listener and counter.
     fn render_listeners(&self, rejections: &[Arc<TlsRejections>], out: &mut String) {
         if self.listeners.is_empty() {
@@ -936,21 +976,21 @@ impl Stats {
                 }
             }
         }
-        out.push_str(
-            "# HELP mllp_relay_listener_header_tolerances_total Messages forwarded although \
-             their MSH-2 is unusual (read past leniently), by listener and code.\n\
-             # TYPE mllp_relay_listener_header_tolerances_total counter\n",
+        self.render_by_listener_and_code(
+            "framing_tolerances_total",
+            "Tolerated framing deviations, by listener and code.",
+            &EventCode::ALL,
+            ListenerStats::framing_events,
+            out,
         );
-        for listener in &self.listeners {
-            for code in HeaderEventCode::ALL {
-                let _ = writeln!(
-                    out,
-                    "mllp_relay_listener_header_tolerances_total{{listener=\"{}\",code=\"{code}\"}} {}",
-                    LabelValue(&listener.name),
-                    listener.header_events(code)
-                );
-            }
-        }
+        self.render_by_listener_and_code(
+            "header_tolerances_total",
+            "Messages forwarded although their MSH-2 is unusual (read past leniently), by \
+             listener and code.",
+            &HeaderEventCode::ALL,
+            ListenerStats::header_events,
+            out,
+        );
         out.push_str(
             "# HELP mllp_relay_listener_tls_rejections_total TLS clients refused in the \
              handshake (certificate or protocol version), by listener and reason.\n# TYPE mllp_relay_listener_tls_rejections_total counter\n",
@@ -1026,8 +1066,8 @@ impl Stats {
 /// files allow none of them in names, but a `Config` built in code might).
 struct LabelValue<'a>(&'a str);
 
-impl std::fmt::Display for LabelValue<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for LabelValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in self.0.chars() {
             match c {
                 '\\' => f.write_str("\\\\")?,
@@ -1218,6 +1258,7 @@ mod tests {
             byte: b'\\',
         };
         stats.header_event(lab, doubled);
+        stats.framing_event(adt, EventCode::LfAfterFs);
         stats
             .downstream(0)
             .unwrap()
@@ -1247,6 +1288,10 @@ mod tests {
             "mllp_relay_listener_header_tolerances_total{listener=\"lab\",code=\"HL7_MSH2_REPEATED_DELIMITER\"} 1",
             "mllp_relay_listener_header_tolerances_total{listener=\"adt\",code=\"HL7_MSH2_REPEATED_DELIMITER\"} 0",
             "# TYPE mllp_relay_header_tolerances_total counter",
+            "mllp_relay_framing_tolerances_total 1",
+            "mllp_relay_listener_framing_tolerances_total{listener=\"adt\",code=\"MLLP_LF_AFTER_FS\"} 1",
+            "mllp_relay_listener_framing_tolerances_total{listener=\"lab\",code=\"MLLP_LF_AFTER_FS\"} 0",
+            "# TYPE mllp_relay_listener_framing_tolerances_total counter",
             "mllp_relay_downstream_messages_total{downstream=\"ehr\"} 1",
             "mllp_relay_downstream_bytes_total{downstream=\"ehr\"} 10",
             "mllp_relay_downstream_acks_total{downstream=\"ehr\",code=\"AE\"} 1",

@@ -606,7 +606,7 @@ impl Session<'_> {
     /// Logs and counts the framing tolerances used since the last call.
     fn log_events(&mut self, peer: std::net::SocketAddr) {
         while let Some(event) = self.deframer.poll_event() {
-            Stats::bump(&self.inbound.stats.framing_events);
+            self.inbound.stats.framing_event(self.counters, event.code);
             debug!(%peer, code = event.code.as_str(), offset = event.offset, len = event.len, "framing tolerance used");
         }
     }
