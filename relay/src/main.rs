@@ -219,6 +219,13 @@ struct Cli {
     #[arg(long = "tolerate", value_name = "NAME")]
     tolerate: Vec<String>,
 
+    /// Rewrite LF and CRLF segment terminators to CR before forwarding, for senders that end
+    /// segments with line feeds when the receiver wants HL7's CR. A line break inside text (a
+    /// report in OBX-5) is kept: only one followed by a segment ID or the end of the message
+    /// is a terminator. Counted; default: off (bytes pass unchanged).
+    #[arg(long)]
+    normalize_segment_terminators: bool,
+
     /// Log filter (tracing syntax, e.g. info, debug, relay=debug); RUST_LOG overrides it.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     log: String,
@@ -411,6 +418,11 @@ const FILE_ONLY_FLAGS: &[(&str, &str, &str)] = &[
         "listener.max_frame_size",
     ),
     ("tolerate", "--tolerate", "listener.tolerate"),
+    (
+        "normalize_segment_terminators",
+        "--normalize-segment-terminators",
+        "listener.normalize_segment_terminators",
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -724,6 +736,7 @@ fn raw_from_flags(cli: &Cli) -> RawConfig {
             missing_control_id: Some(name(&cli.missing_control_id)),
             max_frame_size: Some(RawSize::Text(cli.max_frame_size.clone())),
             tolerate: cli.tolerate.clone(),
+            normalize_segment_terminators: Some(cli.normalize_segment_terminators),
             idle_timeout: duration(&cli.idle_timeout),
             frame_deadline: duration(&cli.frame_deadline),
             allowed_sources: cli

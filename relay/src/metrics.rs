@@ -120,6 +120,8 @@ pub struct ListenerStats {
     pub rejects_unrouted: AtomicU64,
     /// Messages whose MSH-10 was empty (forwarded or refused, as the listener says).
     pub missing_control_id: AtomicU64,
+    /// Messages whose LF/CRLF segment terminators were rewritten to CR.
+    pub segment_terminators_repaired: AtomicU64,
     /// Connections closed for a framing error.
     pub framing_errors: AtomicU64,
     /// Connections closed by the idle timeout.
@@ -186,6 +188,7 @@ pub(crate) enum ListenerCounter {
     RejectsBadHeader,
     RejectsUnrouted,
     MissingControlId,
+    SegmentTerminatorsRepaired,
     FramingErrors,
     IdleTimeouts,
     FrameDeadlineExpired,
@@ -265,6 +268,8 @@ pub struct Stats {
     pub rejects_unrouted: AtomicU64,
     /// Messages whose MSH-10 was empty (forwarded or refused, as the listener says).
     pub missing_control_id: AtomicU64,
+    /// Messages whose LF/CRLF segment terminators were rewritten to CR.
+    pub segment_terminators_repaired: AtomicU64,
     /// Connections closed for a framing error.
     pub framing_errors: AtomicU64,
     /// Tolerated framing deviations (all codes together).
@@ -408,6 +413,10 @@ impl Stats {
             C::RejectsBadHeader => (&self.rejects_bad_header, &listener.rejects_bad_header),
             C::RejectsUnrouted => (&self.rejects_unrouted, &listener.rejects_unrouted),
             C::MissingControlId => (&self.missing_control_id, &listener.missing_control_id),
+            C::SegmentTerminatorsRepaired => (
+                &self.segment_terminators_repaired,
+                &listener.segment_terminators_repaired,
+            ),
             C::FramingErrors => (&self.framing_errors, &listener.framing_errors),
             C::IdleTimeouts => (&self.idle_timeouts, &listener.idle_timeouts),
             C::FrameDeadlineExpired => (
@@ -518,7 +527,7 @@ impl Stats {
     /// (listeners may share one; it is then counted once in the relay-wide series).
     pub fn render(&self, rejections: &[Arc<TlsRejections>]) -> String {
         let mut out = String::with_capacity(8 << 10);
-        let counters: [(&str, &str, &AtomicU64); 38] = [
+        let counters: [(&str, &str, &AtomicU64); 39] = [
             (
                 "journal_messages",
                 "durable mode: journaled messages not yet delivered.",
@@ -589,6 +598,12 @@ impl Stats {
                 "Messages with an empty MSH-10 (forwarded, or refused with AR and ERR 101, as \
                  the listener's missing_control_id says).",
                 &self.missing_control_id,
+            ),
+            (
+                "segment_terminators_repaired_total",
+                "Messages whose LF/CRLF segment terminators were rewritten to CR \
+                 (normalize_segment_terminators).",
+                &self.segment_terminators_repaired,
             ),
             (
                 "local_queue_full_total",
@@ -856,7 +871,7 @@ impl Stats {
             return;
         }
         type Field = fn(&ListenerStats) -> &AtomicU64;
-        let counters: [(&str, &str, Field); 16] = [
+        let counters: [(&str, &str, Field); 17] = [
             (
                 "connections_accepted_total",
                 "Inbound connections accepted, by listener.",
@@ -911,6 +926,11 @@ impl Stats {
                 "missing_control_id_total",
                 "Messages with an empty MSH-10, by listener.",
                 |l| &l.missing_control_id,
+            ),
+            (
+                "segment_terminators_repaired_total",
+                "Messages whose LF/CRLF segment terminators were rewritten to CR, by listener.",
+                |l| &l.segment_terminators_repaired,
             ),
             (
                 "framing_errors_total",

@@ -24,8 +24,8 @@ use crate::error::Hl7Error;
 ///
 /// # Errors
 /// [`Hl7Error::MissingHeader`] when the buffer (after an optional UTF-8 byte order mark) does
-/// not start with `MSH`, `FHS` or `BHS`; the errors of [`Delimiters::from_header`] when the
-/// field separator cannot be read. The buffer is unchanged on error.
+/// not start with `MSH`, `FHS` or `BHS`; the errors of [`Delimiters::from_header_lenient`] when
+/// the field separator cannot be read. The buffer is unchanged on error.
 ///
 /// ```
 /// use mllp::hl7::normalize_segment_terminators;
@@ -42,7 +42,8 @@ pub fn normalize_segment_terminators(message: &mut Vec<u8>) -> Result<usize, Hl7
     }
     // The header line ends at its first LF too: it may be the only terminator there is.
     let header_line = header.split(|&b| b == b'\n').next().unwrap_or_default();
-    let separator = Delimiters::from_header(header_line)?.0.field;
+    // Only MSH-1 matters here: an unusual MSH-2 is read past, as the relay reads it.
+    let separator = Delimiters::from_header_lenient(header_line)?.0.field;
 
     // Compact in place: `write` never passes `read`, so bytes still to be read are intact.
     // The BOM holds no CR or LF, so starting at 0 rather than after it changes nothing.

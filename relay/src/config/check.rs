@@ -641,6 +641,7 @@ impl Checker<'_> {
                 );
             }
         }
+        config.normalize_segment_terminators = raw.normalize_segment_terminators.unwrap_or(false);
         for (i, text) in raw.allowed_sources.iter().enumerate() {
             match text.parse() {
                 Ok(net) => config.allowed_sources.push(net),

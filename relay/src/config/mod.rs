@@ -271,6 +271,10 @@ pub struct ListenerConfig {
     pub tls_rejections: Arc<netio::tls::TlsRejections>,
     /// Framing, size limit and tolerances.
     pub framing: FramingConfig,
+    /// Rewrite LF and CRLF segment terminators to CR before the message is read and forwarded
+    /// (`mllp::hl7::normalize_segment_terminators`: a LF inside text such as OBX-5 is kept).
+    /// Off by default: bytes then pass unchanged.
+    pub normalize_segment_terminators: bool,
     /// Who answers the sender.
     pub ack_mode: AckMode,
     /// When ACKs are sent (relay-generated ones; passthrough ACKs are the downstream's).
@@ -476,6 +480,7 @@ impl ListenerConfig {
             tls: None,
             tls_rejections: Arc::default(),
             framing: FramingConfig::MLLP,
+            normalize_segment_terminators: false,
             ack_mode: AckMode::Passthrough,
             ack_policy: AckPolicy::Negotiated,
             on_downstream_failure: OnDownstreamFailure::Nak,

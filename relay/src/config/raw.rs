@@ -60,6 +60,8 @@ pub struct RawListener {
     /// Tolerance names.
     #[serde(default)]
     pub tolerate: Vec<String>,
+    /// Rewrite LF/CRLF segment terminators to CR.
+    pub normalize_segment_terminators: Option<bool>,
     /// Idle timeout.
     pub idle_timeout: Option<RawDuration>,
     /// Frame deadline.

@@ -103,6 +103,12 @@ impl fmt::Display for ListenerSettings {
             MissingControlId::Reject => "refused with AR and ERR 101, not forwarded",
         };
         writeln!(f, "  messages without MSH-10: {missing}")?;
+        if lc.normalize_segment_terminators {
+            writeln!(
+                f,
+                "  LF and CRLF segment terminators rewritten to CR before forwarding"
+            )?;
+        }
         if let Some(window) = &lc.duplicates {
             writeln!(
                 f,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mllp::ack::{AckCode, ErrorCode, Outcome, expects_accept_ack};
 use mllp::frame::Deframer;
-use mllp::hl7::{HeaderEvent, Msh};
+use mllp::hl7::{HeaderEvent, Msh, normalize_segment_terminators};
 use netio::conn::{Conn, ConnError, SharedCanceller, shared_canceller};
 use tracing::{debug, info, warn};
 
@@ -103,6 +103,7 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
         window_key: Vec::new(),
         header_event_warned: false,
         missing_control_id_warned: false,
+        repaired: Vec::new(),
     };
     // Cancels this session's reads between messages at shutdown; one for the session's life
     // (a signal is replaced only once fired, and a fired one ends the session).
@@ -130,7 +131,12 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
             session.log_events(peer);
             let payload = frame.payload(&buf);
             let started = Instant::now();
-            match session.handle(payload).await {
+            let reply = if listener.normalize_segment_terminators {
+                session.handle_repaired(payload).await
+            } else {
+                session.handle(payload).await
+            };
+            match reply {
                 Reply::Send => {
                     let framing = listener.framing;
                     let reply = &session.answer.bytes;
@@ -265,6 +271,8 @@ struct Session<'c> {
     header_event_warned: bool,
     /// The same for a message without MSH-10 that is forwarded.
     missing_control_id_warned: bool,
+    /// With `normalize_segment_terminators`: the message with its terminators rewritten.
+    repaired: Vec<u8>,
 }
 
 /// Keeps a session's idle signal registered with its worker (so that shutdown can cancel the
@@ -313,6 +321,26 @@ impl Session<'_> {
     /// [`generate_ack`](Self::generate_ack), and what to do with the sender.
     fn generate(&mut self, msh: &Msh<'_>, outcome: Outcome, refusal: Option<Refusal<'_>>) -> Reply {
         Reply::due(self.generate_ack(msh, outcome, refusal))
+    }
+
+    /// [`handle`](Self::handle) for a listener that rewrites LF and CRLF segment terminators
+    /// to CR first; each message that needed it is counted.
+    async fn handle_repaired(&mut self, payload: &[u8]) -> Reply {
+        let mut repaired = std::mem::take(&mut self.repaired);
+        repaired.clear();
+        repaired.extend_from_slice(payload);
+        // A frame without a header is left as it is: `handle` refuses it with its reason.
+        if normalize_segment_terminators(&mut repaired).is_ok_and(|runs| runs > 0) {
+            let stats = &self.inbound.stats;
+            stats.count(
+                self.counters,
+                ListenerCounter::SegmentTerminatorsRepaired,
+                1,
+            );
+        }
+        let reply = self.handle(&repaired).await;
+        self.repaired = repaired;
+        reply
     }
 
     /// Delivers one message and prepares the sender's answer.
@@ -557,6 +585,7 @@ impl Session<'_> {
                 self.deframer.compact(buf);
                 *buf = Vec::new();
                 self.ack = Vec::new();
+                self.repaired = Vec::new();
                 self.answer.release();
                 conn.release_buffers();
                 conn.wait_readable(deadline, signal).await

@@ -131,6 +131,7 @@ missing_control_id = "reject"
 ack_policy = "errors-only"
 max_frame_size = "2MiB"
 tolerate = ["fs_without_cr", "junk_before_start"]
+normalize_segment_terminators = true
 idle_timeout = "2min"
 frame_deadline = "30s"
 handshake_timeout = "1500ms"
@@ -193,6 +194,7 @@ fn a_full_file_becomes_the_expected_config() {
     tolerances.fs_without_cr = true;
     tolerances.junk_before_start = true;
     assert_eq!(l.framing.tolerances(), tolerances);
+    assert!(l.normalize_segment_terminators);
     assert_eq!(l.idle_timeout, Duration::from_secs(120));
     assert_eq!(l.frame_deadline, Duration::from_secs(30));
     assert_eq!(l.handshake_timeout, Duration::from_millis(1500));
@@ -272,6 +274,7 @@ fn omitted_keys_take_the_documented_defaults() {
     assert_eq!(l.missing_control_id, MissingControlId::Forward);
     assert_eq!(l.ack_policy, AckPolicy::Negotiated);
     assert_eq!(l.framing, mllp::frame::FramingConfig::MLLP);
+    assert!(!l.normalize_segment_terminators);
     assert_eq!(l.idle_timeout, config::DEFAULT_IDLE_TIMEOUT);
     assert_eq!(l.frame_deadline, config::DEFAULT_FRAME_DEADLINE);
     assert_eq!(l.handshake_timeout, config::DEFAULT_HANDSHAKE_TIMEOUT);

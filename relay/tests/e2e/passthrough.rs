@@ -348,6 +348,41 @@ fn a_message_without_msh_10_is_forwarded_or_refused_as_the_listener_says() {
     relay.shutdown();
 }
 
+/// `normalize_segment_terminators`: a message whose segments end with LF or CRLF reaches the
+/// receiver with CRs, a line break inside OBX-5 text kept, and is counted; a CR-terminated one
+/// passes unchanged and uncounted. Off (the default), the LF message passes byte for byte.
+#[test]
+fn a_listener_can_rewrite_lf_segment_terminators_to_cr() {
+    let lf = b"MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20261122103000||ORU^R01^ORU_R01|LF-1|P|2.5.1\r\n\
+OBX|1|TX|NOTE||line one\nline two\nPID|1||4711\n"
+        .to_vec();
+    let repaired = b"MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20261122103000||ORU^R01^ORU_R01|LF-1|P|2.5.1\r\
+OBX|1|TX|NOTE||line one\nline two\rPID|1||4711\r"
+        .to_vec();
+    let receiver = Receiver::start(Behaviour::Ack);
+    let mut cfg = config(receiver.addr());
+    cfg.listeners[0].normalize_segment_terminators = true;
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    assert_eq!(
+        code_and_id(&client.round_trip(&lf)),
+        (AckCode::AA, "LF-1".into())
+    );
+    let clean = oru("CR-1");
+    assert_eq!(client.round_trip(&clean), ack_for(&clean, AckCode::AA));
+    assert_eq!(receiver.payloads(), [repaired, clean]);
+    assert_eq!(Stats::get(&relay.stats().segment_terminators_repaired), 1);
+    relay.shutdown();
+
+    let receiver = Receiver::start(Behaviour::Ack);
+    let relay = relay::start(config(receiver.addr())).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    assert_eq!(code_and_id(&client.round_trip(&lf)).0, AckCode::AA);
+    assert_eq!(receiver.payloads(), [lf]);
+    assert_eq!(Stats::get(&relay.stats().segment_terminators_repaired), 0);
+    relay.shutdown();
+}
+
 #[test]
 fn framing_garbage_closes_only_that_connection() {
     let receiver = Receiver::start(Behaviour::Ack);
