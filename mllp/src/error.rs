@@ -23,6 +23,16 @@ pub enum ConfigError {
         /// The clashing byte.
         byte: u8,
     },
+    /// A framing byte that a message can hold: a printable or non-ASCII byte (a delimiter or
+    /// data), LF, or CR anywhere but as the second end byte.
+    #[error(
+        "0x{byte:02X} cannot be a framing byte: messages can hold it (use a control byte \
+         0x00-0x1F or 0x7F other than LF and CR; CR only as the second end byte)"
+    )]
+    NotAFrameByte {
+        /// The refused byte.
+        byte: u8,
+    },
     /// The maximum frame length must be at least one byte.
     #[error("the maximum frame length must be at least 1 byte")]
     ZeroMaxFrameLength,

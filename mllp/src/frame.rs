@@ -223,16 +223,36 @@ impl FramingConfig {
         tolerances: Tolerances::STRICT,
     };
 
-    /// Custom framing bytes, with the default limit and no tolerances.
+    /// Custom framing bytes (negotiated between two parties, as the HL7 transport spec allows),
+    /// with the default limit and no tolerances.
+    ///
+    /// A frame byte must be one no message can hold where it would be misread: a control byte
+    /// (0x00–0x1F or 0x7F) other than LF, which ends segments for many senders, and other than
+    /// CR, which ends every segment, except as the second end byte, where MLLP itself puts it.
+    /// Printable and non-ASCII bytes are refused: they can be delimiters or data.
     ///
     /// # Errors
-    /// The end sequence must be 1 or 2 bytes and must not contain the start byte.
+    /// [`ConfigError::EndSequenceLength`] unless the end sequence is 1 or 2 bytes,
+    /// [`ConfigError::NotAFrameByte`] for a byte messages can hold,
+    /// [`ConfigError::StartByteInEndSequence`] when the start byte ends frames too.
     pub fn new(start: u8, end: &[u8]) -> Result<Self, ConfigError> {
         let (end, end_len) = match *end {
             [e] => ([e, e], 1),
             [e1, e2] => ([e1, e2], 2),
             _ => return Err(ConfigError::EndSequenceLength { len: end.len() }),
         };
+        let second_end_byte = (end_len == 2).then_some(end[1]);
+        let usable = |byte: u8, last: bool| {
+            (byte.is_ascii_control() && byte != b'\n' && byte != CR) || (last && byte == CR)
+        };
+        for (byte, last) in [(start, false), (end[0], false)]
+            .into_iter()
+            .chain(second_end_byte.map(|b| (b, true)))
+        {
+            if !usable(byte, last) {
+                return Err(ConfigError::NotAFrameByte { byte });
+            }
+        }
         if end[..usize::from(end_len)].contains(&start) {
             return Err(ConfigError::StartByteInEndSequence { byte: start });
         }

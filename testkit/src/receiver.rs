@@ -83,6 +83,7 @@ struct Shared {
     nak: Mutex<Option<NakRule>>,
     delay: Mutex<Duration>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    framing: FramingConfig,
     /// Run on every thread the receiver starts (e.g. to exempt it from an allocation count).
     thread_init: Option<fn()>,
     connections: AtomicUsize,
@@ -99,6 +100,8 @@ pub struct Options {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Run this on each of the receiver's threads first.
     pub thread_init: Option<fn()>,
+    /// Frame bytes other than MLLP's (`None`: standard MLLP).
+    pub framing: Option<FramingConfig>,
 }
 
 impl Receiver {
@@ -142,6 +145,7 @@ impl Receiver {
             nak: Mutex::new(None),
             delay: Mutex::new(Duration::ZERO),
             tls: options.tls,
+            framing: options.framing.unwrap_or(FramingConfig::MLLP),
             thread_init: options.thread_init,
             connections: AtomicUsize::new(0),
             epoch: AtomicU64::new(0),
@@ -289,7 +293,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
 }
 
 fn serve(mut stream: impl Read + Write, shared: &Shared, epoch: u64) {
-    let mut deframer = Deframer::new(FramingConfig::MLLP);
+    let mut deframer = Deframer::new(shared.framing);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -318,7 +322,8 @@ fn serve(mut stream: impl Read + Write, shared: &Shared, epoch: u64) {
                 write_in_pieces(&mut stream, &reply)
             } else {
                 let mut framed = Vec::new();
-                FramingConfig::MLLP
+                shared
+                    .framing
                     .encode(&reply, &mut framed)
                     .expect("an ACK holds no framing byte");
                 stream.write_all(&framed).and_then(|()| stream.flush())

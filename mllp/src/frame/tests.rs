@@ -478,8 +478,32 @@ fn custom_framing_bytes() {
     let config = FramingConfig::new(0x02, &[0x03]).unwrap();
     let out = run_all_splits(config, b"\x02MSH|A\x03\x02MSH|B\x03");
     assert_eq!(out.payloads, [b"MSH|A", b"MSH|B"]);
-    let config = FramingConfig::new(b'<', b"><").unwrap_err();
-    assert_eq!(config, ConfigError::StartByteInEndSequence { byte: b'<' });
+    assert_eq!(
+        FramingConfig::new(0x02, &[0x03, CR]).unwrap().end(),
+        [0x03, CR]
+    );
+    assert_eq!(
+        FramingConfig::new(0x02, &[0x02]).unwrap_err(),
+        ConfigError::StartByteInEndSequence { byte: 0x02 }
+    );
+    // Bytes a message can hold: delimiters and data, line breaks where they would end frames.
+    for (start, end, byte) in [
+        (b'<', &b">"[..], b'<'),
+        (VT, b"|", b'|'),
+        (VT, b"A", b'A'),
+        (0x80, &[FS][..], 0x80),
+        (LF, &[FS], LF),
+        (VT, &[LF], LF),
+        (CR, &[FS], CR),
+        (VT, &[CR, FS], CR),
+        (VT, &[FS, LF], LF),
+    ] {
+        assert_eq!(
+            FramingConfig::new(start, end).unwrap_err(),
+            ConfigError::NotAFrameByte { byte },
+            "{start:#04x} {end:02x?}"
+        );
+    }
     assert_eq!(
         FramingConfig::new(VT, &[FS, CR, LF]).unwrap_err(),
         ConfigError::EndSequenceLength { len: 3 }

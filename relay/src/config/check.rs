@@ -12,6 +12,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mllp::ConfigError;
 use mllp::ack::AckPolicy;
 use mllp::frame::{DEFAULT_MAX_FRAME_LEN, EventCode, FramingConfig, Tolerances};
 use netio::runtime::Driver;
@@ -348,6 +349,62 @@ impl Checker<'_> {
         default
     }
 
+    /// The framing bytes of a listener or downstream: `start_byte` and `end_bytes` as hex
+    /// (`"0x0B"`, `["0x1C", "0x0D"]`), each defaulting to MLLP's; refused, naming the key, when
+    /// unreadable or when messages could hold them ([`FramingConfig::new`] says which bytes).
+    fn frame_bytes(&mut self, prefix: &str, start: Option<&str>, end: &[String]) -> FramingConfig {
+        let start_key = format!("{prefix}.start_byte");
+        let start = match start {
+            None => Some(FramingConfig::MLLP.start()),
+            Some(text) => self.hex_byte(&start_key, text),
+        };
+        let end: Option<Vec<u8>> = if end.is_empty() {
+            Some(FramingConfig::MLLP.end().to_vec())
+        } else {
+            // Every byte read (and every bad one reported) before any is given up on.
+            let bytes: Vec<Option<u8>> = end
+                .iter()
+                .enumerate()
+                .map(|(i, text)| self.hex_byte(&format!("{prefix}.end_bytes[{i}]"), text))
+                .collect();
+            bytes.into_iter().collect()
+        };
+        let (Some(start), Some(end)) = (start, end) else {
+            return FramingConfig::MLLP;
+        };
+        match FramingConfig::new(start, &end) {
+            Ok(framing) => framing,
+            Err(error) => {
+                let key = match error {
+                    ConfigError::NotAFrameByte { byte } if byte == start => start_key,
+                    _ => format!("{prefix}.end_bytes"),
+                };
+                self.fail(key, error);
+                FramingConfig::MLLP
+            }
+        }
+    }
+
+    /// One byte written in hex, `0x` optional: `"0x0B"`, `"1c"`.
+    fn hex_byte(&mut self, key: &str, text: &str) -> Option<u8> {
+        let digits = text.trim();
+        let digits = digits
+            .strip_prefix("0x")
+            .or_else(|| digits.strip_prefix("0X"))
+            .unwrap_or(digits);
+        let parsed = (1..=2)
+            .contains(&digits.len())
+            .then(|| u8::from_str_radix(digits, 16).ok())
+            .flatten();
+        if parsed.is_none() {
+            self.fail(
+                key,
+                format!("{text:?} is not one byte in hex, e.g. \"0x0B\""),
+            );
+        }
+        parsed
+    }
+
     /// An integer within `min..=max`.
     fn integer<T>(&mut self, key: &str, raw: Option<i64>, min: T, max: T, default: T) -> T
     where
@@ -648,11 +705,12 @@ impl Checker<'_> {
                 Err(message) => self.fail(format!("{prefix}.allowed_sources[{i}]"), message),
             }
         }
-        config.framing = match FramingConfig::MLLP.with_max_frame_len(max_frame_size) {
+        let framing = self.frame_bytes(prefix, raw.start_byte.as_deref(), &raw.end_bytes);
+        config.framing = match framing.with_max_frame_len(max_frame_size) {
             Ok(framing) => framing.with_tolerances(tolerances),
             Err(e) => {
                 self.fail(key, e);
-                FramingConfig::MLLP
+                framing
             }
         };
 
@@ -814,6 +872,7 @@ impl Checker<'_> {
         };
         let address = address.unwrap_or_default();
         let mut config = DownstreamConfig::plain(&name, addr);
+        config.framing = self.frame_bytes(prefix, raw.start_byte.as_deref(), &raw.end_bytes);
         config.connect_timeout = self.duration(
             &format!("{prefix}.connect_timeout"),
             raw.connect_timeout.as_ref(),

@@ -62,6 +62,11 @@ pub struct RawListener {
     pub tolerate: Vec<String>,
     /// Rewrite LF/CRLF segment terminators to CR.
     pub normalize_segment_terminators: Option<bool>,
+    /// The frame start byte, in hex.
+    pub start_byte: Option<String>,
+    /// The one or two frame end bytes, in hex.
+    #[serde(default)]
+    pub end_bytes: Vec<String>,
     /// Idle timeout.
     pub idle_timeout: Option<RawDuration>,
     /// Frame deadline.
@@ -118,6 +123,11 @@ pub struct RawDownstream {
     pub backoff_base: Option<RawDuration>,
     /// Largest backoff.
     pub backoff_cap: Option<RawDuration>,
+    /// The frame start byte, in hex.
+    pub start_byte: Option<String>,
+    /// The one or two frame end bytes, in hex.
+    #[serde(default)]
+    pub end_bytes: Vec<String>,
     /// `[downstream.tls]`.
     pub tls: Option<RawDownstreamTls>,
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::Path;
 
 use mllp::ack::AckPolicy;
-use mllp::frame::EventCode;
+use mllp::frame::{EventCode, FramingConfig};
 use netio::runtime::Driver;
 use netio::units::{format_duration, format_size};
 
@@ -142,6 +142,9 @@ impl fmt::Display for ListenerSettings {
                 tolerated.join(", ")
             }
         )?;
+        if let Some(bytes) = custom_frame_bytes(&lc.framing) {
+            writeln!(f, "  {bytes}")?;
+        }
         if !lc.allowed_sources.is_empty() {
             let nets: Vec<String> = lc.allowed_sources.iter().map(ToString::to_string).collect();
             writeln!(f, "  sources allowed: {}", nets.join(", "))?;
@@ -245,6 +248,9 @@ impl fmt::Display for Settings {
                 format_duration(dc.backoff_base),
                 format_duration(dc.backoff_cap)
             )?;
+            if let Some(bytes) = custom_frame_bytes(&dc.framing) {
+                writeln!(f, "  {bytes}")?;
+            }
         }
 
         let name = |index: usize| {
@@ -305,4 +311,18 @@ impl fmt::Display for Settings {
             None => write!(f, "metrics: off"),
         }
     }
+}
+
+/// "framing bytes: start 0x02, end 0x03" for framing other than MLLP's `0x0B … 0x1C 0x0D`.
+fn custom_frame_bytes(framing: &FramingConfig) -> Option<String> {
+    let standard = FramingConfig::MLLP;
+    if framing.start() == standard.start() && framing.end() == standard.end() {
+        return None;
+    }
+    let end: Vec<String> = framing.end().iter().map(|b| format!("0x{b:02X}")).collect();
+    Some(format!(
+        "framing bytes: start 0x{:02X}, end {} (not MLLP's 0x0B, 0x1C 0x0D)",
+        framing.start(),
+        end.join(" ")
+    ))
 }

@@ -2301,3 +2301,74 @@ fn the_duplicate_window_flag_is_checked() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Negotiated framing
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn frame_bytes_are_read_in_hex_and_checked() {
+    let dir = TempDir::new("cfg-framing");
+    let text = r#"
+[[listener]]
+listen = "127.0.0.1:0"
+start_byte = "0x02"
+end_bytes = ["03"]
+
+[[downstream]]
+name = "ehr"
+address = "127.0.0.1:6661"
+start_byte = "0X0b"
+end_bytes = ["0x1C", "0x0D"]
+"#;
+    let config = load_config(&write(&dir, "relay.toml", text))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    let listener = config.listeners[0].framing;
+    assert_eq!((listener.start(), listener.end()), (0x02, &[0x03][..]));
+    assert_eq!(
+        config.downstreams[0].framing,
+        mllp::frame::FramingConfig::MLLP
+    );
+    let summary = check_config_accepts(&write(&dir, "shown.toml", text));
+    assert!(
+        summary.contains("framing bytes: start 0x02, end 0x03 (not MLLP's"),
+        "{summary}"
+    );
+
+    let problems_of = |listener: &str, downstream: &str| -> Vec<(String, String)> {
+        let text = format!(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\n{listener}\n\
+             [[downstream]]\nname = \"ehr\"\naddress = \"127.0.0.1:6661\"\n{downstream}\n"
+        );
+        problems(&text)
+            .into_iter()
+            .map(|p| (p.key, p.message))
+            .collect()
+    };
+    let found = problems_of("start_byte = \"|\"", "start_byte = \"0x7C\"");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].0, "listener.start_byte");
+    assert!(
+        found[0].1.contains("\"|\" is not one byte in hex"),
+        "{found:?}"
+    );
+    assert_eq!(found[1].0, "downstream.start_byte");
+    assert!(
+        found[1].1.contains("0x7C cannot be a framing byte"),
+        "{found:?}"
+    );
+
+    let found = problems_of(
+        "end_bytes = [\"0x0D\", \"0x1C\"]",
+        "end_bytes = [\"0x1C\", \"0x0D\", \"0x0A\"]",
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].0, "listener.end_bytes");
+    assert!(
+        found[0].1.contains("0x0D cannot be a framing byte"),
+        "{found:?}"
+    );
+    assert_eq!(found[1].0, "downstream.end_bytes");
+    assert!(found[1].1.contains("1 or 2 bytes long, got 3"), "{found:?}");
+}

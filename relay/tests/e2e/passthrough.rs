@@ -383,6 +383,53 @@ OBX|1|TX|NOTE||line one\nline two\rPID|1||4711\r"
     relay.shutdown();
 }
 
+/// Negotiated framing: a listener framed `0x02 … 0x03` and a downstream framed
+/// `0x0B … 0x1C` carry the message and its ACK unchanged, each side in its own bytes; a sender
+/// framing with MLLP's bytes on that listener is closed as a framing error.
+#[test]
+fn custom_frame_bytes_on_the_listener_and_the_downstream() {
+    let downstream_framing = FramingConfig::new(0x0B, &[0x1C]).unwrap();
+    let receiver = Receiver::with(
+        Behaviour::Ack,
+        testkit::receiver::Options {
+            framing: Some(downstream_framing),
+            ..Default::default()
+        },
+    );
+    let mut cfg = config(receiver.addr());
+    cfg.listeners[0].framing = FramingConfig::new(0x02, &[0x03]).unwrap();
+    cfg.downstreams[0].framing = downstream_framing;
+    let relay = relay::start(cfg).unwrap();
+
+    let sent = oru("STX-1");
+    let mut stream = std::net::TcpStream::connect(relay.listen_addr()).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+        .write_all(&[[0x02].as_slice(), &sent, &[0x03]].concat())
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while answer.last() != Some(&0x03) {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "the ACK, framed 0x02 … 0x03"
+        );
+        answer.push(byte[0]);
+    }
+    assert_eq!(answer.first(), Some(&0x02));
+    assert_eq!(&answer[1..answer.len() - 1], ack_for(&sent, AckCode::AA));
+    assert_eq!(receiver.payloads(), [sent]);
+
+    let mut mllp = std::net::TcpStream::connect(relay.listen_addr()).unwrap();
+    mllp.set_read_timeout(Some(PATIENCE)).unwrap();
+    mllp.write_all(&testkit::hl7::framed(&oru("VT-1"))).unwrap();
+    assert_eq!(mllp.read(&mut byte).unwrap(), 0, "closed, no answer");
+    assert_eq!(Stats::get(&relay.stats().framing_errors), 1);
+    assert_eq!(receiver.frames(), 1, "nothing more forwarded");
+    relay.shutdown();
+}
+
 #[test]
 fn framing_garbage_closes_only_that_connection() {
     let receiver = Receiver::start(Behaviour::Ack);
