@@ -49,7 +49,6 @@ pub(crate) fn admit(
         return None;
     }
     let _ = tcp.set_nodelay(true);
-    stats.count(counters, ListenerCounter::ConnectionsAccepted, 1);
     let conn = match &listener.tls {
         None => Conn::plain(tcp, peer),
         Some(tls) => match rustls::ServerConnection::new(tls.current()) {
@@ -61,8 +60,11 @@ pub(crate) fn admit(
         },
     };
     active.set(active.get() + 1);
+    // Open before accepted: whoever reads `accepted` and then `open` never finds a connection
+    // accepted but not yet open (the order a "has every session ended" check relies on).
     stats.connections_open.fetch_add(1, Ordering::Relaxed);
     counters.connections_open.fetch_add(1, Ordering::Relaxed);
+    stats.count(counters, ListenerCounter::ConnectionsAccepted, 1);
     Some(Admitted {
         conn,
         place: Place {

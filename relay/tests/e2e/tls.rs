@@ -17,7 +17,7 @@ use testkit::hl7::oru;
 use testkit::pki;
 use testkit::receiver::{Behaviour, Receiver, ack_for};
 
-use crate::support::{Client, PATIENCE, TLS_BOTH, code_and_id, config, tls_config};
+use crate::support::{Client, PATIENCE, TLS_BOTH, code_and_id, config, tls_config, wait_until};
 
 #[test]
 fn tls_listener_relays_byte_for_byte() {
@@ -217,6 +217,9 @@ fn a_probe_that_connects_and_hangs_up_is_not_a_handshake_failure() {
     let (cfg, _) = tls_config(&pki, receiver.addr(), None, &[]);
     let relay = relay::start(cfg).unwrap();
     let stats = relay.stats();
+    let failures = || Stats::get(&stats.tls_handshake_failures);
+    // Every session so far has ended. A session counts its failure before it ends, so the
+    // counts read after this are final; the relay counts a connection open before accepted.
     let wait_until_closed = |accepted: u64| {
         let started = Instant::now();
         while (Stats::get(&stats.connections_accepted) < accepted
@@ -225,6 +228,7 @@ fn a_probe_that_connects_and_hangs_up_is_not_a_handshake_failure() {
         {
             thread::sleep(Duration::from_millis(2));
         }
+        assert_eq!(Stats::get(&stats.connections_accepted), accepted);
         assert_eq!(Stats::get(&stats.connections_open), 0);
     };
     // A health check: connect, then close (FIN), or reset (linger 0), without a byte.
@@ -233,22 +237,24 @@ fn a_probe_that_connects_and_hangs_up_is_not_a_handshake_failure() {
     reset.set_linger(Some(Duration::ZERO)).unwrap();
     drop(reset);
     wait_until_closed(2);
-    assert_eq!(Stats::get(&stats.tls_handshake_failures), 0);
+    assert_eq!(failures(), 0);
     // The same counter does count a client that speaks, and gets it wrong.
     let mut plain = TcpStream::connect(relay.listen_addr()).unwrap();
     plain.write_all(&oru("PLAIN-1")).unwrap();
     let _ = plain.read_to_end(&mut Vec::new());
     drop(plain);
+    wait_until("the plaintext client counted", || failures() >= 1);
     wait_until_closed(3);
-    assert_eq!(Stats::get(&stats.tls_handshake_failures), 1);
+    assert_eq!(failures(), 1);
     // A client that begins the handshake and then hangs up is a failure too.
     let mut quitter = TcpStream::connect(relay.listen_addr()).unwrap();
     quitter
         .write_all(&legacy_client_hello(0x0303, true)[..20])
         .unwrap();
     drop(quitter);
+    wait_until("the quitter counted", || failures() >= 2);
     wait_until_closed(4);
-    assert_eq!(Stats::get(&stats.tls_handshake_failures), 2);
+    assert_eq!(failures(), 2, "and the health checks were not counted");
     relay.shutdown();
 }
 
