@@ -18,6 +18,7 @@ use loadgen::send::{self, Loop, Progress, SendConfig, Stop};
 use loadgen::sink::{self, Faults, NakCode, SinkConfig};
 use loadgen::source::{self, CorpusOptions, Message, RunTag, TemplateKind};
 use loadgen::stats::RunStats;
+use mllp::frame::FramingConfig;
 use netio::connect::ClientTls;
 use netio::runtime::Driver;
 use netio::tls::{self, ClientTlsSettings, ServerTlsSettings, TlsRejections};
@@ -128,11 +129,40 @@ struct ConnectArgs {
     driver: DriverArg,
 }
 
+/// Frame bytes other than MLLP's, negotiated between the two ends (shared by `send`, `ramp`
+/// and `sink`).
+#[derive(Debug, Args)]
+struct FramingArgs {
+    /// The byte that opens a frame, in hex (negotiated framing). Default: 0x0B (VT).
+    #[arg(long, value_parser = hex_byte_arg, value_name = "HEX")]
+    start_byte: Option<u8>,
+    /// The one or two bytes that close a frame, in hex, comma-separated. Default: 0x1C,0x0D
+    /// (FS CR). Frame bytes must be control bytes no message holds (not LF; CR only second).
+    #[arg(long, value_parser = hex_byte_arg, value_delimiter = ',', value_name = "HEX[,HEX]")]
+    end_bytes: Vec<u8>,
+}
+
+impl FramingArgs {
+    /// The framing these flags ask for.
+    fn framing(&self) -> anyhow::Result<FramingConfig> {
+        let standard = FramingConfig::MLLP;
+        let start = self.start_byte.unwrap_or(standard.start());
+        let end = if self.end_bytes.is_empty() {
+            standard.end()
+        } else {
+            &self.end_bytes
+        };
+        FramingConfig::new(start, end).map_err(|e| anyhow::anyhow!("--start-byte/--end-bytes: {e}"))
+    }
+}
+
 /// Where and how to connect, and what to send (shared by `send` and `ramp`).
 #[derive(Debug, Args)]
 struct TargetArgs {
     #[command(flatten)]
     connect: ConnectArgs,
+    #[command(flatten)]
+    framing: FramingArgs,
     /// Messages in flight per connection (1 = HL7 stop-and-wait); ACKs are matched by MSA-2.
     #[arg(long, default_value_t = 1, value_name = "W")]
     pipeline: usize,
@@ -334,6 +364,8 @@ struct SinkArgs {
     /// I/O driver.
     #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
     driver: DriverArg,
+    #[command(flatten)]
+    framing: FramingArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -367,6 +399,10 @@ fn duration_arg(text: &str) -> Result<Duration, String> {
 
 fn size_arg(text: &str) -> Result<usize, String> {
     parse_size(text).map_err(|e| e.to_string())
+}
+
+fn hex_byte_arg(text: &str) -> Result<u8, String> {
+    netio::units::parse_hex_byte(text).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -465,6 +501,7 @@ fn base_config(args: &TargetArgs) -> anyhow::Result<SendConfig> {
         reconnect_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
         run_tag: RunTag::random(),
         driver: endpoint.driver,
+        framing: args.framing.framing()?,
     })
 }
 
@@ -798,6 +835,7 @@ fn cmd_sink(args: SinkArgs) -> anyhow::Result<ExitCode> {
         faults,
         record_payloads: args.record_payloads.clone(),
         max_frame_len: args.max_frame_size,
+        framing: args.framing.framing()?,
         seed: args.seed,
         driver: driver(args.driver)?,
         idle_timeout: args.idle_timeout,

@@ -106,6 +106,8 @@ pub struct SendConfig {
     pub run_tag: RunTag,
     /// io_uring or epoll.
     pub driver: Driver,
+    /// Frame bytes: MLLP's, or others negotiated with the target.
+    pub framing: FramingConfig,
 }
 
 /// What the progress callback gets once a second.
@@ -639,7 +641,7 @@ impl ConnState {
     /// Sends and reads on one open connection until the work is done or the connection fails.
     async fn session(&mut self, state: &ThreadState, conn: &mut Conn) -> SessionEnd {
         let config = &state.config;
-        let tolerant = FramingConfig::MLLP.with_tolerances(Tolerances::ALL);
+        let tolerant = config.framing.with_tolerances(Tolerances::ALL);
         let mut deframer = Deframer::new(tolerant);
         let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         let acked_before = self.acked_on_connections;
@@ -786,7 +788,7 @@ impl ConnState {
         let id: [u8; CONTROL_ID_LEN] = control_id(config.run_tag, self.index_u32, self.seq);
         {
             let mut timestamps = state.timestamps.borrow_mut();
-            message.write_framed(&mut self.out, &id, timestamps.now());
+            message.write_framed_as(&config.framing, &mut self.out, &id, timestamps.now());
         }
         let written_at = Instant::now();
         let origin = match intended {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use mllp::ack::{
     self, AckCode, AckDecision, AckParams, AckPolicy, ErrorCode, ErrorDetail, Outcome,
 };
-use mllp::frame::{CR, Deframer, FS, FramingConfig, VT};
+use mllp::frame::{Deframer, FramingConfig};
 use mllp::hl7::Msh;
 use monoio::net::{TcpListener, TcpStream};
 use netio::conn::{Conn, ConnError, SharedCanceller, fire, shared_canceller};
@@ -89,6 +89,8 @@ pub struct SinkConfig {
     pub record_payloads: Option<PathBuf>,
     /// Largest message accepted.
     pub max_frame_len: usize,
+    /// Frame bytes: MLLP's, or others negotiated with the senders.
+    pub framing: FramingConfig,
     /// Seed of the fault dice (runs with the same seed and traffic misbehave identically).
     pub seed: u64,
     /// io_uring or epoll.
@@ -107,6 +109,7 @@ impl SinkConfig {
             faults: Faults::default(),
             record_payloads: None,
             max_frame_len: mllp::frame::DEFAULT_MAX_FRAME_LEN,
+            framing: FramingConfig::MLLP,
             seed: 1,
             driver: Driver::Auto,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -439,9 +442,10 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: &ThreadCtx) {
     let mut dice = Dice(mllp::rand::XorShift::new(
         config.seed ^ (shared.thread as u64) << 48 ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
     ));
-    let framing = FramingConfig::MLLP
+    let framing = config
+        .framing
         .with_max_frame_len(config.max_frame_len)
-        .unwrap_or(FramingConfig::MLLP);
+        .unwrap_or(config.framing);
     let mut deframer = Deframer::new(framing);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut ack_buf: Vec<u8> = Vec::with_capacity(256);
@@ -474,7 +478,7 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: &ThreadCtx) {
                     });
                     let _ = timer.sleep_until(wait).await;
                 }
-                let parts: [&[u8]; 3] = [&[VT], &ack_buf, &[FS, CR]];
+                let parts: [&[u8]; 3] = [&[framing.start()], &ack_buf, framing.end()];
                 let deadline = Instant::now() + Duration::from_secs(30);
                 if let Err(error) = conn.write_all(&parts, deadline).await {
                     debug!(%peer, %error, "writing the ACK failed");

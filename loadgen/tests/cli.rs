@@ -235,6 +235,63 @@ fn bad_input_gets_one_line_errors_naming_the_cause() {
     drop(server);
 }
 
+/// Negotiated framing: `send` and `sink` agreeing on `0x02 … 0x03` exchange every message and
+/// ACK; a sender framing with MLLP's bytes at that sink is closed, the sink logging the framing
+/// error with its stream offset; a frame byte a message could hold is refused by its flags.
+#[test]
+fn send_and_sink_speak_negotiated_framing() {
+    let sink = Sink::start(&["--start-byte", "0x02", "--end-bytes", "0x03"]);
+    let framed = [
+        "send",
+        "--target",
+        &sink.addr,
+        "--connections",
+        "2",
+        "--count",
+        "200",
+        "--start-byte",
+        "02",
+        "--end-bytes",
+        "0x03",
+    ];
+    let out = loadgen(&framed);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("AA 200"), "{}", stdout(&out));
+
+    let mllp = loadgen(&[
+        "send",
+        "--target",
+        &sink.addr,
+        "--count",
+        "1",
+        "--ack-timeout",
+        "1s",
+    ]);
+    assert!(!mllp.status.success(), "{}", stdout(&mllp));
+    let logged = testkit::wait_until(PATIENCE, || {
+        sink.process
+            .log()
+            .tail(20)
+            .contains("framing error; connection closed")
+    });
+    assert!(logged, "{}", sink.process.log().tail(20));
+    let log = sink.process.log().tail(20);
+    assert!(
+        log.contains("byte 0x0B outside a frame at stream offset 0"),
+        "{log}"
+    );
+
+    let out = loadgen(&["send", "--target", &sink.addr, "--start-byte", "0x7C"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--start-byte/--end-bytes: 0x7C cannot be a framing byte"),
+        "{}",
+        stderr(&out)
+    );
+    let report = sink.stop();
+    assert!(report.contains("received 200"), "{report}");
+}
+
 /// Starts `mllp-loadgen hold` and returns it with its first stdout line.
 fn start_hold(args: &[&str]) -> (Process, String) {
     let hold = Process::start(Command::new(BIN).arg("hold").args(args));

@@ -46,6 +46,7 @@ fn drive(server_mode: &str, count: u64, lost_allowed: u64) {
         reconnect_backoff: (Duration::from_millis(10), Duration::from_millis(200)),
         run_tag,
         driver: Driver::Auto,
+        framing: mllp::frame::FramingConfig::MLLP,
     };
     let stats = send::run(config, &Arc::new(AtomicBool::new(false)), |_| {}).unwrap();
     assert_eq!(stats.sent, count, "{:?}", stats.errors);

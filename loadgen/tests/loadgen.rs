@@ -40,6 +40,7 @@ fn config(target: SocketAddr, connections: usize, stop: Stop) -> SendConfig {
         reconnect_backoff: (Duration::from_millis(10), Duration::from_millis(100)),
         run_tag: RunTag::new(42),
         driver: Driver::Auto,
+        framing: mllp::frame::FramingConfig::MLLP,
     }
 }
 

@@ -1,6 +1,6 @@
-//! Durations and sizes as operators write them in flags and config files: `500ms`, `10s`,
-//! `2min`, `1h`; `1048576`, `512KiB`, `16MiB`. Each parser has a formatter that writes what it
-//! reads back.
+//! Durations, sizes and bytes as operators write them in flags and config files: `500ms`,
+//! `10s`, `2min`, `1h`; `1048576`, `512KiB`, `16MiB`; `0x0B`. The duration and size parsers each
+//! have a formatter that writes what they read back.
 
 use std::time::Duration;
 
@@ -107,6 +107,29 @@ pub fn format_size(bytes: u64) -> String {
     }
 }
 
+/// Why a string is not one byte in hex.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not one byte in hex (e.g. 0x0B or 1C)")]
+pub struct HexByteError {
+    text: String,
+}
+
+/// Parses one byte written in hex, `0x` optional and either case: `0x0B`, `1c`, `0X7f`.
+pub fn parse_hex_byte(text: &str) -> Result<u8, HexByteError> {
+    let trimmed = text.trim();
+    let digits = trimmed
+        .strip_prefix("0x")
+        .or_else(|| trimmed.strip_prefix("0X"))
+        .unwrap_or(trimmed);
+    let error = || HexByteError {
+        text: text.to_owned(),
+    };
+    if !(1..=2).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(error());
+    }
+    u8::from_str_radix(digits, 16).map_err(|_| error())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +178,20 @@ mod tests {
         for bytes in [1024_u64, 1000, 5 << 20] {
             let text = format_size(bytes);
             assert_eq!(parse_size(&text).map(|n| n as u64), Ok(bytes), "{text}");
+        }
+    }
+
+    #[test]
+    fn hex_bytes_read_with_or_without_0x() {
+        for (text, byte) in [("0x0B", 0x0B), ("1c", 0x1C), ("0X7f", 0x7F), (" 2 ", 0x02)] {
+            assert_eq!(parse_hex_byte(text), Ok(byte), "{text}");
+        }
+        for bad in ["", "0x", "0x100", "+1", "|", "0b1", "VT"] {
+            let error = parse_hex_byte(bad).unwrap_err();
+            assert!(
+                error.to_string().contains("is not one byte in hex"),
+                "{bad:?}"
+            );
         }
     }
 }

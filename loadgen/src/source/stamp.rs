@@ -6,7 +6,7 @@ use std::fmt;
 use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mllp::frame::{CR, FS, VT};
+use mllp::frame::{CR, FS, FramingConfig, VT};
 use mllp::hl7::{Msh, strip_bom};
 use mllp::scan::Scanner;
 
@@ -179,6 +179,27 @@ impl Message {
         self.append_framed(out, control_id, timestamp);
     }
 
+    /// As [`write_framed`](Self::write_framed), framed with `framing`'s bytes instead of
+    /// MLLP's (negotiated framing; for MLLP itself this is `write_framed`).
+    pub fn write_framed_as(
+        &self,
+        framing: &FramingConfig,
+        out: &mut Vec<u8>,
+        control_id: &[u8; CONTROL_ID_LEN],
+        timestamp: &[u8; TIMESTAMP_LEN],
+    ) {
+        self.write_framed(out, control_id, timestamp);
+        let standard = FramingConfig::MLLP;
+        if framing.start() == standard.start() && framing.end() == standard.end() {
+            return;
+        }
+        if let Some(first) = out.first_mut() {
+            *first = framing.start();
+        }
+        out.truncate(out.len().saturating_sub(standard.end().len()));
+        out.extend_from_slice(framing.end());
+    }
+
     /// As [`write_framed`](Self::write_framed), but appends to `out` instead of replacing
     /// its contents: for writing several messages at once (pipelining).
     #[inline]
@@ -308,6 +329,25 @@ mod tests {
         assert_eq!(out.len(), 4096 + 3);
         let msh = Msh::parse(&out[1..]).unwrap();
         assert_eq!(msh.control_id(), control_id(RunTag::new(1), 2, 3));
+    }
+
+    #[test]
+    fn write_framed_as_uses_the_negotiated_bytes() {
+        let message = template(TemplateKind::Oru, 1000, 1).unwrap();
+        let mut mllp = Vec::new();
+        message.write_framed(&mut mllp, ID, TS);
+        let framing = FramingConfig::new(0x02, &[0x03]).unwrap();
+        let mut out = Vec::new();
+        message.write_framed_as(&framing, &mut out, ID, TS);
+        assert_eq!(out.first(), Some(&0x02));
+        assert_eq!(out.last(), Some(&0x03));
+        assert_eq!(&out[1..out.len() - 1], &mllp[1..mllp.len() - 2]);
+        let mut deframer = Deframer::new(framing);
+        let frame = deframer.decode(&out).unwrap().expect("one whole frame");
+        assert_eq!(Msh::parse(frame.payload(&out)).unwrap().control_id(), ID);
+        let mut again = Vec::new();
+        message.write_framed_as(&FramingConfig::MLLP, &mut again, ID, TS);
+        assert_eq!(again, mllp);
     }
 
     #[test]

@@ -385,24 +385,11 @@ impl Checker<'_> {
         }
     }
 
-    /// One byte written in hex, `0x` optional: `"0x0B"`, `"1c"`.
+    /// One byte written in hex ([`netio::units::parse_hex_byte`]).
     fn hex_byte(&mut self, key: &str, text: &str) -> Option<u8> {
-        let digits = text.trim();
-        let digits = digits
-            .strip_prefix("0x")
-            .or_else(|| digits.strip_prefix("0X"))
-            .unwrap_or(digits);
-        let parsed = (1..=2)
-            .contains(&digits.len())
-            .then(|| u8::from_str_radix(digits, 16).ok())
-            .flatten();
-        if parsed.is_none() {
-            self.fail(
-                key,
-                format!("{text:?} is not one byte in hex, e.g. \"0x0B\""),
-            );
-        }
-        parsed
+        netio::units::parse_hex_byte(text)
+            .map_err(|error| self.fail(key, error))
+            .ok()
     }
 
     /// An integer within `min..=max`.
