@@ -163,12 +163,12 @@ impl ListenerStats {
         Stats::get(&counters[code_index(code)])
     }
 
-    /// Headers read past with `code` (see [`Stats::header_event`]).
+    /// Headers read past with `code` (counted relay-wide too).
     pub fn header_events(&self, code: HeaderEventCode) -> u64 {
         Stats::get(&self.header_events[code.index()])
     }
 
-    /// Framing tolerances used with `code` (see [`Stats::framing_event`]).
+    /// Framing tolerances used with `code` (the relay-wide total counts them all).
     pub fn framing_events(&self, code: EventCode) -> u64 {
         Stats::get(&self.framing_events[code.index()])
     }
