@@ -264,6 +264,12 @@ impl FramingConfig {
         })
     }
 
+    /// Whether the framing bytes are MLLP's own (`0x0B`, `0x1C 0x0D`), whatever the limit and
+    /// tolerances.
+    pub fn has_mllp_bytes(&self) -> bool {
+        self.start == Self::MLLP.start && self.end() == Self::MLLP.end()
+    }
+
     /// Sets the largest payload accepted, in bytes.
     ///
     /// # Errors

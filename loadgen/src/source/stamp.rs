@@ -189,14 +189,13 @@ impl Message {
         timestamp: &[u8; TIMESTAMP_LEN],
     ) {
         self.write_framed(out, control_id, timestamp);
-        let standard = FramingConfig::MLLP;
-        if framing.start() == standard.start() && framing.end() == standard.end() {
+        if framing.has_mllp_bytes() {
             return;
         }
         if let Some(first) = out.first_mut() {
             *first = framing.start();
         }
-        out.truncate(out.len().saturating_sub(standard.end().len()));
+        out.truncate(out.len().saturating_sub(FramingConfig::MLLP.end().len()));
         out.extend_from_slice(framing.end());
     }
 

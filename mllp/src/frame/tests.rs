@@ -482,6 +482,14 @@ fn custom_framing_bytes() {
         FramingConfig::new(0x02, &[0x03, CR]).unwrap().end(),
         [0x03, CR]
     );
+    assert!(FramingConfig::new(VT, &[FS, CR]).unwrap().has_mllp_bytes());
+    assert!(!FramingConfig::new(VT, &[FS]).unwrap().has_mllp_bytes());
+    assert!(!config.has_mllp_bytes());
+    assert!(
+        FramingConfig::MLLP
+            .with_tolerances(Tolerances::ALL)
+            .has_mllp_bytes()
+    );
     assert_eq!(
         FramingConfig::new(0x02, &[0x02]).unwrap_err(),
         ConfigError::StartByteInEndSequence { byte: 0x02 }

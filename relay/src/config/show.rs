@@ -315,8 +315,7 @@ impl fmt::Display for Settings {
 
 /// "framing bytes: start 0x02, end 0x03" for framing other than MLLP's `0x0B … 0x1C 0x0D`.
 fn custom_frame_bytes(framing: &FramingConfig) -> Option<String> {
-    let standard = FramingConfig::MLLP;
-    if framing.start() == standard.start() && framing.end() == standard.end() {
+    if framing.has_mllp_bytes() {
         return None;
     }
     let end: Vec<String> = framing.end().iter().map(|b| format!("0x{b:02X}")).collect();
