@@ -145,14 +145,8 @@ struct FramingArgs {
 impl FramingArgs {
     /// The framing these flags ask for.
     fn framing(&self) -> anyhow::Result<FramingConfig> {
-        let standard = FramingConfig::MLLP;
-        let start = self.start_byte.unwrap_or(standard.start());
-        let end = if self.end_bytes.is_empty() {
-            standard.end()
-        } else {
-            &self.end_bytes
-        };
-        FramingConfig::new(start, end).map_err(|e| anyhow::anyhow!("--start-byte/--end-bytes: {e}"))
+        FramingConfig::negotiated(self.start_byte, &self.end_bytes)
+            .map_err(|e| anyhow::anyhow!("--start-byte/--end-bytes: {e}"))
     }
 }
 

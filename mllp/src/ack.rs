@@ -452,8 +452,9 @@ fn push_coded(out: &mut Vec<u8>, code: ErrorCode, separator: Option<u8>) {
 }
 
 /// Appends `text` escaped for the message. A message without an escape character cannot carry
-/// delimiters in text, so they become spaces: an ACK must always parse.
-fn push_text(out: &mut Vec<u8>, text: &[u8], d: &Delimiters) {
+/// delimiters in text, so they become spaces: an ACK (or an acknowledgement batch's header)
+/// must always parse.
+pub(crate) fn push_text(out: &mut Vec<u8>, text: &[u8], d: &Delimiters) {
     let mark = out.len();
     if encode_escapes(text, d, out).is_err() {
         out.truncate(mark);

@@ -7,6 +7,8 @@
 
 use thiserror::Error;
 
+use crate::ack::ErrorCode;
+
 /// A framing configuration that cannot work.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -234,5 +236,129 @@ impl core::fmt::Display for SegmentName {
             core::fmt::Write::write_char(f, c)?;
         }
         Ok(())
+    }
+}
+
+/// A character set that cannot be used, or bytes that are not valid in one.
+///
+/// The name errors carry the name as it was given (see [`CharsetName`]), so the message alone
+/// tells an integration engineer what the sender wrote.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum CharsetError {
+    /// The name is neither an HL7 table 0211 value nor a WHATWG label.
+    #[error("character set \"{name}\" is not an HL7 table 0211 value or a known label")]
+    Unknown {
+        /// The name as given, trimmed.
+        name: CharsetName,
+    },
+    /// The set is not ASCII-compatible (UTF-16, UTF-32, ISO 2022 sets): MLLP framing and HL7
+    /// delimiters would not survive it.
+    #[error(
+        "character set \"{name}\" is not ASCII-compatible: MLLP framing and HL7 delimiters \
+         need ASCII bytes"
+    )]
+    NotAsciiCompatible {
+        /// The name as given, trimmed.
+        name: CharsetName,
+    },
+    /// An HL7 table 0211 value with no code-page table here (`ISO IR14`, `CNS 11643-1992`,
+    /// `JAS2020`).
+    #[error("character set \"{name}\" is an HL7 table 0211 value this relay cannot transcode")]
+    Unsupported {
+        /// The name as given, trimmed.
+        name: CharsetName,
+    },
+    /// A byte sequence that is not valid in the character set.
+    #[error("byte 0x{byte:02X} at offset {offset} is not valid {charset}")]
+    Invalid {
+        /// Offset in the message of the first byte of the invalid sequence.
+        offset: usize,
+        /// That byte.
+        byte: u8,
+        /// The character set's name, as
+        /// [`Charset::name`](crate::charset::Charset::name) gives it.
+        charset: &'static str,
+    },
+    /// The message's header is unreadable, so MSH-18 cannot be found.
+    #[error("message header: {0}")]
+    Header(#[from] Hl7Error),
+}
+
+impl CharsetError {
+    /// The HL7 table 0357 code for the ERR segment of an ACK refusing the message: 103 (table
+    /// value not found) for a character set that cannot be used, 102 (data type error) for
+    /// bytes that are not valid in it; for an unreadable header, what a relay reports for one.
+    pub const fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::Unknown { .. } | Self::NotAsciiCompatible { .. } | Self::Unsupported { .. } => {
+                ErrorCode::TableValueNotFound
+            }
+            Self::Header(Hl7Error::MissingHeader) => ErrorCode::SegmentSequence,
+            Self::Invalid { .. } | Self::Header(_) => ErrorCode::DataType,
+        }
+    }
+}
+
+/// A character-set name held by value, so [`CharsetError`] stays `Copy`: the first
+/// [`CAPACITY`](Self::CAPACITY) bytes of the name as given, enough for every HL7 table 0211
+/// value and nearly every label.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CharsetName {
+    bytes: [u8; Self::CAPACITY],
+    len: u8,
+    /// Whether the name was longer than what is kept.
+    cut: bool,
+}
+
+impl CharsetName {
+    /// How many bytes of a name are kept.
+    pub const CAPACITY: usize = 24;
+
+    /// Keeps the first [`CAPACITY`](Self::CAPACITY) bytes of `name`.
+    pub(crate) fn new(name: &[u8]) -> Self {
+        let mut bytes = [0; Self::CAPACITY];
+        let kept = name.len().min(Self::CAPACITY);
+        for (slot, &b) in bytes.iter_mut().zip(name) {
+            *slot = b;
+        }
+        Self {
+            bytes,
+            len: u8::try_from(kept).unwrap_or(u8::MAX),
+            cut: name.len() > Self::CAPACITY,
+        }
+    }
+
+    /// The bytes kept.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+
+    /// Whether the name was longer than [`CAPACITY`](Self::CAPACITY) and is cut.
+    pub fn is_cut(&self) -> bool {
+        self.cut
+    }
+}
+
+/// Printable ASCII as is, other bytes as `\xNN`, and `…` after a cut name.
+impl core::fmt::Display for CharsetName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for &b in self.as_bytes() {
+            if b == b' ' || b.is_ascii_graphic() {
+                core::fmt::Write::write_char(f, char::from(b))?;
+            } else {
+                write!(f, "\\x{b:02X}")?;
+            }
+        }
+        if self.cut {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
+impl core::fmt::Debug for CharsetName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "\"{self}\"")
     }
 }

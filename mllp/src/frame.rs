@@ -264,6 +264,21 @@ impl FramingConfig {
         })
     }
 
+    /// Framing negotiated with a peer: `start` in place of MLLP's 0x0B and `end` in place of
+    /// its 0x1C 0x0D, each only when given (`None`, or an empty `end`, keeps MLLP's), checked
+    /// as [`new`](Self::new) checks them.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn negotiated(start: Option<u8>, end: &[u8]) -> Result<Self, ConfigError> {
+        let end = if end.is_empty() {
+            Self::MLLP.end()
+        } else {
+            end
+        };
+        Self::new(start.unwrap_or(Self::MLLP.start()), end)
+    }
+
     /// Whether the framing bytes are MLLP's own (`0x0B`, `0x1C 0x0D`), whatever the limit and
     /// tolerances.
     pub fn has_mllp_bytes(&self) -> bool {

@@ -24,6 +24,8 @@
 //! - [`ack`]: builds original-mode (AA/AE/AR) and enhanced-mode (CA/CE/CR) ACKs for an inbound
 //!   MSH, honouring MSH-15/MSH-16; parses ACKs.
 //! - [`batch`]: splits FHS/BHS…BTS/FTS batch files into messages and checks their counts.
+//! - [`charset`]: character sets (MSH-18): reads HL7 table 0211 values and WHATWG labels,
+//!   checks payload bytes against them, transcodes whole messages to UTF-8 and ACKs back.
 //! - [`timestamp`]: HL7 DTM timestamps (MSH-7) from a time the caller read.
 //! - [`rand`]: a deterministic pseudo-random generator for message templates, load shapes and
 //!   tests.
@@ -31,10 +33,12 @@
 //!
 //! # Not here
 //! Sockets, TLS, timers, retries, routing, configuration files, logging: those belong to the
-//! drivers. Character-set transcoding (MSH-18) is not done: payload bytes pass through unchanged.
+//! drivers. Character-set transcoding (MSH-18) is opt-in: payload bytes pass through unchanged
+//! unless a driver calls into [`charset`].
 
 pub mod ack;
 pub mod batch;
+pub mod charset;
 pub mod error;
 pub mod frame;
 pub mod hl7;
@@ -46,5 +50,5 @@ pub mod timestamp;
 pub mod fuzzing;
 
 pub use error::{
-    AckError, BatchError, ConfigError, EncodeError, EscapeError, FrameError, Hl7Error,
+    AckError, BatchError, CharsetError, ConfigError, EncodeError, EscapeError, FrameError, Hl7Error,
 };

@@ -5,6 +5,7 @@
 
 mod ack;
 mod batch;
+mod charset;
 mod corpus;
 mod escape;
 mod frame;
