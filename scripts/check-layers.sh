@@ -8,12 +8,13 @@ cd "$(dirname "$0")/../relay/src"
 
 declare -A allowed=(
     [route]=""
-    [config]="route"
+    [identity]="route"
+    [config]="route identity"
     [metrics]="config"
     [memory]="config"
     [outbound]="config metrics"
     [custody]="config route metrics outbound"
-    [inbound]="config route metrics outbound custody"
+    [inbound]="config route identity metrics outbound custody"
 )
 
 status=0

@@ -210,6 +210,18 @@ impl Conn {
         matches!(self.transport, Transport::Tls { .. })
     }
 
+    /// The end-entity certificate the peer presented in the TLS handshake (DER), if any: none
+    /// on a plain connection, before the handshake, or when client authentication is off.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        match &self.transport {
+            Transport::Tls { session, .. } => session
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|cert| cert.as_ref()),
+            Transport::Plain { .. } => None,
+        }
+    }
+
     /// Runs the TLS handshake to completion (no-op for plain connections). A refused peer
     /// gets its alert before this returns the error.
     ///

@@ -548,6 +548,27 @@ fn load_roots(what: &'static str, path: &Path) -> Result<RootCertStore, TlsSetup
 // Certificate facts
 // ---------------------------------------------------------------------------------------------
 
+/// Who a client certificate names: its SHA-256 thumbprint, and its subject as the relay
+/// writes it in logs (`CN=lab.example, O=Hospital`, RFC 4514 order as x509-parser renders it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertIdentity {
+    /// SHA-256 of the DER certificate.
+    pub thumbprint: Thumbprint,
+    /// The subject distinguished name; `None` when the certificate cannot be parsed (a
+    /// verified peer's always can).
+    pub subject: Option<String>,
+}
+
+impl CertIdentity {
+    /// The identity of a DER-encoded certificate.
+    pub fn of(der: &[u8]) -> Self {
+        Self {
+            thumbprint: Thumbprint::of(der),
+            subject: cert_facts(der).map(|facts| facts.subject),
+        }
+    }
+}
+
 /// What the verifiers need from a certificate: its subject (for logs) and validity window.
 struct CertFacts {
     subject: String,

@@ -16,6 +16,8 @@
 //!
 //! # Layout, along the message path
 //! - [`config`]: the checked configuration, and the TOML file turned into it.
+//! - [`identity`]: which MSH-3/MSH-4 a listener, or a client certificate on it, may send as
+//!   (rules, a pure function).
 //! - [`route`]: which downstream a message goes to (rules, a pure function).
 //! - `inbound`: accept and admission, the session read loop, and the ACKs the relay writes
 //!   itself (one helper writes them all).
@@ -34,11 +36,12 @@
 //! | module | may import |
 //! |---|---|
 //! | `route` | nothing of the relay |
-//! | `config` | `route` |
+//! | `identity` | `route` |
+//! | `config` | `route`, `identity` |
 //! | `metrics`, `memory` | `config` |
 //! | `outbound` | `config`, `metrics` |
 //! | `custody` | `config`, `route`, `metrics`, `outbound` |
-//! | `inbound` | `config`, `route`, `metrics`, `outbound`, `custody` |
+//! | `inbound` | `config`, `route`, `identity`, `metrics`, `outbound`, `custody` |
 //! | `worker` | everything above |
 //!
 //! Nothing imports `worker`; only `worker` wires the others together.
@@ -50,6 +53,7 @@
 
 pub mod config;
 pub mod custody;
+pub mod identity;
 mod inbound;
 mod memory;
 pub mod metrics;

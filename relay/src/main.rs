@@ -169,6 +169,12 @@ struct Cli {
     #[arg(long, value_enum, value_name = "WHAT", default_value = "forward")]
     missing_control_id: MissingControlIdArg,
 
+    /// What happens to a batch (FHS/BHS ... BTS/FTS in one frame): reject it whole with AR,
+    /// forward it whole and pass the receiver's answer back (passthrough only), or split it
+    /// into messages delivered one by one and answered with one acknowledgement batch.
+    #[arg(long, value_enum, value_name = "WHAT", default_value = "reject")]
+    batch: BatchArg,
+
     /// Worker threads (one io_uring runtime each); default: one per CPU the process may run
     /// on (its affinity, e.g. under taskset or a container's cpuset).
     #[arg(long, value_name = "N")]
@@ -277,7 +283,19 @@ enum DeadLetterCommand {
         /// How long to wait for each ACK.
         #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
         ack_timeout: Duration,
+        /// The receiver's frame start byte, in hex, when it negotiated other framing than
+        /// MLLP's (its downstream.start_byte). Default: 0x0B.
+        #[arg(long, value_name = "HEX", value_parser = hex_byte_arg)]
+        start_byte: Option<u8>,
+        /// The receiver's one or two frame end bytes, in hex, comma-separated (its
+        /// downstream.end_bytes). Default: 0x1C,0x0D.
+        #[arg(long, value_name = "HEX[,HEX]", value_parser = hex_byte_arg, value_delimiter = ',')]
+        end_bytes: Vec<u8>,
     },
+}
+
+fn hex_byte_arg(text: &str) -> Result<u8, String> {
+    netio::units::parse_hex_byte(text).map_err(|e| e.to_string())
 }
 
 /// Runs a `dead-letters` subcommand and exits.
@@ -326,19 +344,24 @@ fn run_dead_letters(command: &DeadLetterCommand) -> anyhow::Result<i32> {
             journal,
             forward,
             ack_timeout,
+            start_byte,
+            end_bytes,
         } => {
             if !journal.is_dir() {
                 bail!("{} is not a directory", journal.display());
             }
             let addr = resolve(forward)?;
-            let summary = dead_letters::replay(journal, addr, *ack_timeout, |letter, outcome| {
-                println!(
-                    "seq {}  MSH-10 {}: {outcome}",
-                    letter.seq,
-                    letter.control_id()
-                );
-            })
-            .with_context(|| format!("replaying the dead letters of {}", journal.display()))?;
+            let framing = mllp::frame::FramingConfig::negotiated(*start_byte, end_bytes)
+                .map_err(|e| anyhow::anyhow!("--start-byte/--end-bytes: {e}"))?;
+            let summary =
+                dead_letters::replay(journal, addr, framing, *ack_timeout, |letter, outcome| {
+                    println!(
+                        "seq {}  MSH-10 {}: {outcome}",
+                        letter.seq,
+                        letter.control_id()
+                    );
+                })
+                .with_context(|| format!("replaying the dead letters of {}", journal.display()))?;
             println!(
                 "{} accepted and removed, {} kept",
                 summary.accepted, summary.kept
@@ -399,6 +422,7 @@ const FILE_ONLY_FLAGS: &[(&str, &str, &str)] = &[
         "--missing-control-id",
         "listener.missing_control_id",
     ),
+    ("batch", "--batch", "listener.batch"),
     ("ack_timeout", "--ack-timeout", "downstream.ack_timeout"),
     ("retries", "--retries", "downstream.retries"),
     (
@@ -463,6 +487,16 @@ enum MissingControlIdArg {
     Forward,
     /// AR with ERR 101, not forwarded.
     Reject,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BatchArg {
+    /// AR for the whole batch, nothing forwarded.
+    Reject,
+    /// The whole batch to the receiver; its answer back byte for byte.
+    Forward,
+    /// Each message on its own; one acknowledgement batch back.
+    Split,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -734,6 +768,7 @@ fn raw_from_flags(cli: &Cli) -> RawConfig {
             ack_mode: Some(name(&cli.ack_mode)),
             on_downstream_failure: Some(name(&cli.on_downstream_failure)),
             missing_control_id: Some(name(&cli.missing_control_id)),
+            batch: Some(name(&cli.batch)),
             max_frame_size: Some(RawSize::Text(cli.max_frame_size.clone())),
             tolerate: cli.tolerate.clone(),
             normalize_segment_terminators: Some(cli.normalize_segment_terminators),

@@ -118,6 +118,14 @@ pub struct ListenerStats {
     pub rejects_bad_header: AtomicU64,
     /// AR sent for messages that match no route.
     pub rejects_unrouted: AtomicU64,
+    /// AR sent for messages whose MSH-3/MSH-4 the listener's sender rules do not allow.
+    pub rejects_sender: AtomicU64,
+    /// AR sent for messages not in their declared character set (check or transcoding).
+    pub rejects_charset: AtomicU64,
+    /// Batch frames (FHS/BHS) received.
+    pub batches_in: AtomicU64,
+    /// Batch frames refused whole (`batch = "reject"`, or a structure or count error).
+    pub rejects_batch: AtomicU64,
     /// Messages whose MSH-10 was empty (forwarded or refused, as the listener says).
     pub missing_control_id: AtomicU64,
     /// Messages whose LF/CRLF segment terminators were rewritten to CR.
@@ -136,6 +144,8 @@ pub struct ListenerStats {
     acks_generated: [AtomicU64; AckCode::ALL.len()],
     header_events: [AtomicU64; HeaderEventCode::ALL.len()],
     framing_events: [AtomicU64; EventCode::ALL.len()],
+    /// Messages taken from each sender identity, named as in the listener's rules.
+    senders: Vec<(String, AtomicU64)>,
 }
 
 impl ListenerStats {
@@ -145,6 +155,25 @@ impl ListenerStats {
             name: name.to_owned(),
             ..Self::default()
         }
+    }
+
+    /// Counters for the listener called `name` whose sender identities are `senders`.
+    pub fn with_senders<'a>(name: &str, senders: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            senders: senders
+                .into_iter()
+                .map(|s| (s.to_owned(), AtomicU64::new(0)))
+                .collect(),
+            ..Self::new(name)
+        }
+    }
+
+    /// Messages taken from the sender identity called `name` (0 for an unknown name).
+    pub fn sender_messages(&self, name: &str) -> u64 {
+        self.senders
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, count)| Stats::get(count))
     }
 
     /// The listener's name (the `listener` label).
@@ -187,6 +216,10 @@ pub(crate) enum ListenerCounter {
     BytesOut,
     RejectsBadHeader,
     RejectsUnrouted,
+    RejectsSender,
+    RejectsCharset,
+    BatchesIn,
+    RejectsBatch,
     MissingControlId,
     SegmentTerminatorsRepaired,
     FramingErrors,
@@ -266,6 +299,22 @@ pub struct Stats {
     pub rejects_bad_header: AtomicU64,
     /// AR sent for messages that match no route (ERR 200/201).
     pub rejects_unrouted: AtomicU64,
+    /// AR sent for messages whose MSH-3/MSH-4 the listener's sender rules do not allow.
+    pub rejects_sender: AtomicU64,
+    /// AR sent for messages not in their declared character set.
+    pub rejects_charset: AtomicU64,
+    /// Batch frames (FHS/BHS) received.
+    pub batches_in: AtomicU64,
+    /// Batch frames refused whole.
+    pub rejects_batch: AtomicU64,
+    /// Messages transcoded for a downstream (`transcode_to`).
+    pub messages_transcoded: AtomicU64,
+    /// Receivers' ACKs put back into the sender's character set.
+    pub acks_transcoded: AtomicU64,
+    /// Receivers' ACKs that were not valid UTF-8, passed back unchanged.
+    pub acks_not_transcoded: AtomicU64,
+    /// Characters of receivers' ACKs the sender's character set cannot hold (sent as `?`).
+    pub unmappable_characters: AtomicU64,
     /// Messages whose MSH-10 was empty (forwarded or refused, as the listener says).
     pub missing_control_id: AtomicU64,
     /// Messages whose LF/CRLF segment terminators were rewritten to CR.
@@ -359,10 +408,18 @@ impl Stats {
 
     /// Counters for the relay `config` describes.
     pub fn for_config(config: &crate::config::Config) -> Self {
-        Self::new(
-            config.listeners.iter().map(|l| l.name.as_str()),
+        let mut stats = Self::new(
+            std::iter::empty(),
             config.downstreams.iter().map(|d| d.name.as_str()),
-        )
+        );
+        stats.listeners = config
+            .listeners
+            .iter()
+            .map(|l| {
+                ListenerStats::with_senders(&l.name, l.senders.iter().map(|s| s.name.as_str()))
+            })
+            .collect();
+        stats
     }
 
     /// Every listener's counters, indexed like `Config::listeners`.
@@ -412,6 +469,10 @@ impl Stats {
             C::BytesOut => (&self.bytes_out, &listener.bytes_out),
             C::RejectsBadHeader => (&self.rejects_bad_header, &listener.rejects_bad_header),
             C::RejectsUnrouted => (&self.rejects_unrouted, &listener.rejects_unrouted),
+            C::RejectsSender => (&self.rejects_sender, &listener.rejects_sender),
+            C::RejectsCharset => (&self.rejects_charset, &listener.rejects_charset),
+            C::BatchesIn => (&self.batches_in, &listener.batches_in),
+            C::RejectsBatch => (&self.rejects_batch, &listener.rejects_batch),
             C::MissingControlId => (&self.missing_control_id, &listener.missing_control_id),
             C::SegmentTerminatorsRepaired => (
                 &self.segment_terminators_repaired,
@@ -438,6 +499,13 @@ impl Stats {
             &listener.acks_from_downstream
         };
         Self::bump(&counters[code_index(code)]);
+    }
+
+    /// Counts a message taken from sender identity `index` of `listener`.
+    pub(crate) fn sender_message(&self, listener: &ListenerStats, index: usize) {
+        if let Some((_, count)) = listener.senders.get(index) {
+            Self::bump(count);
+        }
     }
 
     /// Counts a header read past leniently (an unusual MSH-2), relay-wide and for `listener`.
@@ -527,7 +595,7 @@ impl Stats {
     /// (listeners may share one; it is then counted once in the relay-wide series).
     pub fn render(&self, rejections: &[Arc<TlsRejections>]) -> String {
         let mut out = String::with_capacity(8 << 10);
-        let counters: [(&str, &str, &AtomicU64); 39] = [
+        let counters: [(&str, &str, &AtomicU64); 47] = [
             (
                 "journal_messages",
                 "durable mode: journaled messages not yet delivered.",
@@ -592,6 +660,48 @@ impl Stats {
                 "rejects_unrouted_total",
                 "AR sent for messages that match no route (ERR 200/201).",
                 &self.rejects_unrouted,
+            ),
+            (
+                "rejects_sender_total",
+                "AR sent for messages whose MSH-3/MSH-4 the listener's sender rules do not \
+                 allow (ERR 103).",
+                &self.rejects_sender,
+            ),
+            (
+                "rejects_charset_total",
+                "AR sent for messages not in the character set MSH-18 (or the listener's \
+                 default) declares (ERR 102/103).",
+                &self.rejects_charset,
+            ),
+            (
+                "batches_in_total",
+                "Batch frames (FHS/BHS ... BTS/FTS) received.",
+                &self.batches_in,
+            ),
+            (
+                "messages_transcoded_total",
+                "Messages transcoded to UTF-8 for a downstream (transcode_to), MSH-18 set.",
+                &self.messages_transcoded,
+            ),
+            (
+                "acks_transcoded_total",
+                "Receivers' ACKs put back into the sender's character set.",
+                &self.acks_transcoded,
+            ),
+            (
+                "acks_not_transcoded_total",
+                "Receivers' ACKs that were not valid UTF-8, passed back unchanged.",
+                &self.acks_not_transcoded,
+            ),
+            (
+                "unmappable_characters_total",
+                "Characters of receivers' ACKs the sender's character set cannot hold, sent as ?.",
+                &self.unmappable_characters,
+            ),
+            (
+                "rejects_batch_total",
+                "Batch frames refused whole (batch = reject, or a structure or count error).",
+                &self.rejects_batch,
             ),
             (
                 "missing_control_id_total",
@@ -871,7 +981,7 @@ impl Stats {
             return;
         }
         type Field = fn(&ListenerStats) -> &AtomicU64;
-        let counters: [(&str, &str, Field); 17] = [
+        let counters: [(&str, &str, Field); 21] = [
             (
                 "connections_accepted_total",
                 "Inbound connections accepted, by listener.",
@@ -921,6 +1031,26 @@ impl Stats {
                 "rejects_unrouted_total",
                 "AR sent for messages that match no route, by listener.",
                 |l| &l.rejects_unrouted,
+            ),
+            (
+                "rejects_sender_total",
+                "AR sent for sender identities the listener does not allow, by listener.",
+                |l| &l.rejects_sender,
+            ),
+            (
+                "rejects_charset_total",
+                "AR sent for messages not in their declared character set, by listener.",
+                |l| &l.rejects_charset,
+            ),
+            (
+                "batches_in_total",
+                "Batch frames received, by listener.",
+                |l| &l.batches_in,
+            ),
+            (
+                "rejects_batch_total",
+                "Batch frames refused whole, by listener.",
+                |l| &l.rejects_batch,
             ),
             (
                 "missing_control_id_total",
@@ -994,6 +1124,22 @@ impl Stats {
                         listener.acks(code, generated)
                     );
                 }
+            }
+        }
+        out.push_str(
+            "# HELP mllp_relay_listener_sender_messages_total Messages taken from each sender \
+             identity ([[listener.sender]]), by listener and sender.\n# TYPE \
+             mllp_relay_listener_sender_messages_total counter\n",
+        );
+        for listener in &self.listeners {
+            for (sender, count) in &listener.senders {
+                let _ = writeln!(
+                    out,
+                    "mllp_relay_listener_sender_messages_total{{listener=\"{}\",sender=\"{}\"}} {}",
+                    LabelValue(&listener.name),
+                    LabelValue(sender),
+                    Self::get(count)
+                );
             }
         }
         self.render_by_listener_and_code(

@@ -1,6 +1,8 @@
-//! Routing: which downstream a message goes to, from its MSH alone. A pure function of the
-//! rules and the header, so the same message always takes the same way (a journaled message
-//! is routed again after a restart with the same result).
+//! Routing: which downstream a message goes to, from its MSH and where it came from (the
+//! listener, and the sender identity the listener gave it). A pure function of the rules, the
+//! header and the origin, so the same message always takes the same way. A journaled message
+//! is routed again after a restart from its MSH alone, so configuration checking refuses
+//! origin keys in routes when a listener journals (`ack_mode = "durable"`).
 
 use mllp::ack::ErrorCode;
 use mllp::hl7::{Field, Msh};
@@ -34,6 +36,21 @@ impl Pattern {
     }
 }
 
+/// Where a message came from, for the route keys `listener` and `sender`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Origin<'a> {
+    /// The listener's name (empty when unknown: a journaled message after a restart).
+    pub listener: &'a str,
+    /// The sender identity the listener gave the message, if it checks identities.
+    pub sender: Option<&'a str>,
+}
+
+/// The first component of a field (its namespace ID, e.g. `LAB` in `LAB^1.2.3^ISO`): what route
+/// rules and sender identities compare MSH-3 to MSH-6 by.
+pub(crate) fn namespace(field: Field<'_>) -> &[u8] {
+    field.component(1).map_or(&[][..], |c| c.as_bytes())
+}
+
 /// What a route rule looks at in MSH. The application and facility fields (MSH-3 to MSH-6)
 /// are compared by their first component (the namespace ID, e.g. `LAB` in `LAB^1.2.3^ISO`);
 /// MSH-9 by its message type (`ORU`) and trigger event (`R01`).
@@ -51,19 +68,28 @@ pub struct RouteMatch {
     pub message_type: Pattern,
     /// MSH-9.2.
     pub trigger_event: Pattern,
+    /// The listener the message came in on, by name.
+    pub listener: Pattern,
+    /// The sender identity the listener gave it, by name (see `[[listener.sender]]`); a
+    /// message without one matches only `*`.
+    pub sender: Pattern,
 }
 
 impl RouteMatch {
     /// Whether `msh` matches every pattern but possibly the trigger event (first), and the
     /// trigger event too (second).
-    fn check(&self, msh: &Msh<'_>) -> (bool, bool) {
-        fn namespace(field: Field<'_>) -> &[u8] {
-            field.component(1).map_or(&[][..], |c| c.as_bytes())
-        }
+    fn check(&self, msh: &Msh<'_>, origin: Origin<'_>) -> (bool, bool) {
         let kind = msh.message_type();
-        let but_trigger = self
-            .sending_application
-            .matches(namespace(msh.sending_application()))
+        let sender_matches = match (&self.sender, origin.sender) {
+            (Pattern::Any, _) => true,
+            (pattern, Some(sender)) => pattern.matches(sender.as_bytes()),
+            (Pattern::Exact(_), None) => false,
+        };
+        let but_trigger = sender_matches
+            && self.listener.matches(origin.listener.as_bytes())
+            && self
+                .sending_application
+                .matches(namespace(msh.sending_application()))
             && self
                 .sending_facility
                 .matches(namespace(msh.sending_facility()))
@@ -80,9 +106,14 @@ impl RouteMatch {
         )
     }
 
-    /// Whether `msh` matches every pattern.
-    pub fn matches(&self, msh: &Msh<'_>) -> bool {
-        self.check(msh).1
+    /// Whether `msh`, from `origin`, matches every pattern.
+    pub fn matches(&self, msh: &Msh<'_>, origin: Origin<'_>) -> bool {
+        self.check(msh, origin).1
+    }
+
+    /// Whether the rule looks at where a message came from (`listener` or `sender`).
+    pub fn uses_origin(&self) -> bool {
+        self.listener != Pattern::Any || self.sender != Pattern::Any
     }
 }
 
@@ -96,16 +127,21 @@ pub struct Route {
     pub downstream: usize,
 }
 
-/// The downstream for `msh`: the first matching rule's, else `default`. Without either, the
+/// The downstream for `msh` from `origin`: the first matching rule's, else `default`. Without either, the
 /// table 0357 code of the refusal: 201 (unsupported event code) when a rule matched all but
 /// the trigger event, 200 (unsupported message type) otherwise.
 ///
 /// # Errors
 /// The code above, when the message has nowhere to go.
-pub fn pick(rules: &[Route], default: Option<usize>, msh: &Msh<'_>) -> Result<usize, ErrorCode> {
+pub fn pick(
+    rules: &[Route],
+    default: Option<usize>,
+    msh: &Msh<'_>,
+    origin: Origin<'_>,
+) -> Result<usize, ErrorCode> {
     let mut trigger_only = false;
     for route in rules {
-        match route.matcher.check(msh) {
+        match route.matcher.check(msh, origin) {
             (_, true) => return Ok(route.downstream),
             (but_trigger, false) => trigger_only |= but_trigger,
         }
@@ -150,8 +186,14 @@ mod tests {
     #[test]
     fn first_matching_rule_wins_and_fields_compare_by_namespace() {
         let rules = rules();
-        let route =
-            |sender: &str, kind: &str| pick(&rules, None, &Msh::parse(&msh(sender, kind)).unwrap());
+        let route = |sender: &str, kind: &str| {
+            pick(
+                &rules,
+                None,
+                &Msh::parse(&msh(sender, kind)).unwrap(),
+                Origin::default(),
+            )
+        };
         assert_eq!(route("LAB", "ORU^R01"), Ok(0));
         assert_eq!(
             route("LAB^1.2.3^ISO", "ORU^R01^ORU_R01"),
@@ -178,9 +220,45 @@ mod tests {
     fn the_default_takes_what_no_rule_matches() {
         let siu = msh("X", "SIU^S12");
         let siu = Msh::parse(&siu).unwrap();
-        assert_eq!(pick(&rules(), Some(1), &siu), Ok(1));
+        assert_eq!(pick(&rules(), Some(1), &siu, Origin::default()), Ok(1));
         // No rules at all: everything to the default (a one-downstream relay).
-        assert_eq!(pick(&[], Some(0), &siu), Ok(0));
+        assert_eq!(pick(&[], Some(0), &siu, Origin::default()), Ok(0));
+    }
+
+    #[test]
+    fn rules_can_match_the_listener_and_the_sender_identity() {
+        let rules = vec![
+            Route {
+                matcher: RouteMatch {
+                    sender: Pattern::parse("lab-a"),
+                    ..RouteMatch::default()
+                },
+                downstream: 0,
+            },
+            Route {
+                matcher: RouteMatch {
+                    listener: Pattern::parse("adt"),
+                    ..RouteMatch::default()
+                },
+                downstream: 1,
+            },
+        ];
+        assert!(rules[0].matcher.uses_origin() && rules[1].matcher.uses_origin());
+        assert!(!RouteMatch::default().uses_origin());
+        let bytes = msh("LAB", "ORU^R01");
+        let msh = Msh::parse(&bytes).unwrap();
+        let from = |listener, sender| Origin { listener, sender };
+        assert_eq!(
+            pick(&rules, None, &msh, from("results", Some("lab-a"))),
+            Ok(0)
+        );
+        assert_eq!(pick(&rules, None, &msh, from("adt", Some("lab-b"))), Ok(1));
+        assert_eq!(pick(&rules, None, &msh, from("adt", None)), Ok(1));
+        assert_eq!(
+            pick(&rules, None, &msh, from("results", None)),
+            Err(ErrorCode::UnsupportedMessageType),
+            "a message without an identity matches no sender rule"
+        );
     }
 
     #[test]

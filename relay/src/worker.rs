@@ -307,9 +307,7 @@ async fn run_worker(sockets: Vec<Socket>, worker: Worker) {
             }
         }
     }
-    let committer = inbound
-        .custody
-        .start(&inbound.config, &inbound.delivery, &inbound.stats);
+    let committer = inbound.custody.start(&inbound.delivery, &inbound.stats);
     if runs_single_links {
         inbound.delivery.spawn_single_links();
     }

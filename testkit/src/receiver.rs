@@ -1,7 +1,8 @@
 //! A programmable MLLP receiver in the test's own process: the downstream a relay test
 //! forwards to. It records every message *before* answering it (a message it received has
 //! reached the receiver, whether or not its ACK ever makes it back), answers as told, can be
-//! told otherwise while it runs, and can be killed (listener closed, every connection reset,
+//! told otherwise while it runs (a batch frame gets an acknowledgement batch, each message
+//! answered as it would be alone), and can be killed (listener closed, every connection reset,
 //! as a crashed host's kernel would) and restarted on the same address.
 //!
 //! A thread per connection over blocking std sockets: simple enough to be obviously right,
@@ -16,6 +17,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use mllp::ack::{AckCode, AckMode, AckParams, Outcome, write_ack};
+use mllp::batch::{AckBatchParams, LineEndings, is_batch, split_batch, write_ack_batch};
 use mllp::frame::{Deframer, FramingConfig};
 use mllp::hl7::Msh;
 
@@ -313,9 +315,12 @@ fn serve(mut stream: impl Read + Write, shared: &Shared, epoch: u64) {
             if shared.epoch.load(Ordering::SeqCst) != epoch {
                 return; // killed meanwhile: no answer
             }
-            let Some(msh) = msh else { continue };
             let behaviour = *lock(&shared.behaviour);
-            let Some(reply) = answer(shared, &msh, behaviour) else {
+            let reply = match &msh {
+                Some(msh) => answer(shared, msh, behaviour),
+                None => answer_batch(shared, payload, behaviour),
+            };
+            let Some(reply) = reply else {
                 continue;
             };
             let written = if behaviour == Behaviour::SloppyPieces {
@@ -403,6 +408,28 @@ fn answer(shared: &Shared, msh: &Msh<'_>, behaviour: Behaviour) -> Option<Vec<u8
             )
             .into_bytes();
     }
+    Some(out)
+}
+
+/// The acknowledgement batch for a batch frame (FHS/BHS … BTS/FTS): each message answered as
+/// [`answer`] would answer it alone; `None` for a frame that is no readable batch.
+fn answer_batch(shared: &Shared, payload: &[u8], behaviour: Behaviour) -> Option<Vec<u8>> {
+    if !is_batch(payload) {
+        return None;
+    }
+    let batch = split_batch(payload, LineEndings::Cr).ok()?;
+    let acks: Vec<Option<Vec<u8>>> = batch
+        .messages
+        .iter()
+        .map(|range| {
+            let msh = Msh::parse_lenient(&payload[range.clone()]).ok()?;
+            answer(shared, &msh, behaviour)
+        })
+        .collect();
+    let acks: Vec<Option<&[u8]>> = acks.iter().map(Option::as_deref).collect();
+    let mut out = Vec::new();
+    let params = AckBatchParams::new(b"20261122103001", b"RECEIVER");
+    write_ack_batch(payload, &batch, &acks, &params, &mut out);
     Some(out)
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use mllp::ConfigError;
 use mllp::ack::AckPolicy;
+use mllp::charset::Charset;
 use mllp::frame::{DEFAULT_MAX_FRAME_LEN, EventCode, FramingConfig, Tolerances};
 use netio::runtime::Driver;
 use netio::tls::{self, ClientTlsSettings, ServerTlsSettings, Thumbprint};
@@ -21,12 +22,14 @@ use netio::units::{format_duration, format_size, parse_duration, parse_size};
 use rustls_pki_types::ServerName;
 
 use super::raw::{
-    RawConfig, RawDownstream, RawDownstreamTls, RawDuration, RawJournal, RawListener, RawSize,
+    RawConfig, RawDownstream, RawDownstreamTls, RawDuration, RawJournal, RawListener, RawSender,
+    RawSize,
 };
 use crate::config::{
-    self, AckMode, DownstreamConfig, DuplicateWindowConfig, JournalConfig, LinkPolicy,
-    ListenerConfig, MissingControlId, OnDownstreamFailure, WhenJournalFull,
+    self, AckMode, BatchMode, CharsetMode, DownstreamConfig, DuplicateWindowConfig, JournalConfig,
+    LinkPolicy, ListenerConfig, MissingControlId, OnDownstreamFailure, WhenJournalFull,
 };
+use crate::identity::{ClientMatch, SenderRule};
 use crate::route::{Pattern, Route, RouteMatch};
 
 /// Largest `max_frame_size` a file may set: far above any real HL7 v2 message (big ones with
@@ -517,6 +520,29 @@ impl Checker<'_> {
         }
     }
 
+    /// A route's `listener` or `sender` key: absent or `*` matches anything, anything else
+    /// must be one of `known` (names of `what`).
+    fn origin(&mut self, key: &str, raw: Option<&str>, what: &str, known: &[&str]) -> Pattern {
+        let pattern = self.pattern(key, raw);
+        if let (Pattern::Exact(_), Some(name)) = (&pattern, raw)
+            && !known.contains(&name)
+        {
+            let mut listed: Vec<&str> = Vec::with_capacity(known.len());
+            for name in known {
+                if !listed.contains(name) {
+                    listed.push(name);
+                }
+            }
+            let listed = if listed.is_empty() {
+                "none defined".to_owned()
+            } else {
+                format!("known: {}", listed.join(", "))
+            };
+            self.fail(key, format!("no {what} is named {name:?} ({listed})"));
+        }
+        pattern
+    }
+
     /// The index of the downstream named `name` among `names` (the `[[downstream]]` names as
     /// written). With no downstream at all, the missing table is already reported.
     fn target(&mut self, key: &str, name: Option<&str>, names: &[Option<&str>]) -> Option<usize> {
@@ -592,6 +618,78 @@ impl Checker<'_> {
         })
     }
 
+    /// `{prefix}.sender[i]`: the listener's sender identities. A certificate condition needs
+    /// client certificates (`client_auth`); names are unique within the listener.
+    fn senders(&mut self, prefix: &str, raw: &[RawSender], client_auth: bool) -> Vec<SenderRule> {
+        let mut rules: Vec<SenderRule> = Vec::with_capacity(raw.len());
+        for (i, table) in raw.iter().enumerate() {
+            let key = |field: &str| format!("{prefix}.sender[{i}].{field}");
+            let name = self.name(&key("name"), table.name.as_deref(), None);
+            if let Some(j) = rules.iter().position(|r| r.name == name) {
+                self.fail(
+                    key("name"),
+                    format!(
+                        "duplicate: {name:?} is already the name of {prefix}.sender[{j}] \
+                         (metrics and routes tell senders apart by name)"
+                    ),
+                );
+            }
+            let application = self.pattern(
+                &key("sending_application"),
+                table.sending_application.as_deref(),
+            );
+            let facility =
+                self.pattern(&key("sending_facility"), table.sending_facility.as_deref());
+            let client = match (&table.client_thumbprint, &table.client_subject) {
+                (Some(_), Some(_)) => {
+                    self.fail(
+                        key("client_subject"),
+                        "set with client_thumbprint: give one of the two (a thumbprint names \
+                         one certificate, a subject every certificate issued to it)",
+                    );
+                    ClientMatch::Any
+                }
+                (Some(text), None) => match text.parse::<Thumbprint>() {
+                    Ok(thumbprint) => ClientMatch::Thumbprint(thumbprint),
+                    Err(e) => {
+                        self.fail(key("client_thumbprint"), e);
+                        ClientMatch::Any
+                    }
+                },
+                (None, Some(subject)) if subject.trim().is_empty() => {
+                    self.fail(
+                        key("client_subject"),
+                        "empty: give the subject as the relay logs it, e.g. \
+                         \"CN=lab.example, O=Hospital\"",
+                    );
+                    ClientMatch::Any
+                }
+                (None, Some(subject)) => ClientMatch::Subject(subject.trim().to_owned()),
+                (None, None) => ClientMatch::Any,
+            };
+            if client != ClientMatch::Any && !client_auth {
+                self.fail(
+                    key(if table.client_thumbprint.is_some() {
+                        "client_thumbprint"
+                    } else {
+                        "client_subject"
+                    }),
+                    format!(
+                        "{prefix} does not ask for client certificates: add \
+                         {prefix}.tls.client_ca or {prefix}.tls.client_thumbprints"
+                    ),
+                );
+            }
+            rules.push(SenderRule {
+                name,
+                client,
+                application,
+                facility,
+            });
+        }
+        rules
+    }
+
     /// One listener; its keys are named `{prefix}.key`. `listen` (from `--listen`) replaces its
     /// address.
     fn listener(
@@ -653,6 +751,40 @@ impl Checker<'_> {
             ],
             MissingControlId::Forward,
         );
+        let batch_key = format!("{prefix}.batch");
+        config.batch = self.choice(
+            &batch_key,
+            raw.batch.as_deref(),
+            &[
+                ("reject", BatchMode::Reject),
+                ("forward", BatchMode::Forward),
+                ("split", BatchMode::Split),
+            ],
+            BatchMode::Reject,
+        );
+        if config.batch == BatchMode::Forward && config.ack_mode != AckMode::Passthrough {
+            self.fail(
+                batch_key,
+                "\"forward\" hands the receiver's answer to the whole batch back byte for byte, \
+                 which needs ack_mode = \"passthrough\"; with local or durable custody use \
+                 batch = \"split\" (each message kept and answered on its own)",
+            );
+        }
+        config.charset = self.choice(
+            &format!("{prefix}.charset"),
+            raw.charset.as_deref(),
+            &[
+                ("passthrough", CharsetMode::Passthrough),
+                ("check", CharsetMode::Check),
+            ],
+            CharsetMode::Passthrough,
+        );
+        if let Some(name) = raw.default_charset.as_deref() {
+            match Charset::from_name(name) {
+                Ok(charset) => config.default_charset = charset,
+                Err(error) => self.fail(format!("{prefix}.default_charset"), error),
+            }
+        }
         config.ack_policy = self.choice(
             &format!("{prefix}.ack_policy"),
             raw.ack_policy.as_deref(),
@@ -733,6 +865,11 @@ impl Checker<'_> {
             config::DEFAULT_MAX_CONNECTIONS_PER_WORKER,
         );
         config.duplicates = self.duplicate_window(prefix, raw, config.ack_mode);
+        let client_auth = raw
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca.is_some() || !tls.client_thumbprints.is_empty());
+        config.senders = self.senders(prefix, &raw.sender, client_auth);
 
         let tls = raw.tls.as_ref().map(|tls| ServerTlsSettings {
             cert_chain: self.required_file(
@@ -860,6 +997,20 @@ impl Checker<'_> {
         let address = address.unwrap_or_default();
         let mut config = DownstreamConfig::plain(&name, addr);
         config.framing = self.frame_bytes(prefix, raw.start_byte.as_deref(), &raw.end_bytes);
+        if let Some(name) = raw.transcode_to.as_deref() {
+            let key = format!("{prefix}.transcode_to");
+            match Charset::from_name(name) {
+                Ok(charset) if charset == Charset::UTF8 => config.transcode_to = Some(charset),
+                Ok(charset) => self.fail(
+                    key,
+                    format!(
+                        "{name:?} is {charset}: only \"UTF-8\" is supported as a target (a \
+                         receiver that needs another set is rare; say which)"
+                    ),
+                ),
+                Err(error) => self.fail(key, error),
+            }
+        }
         config.connect_timeout = self.duration(
             &format!("{prefix}.connect_timeout"),
             raw.connect_timeout.as_ref(),
@@ -1253,6 +1404,11 @@ impl RawConfig {
         };
 
         let names: Vec<Option<&str>> = self.downstream.iter().map(|d| d.name.as_deref()).collect();
+        let listener_names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+        let sender_names: Vec<&str> = listeners
+            .iter()
+            .flat_map(|l| l.config.senders.iter().map(|s| s.name.as_str()))
+            .collect();
         let mut routes = Vec::with_capacity(self.route.len());
         for (i, raw) in self.route.iter().enumerate() {
             let key = |field: &str| format!("route[{i}].{field}");
@@ -1273,7 +1429,39 @@ impl RawConfig {
                 ),
                 message_type: check.pattern(&key("message_type"), raw.message_type.as_deref()),
                 trigger_event: check.pattern(&key("trigger_event"), raw.trigger_event.as_deref()),
+                listener: check.origin(
+                    &key("listener"),
+                    raw.listener.as_deref(),
+                    "listener",
+                    &listener_names,
+                ),
+                sender: check.origin(
+                    &key("sender"),
+                    raw.sender.as_deref(),
+                    "[[listener.sender]]",
+                    &sender_names,
+                ),
             };
+            if matcher.uses_origin()
+                && let Some(durable) = listeners
+                    .iter()
+                    .find(|l| l.config.ack_mode == AckMode::Durable)
+            {
+                let which = if raw.listener.is_some() {
+                    "listener"
+                } else {
+                    "sender"
+                };
+                check.fail(
+                    key(which),
+                    format!(
+                        "listener {:?} journals its messages (ack_mode = \"durable\"), and a \
+                         journaled message is routed again from its MSH alone after a restart: \
+                         route on MSH fields, or give that listener another ack_mode",
+                        durable.name
+                    ),
+                );
+            }
             if let Some(downstream) =
                 check.target(&key("downstream"), raw.downstream.as_deref(), &names)
             {

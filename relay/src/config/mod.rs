@@ -17,10 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mllp::ack::AckPolicy;
+use mllp::charset::Charset;
 use mllp::frame::FramingConfig;
 use netio::connect::ClientTls;
 use netio::runtime::Driver;
 
+use crate::identity::SenderRule;
 use crate::route::Route;
 
 pub mod check;
@@ -86,6 +88,33 @@ pub enum MissingControlId {
     Forward,
     /// Refuse it with AR and ERR 101 (required field missing); it is not forwarded.
     Reject,
+}
+
+/// What a listener does with a batch (`FHS`/`BHS` … `BTS`/`FTS` in one frame).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BatchMode {
+    /// Refuse it whole with AR (ERR 100): nothing in it is forwarded. The default: a frame is
+    /// meant to hold one message, and not every receiver takes batches.
+    #[default]
+    Reject,
+    /// Send the whole frame to the receiver as one unit and hand its answer back byte for
+    /// byte (passthrough listeners only: the relay cannot vouch for a batch it holds).
+    Forward,
+    /// Deliver each message on its own under the listener's ACK mode, and answer with one
+    /// acknowledgement batch naming each message's outcome.
+    Split,
+}
+
+/// Whether a listener checks that a message is in the character set it declares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CharsetMode {
+    /// Bytes pass unchanged and unchecked (the default: the receiver decides).
+    #[default]
+    Passthrough,
+    /// The payload must decode in the character set MSH-18 names (or the listener's
+    /// `default_charset` when MSH-18 is empty); otherwise AR with ERR 102 (bytes that are not
+    /// that set) or 103 (a name that is no character set), and nothing is forwarded.
+    Check,
 }
 
 /// Who answers the sender.
@@ -283,6 +312,13 @@ pub struct ListenerConfig {
     pub on_downstream_failure: OnDownstreamFailure,
     /// What happens to a message without MSH-10.
     pub missing_control_id: MissingControlId,
+    /// What happens to a batch frame.
+    pub batch: BatchMode,
+    /// Whether payloads are checked against their character set.
+    pub charset: CharsetMode,
+    /// The character set of a message whose MSH-18 is empty (HL7: ASCII), for `charset =
+    /// "check"` and for transcoding towards a downstream.
+    pub default_charset: Charset,
     /// Idle timeout between messages.
     pub idle_timeout: Duration,
     /// Limit from a frame's start byte to its end.
@@ -299,6 +335,9 @@ pub struct ListenerConfig {
     /// `durable` mode: the window of recently accepted messages that answers a resend with
     /// its original ACK; `None` (the default) queues every message it receives.
     pub duplicates: Option<DuplicateWindowConfig>,
+    /// The sender identities this listener accepts, tried in order; empty (the default):
+    /// every MSH-3/MSH-4 is taken as it comes.
+    pub senders: Vec<SenderRule>,
 }
 
 /// A `durable` listener's duplicate window: how long it remembers an accepted message, and how
@@ -355,6 +394,10 @@ pub struct DownstreamConfig {
     pub framing: FramingConfig,
     /// How connections to it are shared among workers.
     pub link: LinkPolicy,
+    /// Transcode each message into this character set (UTF-8 only) before sending it, with
+    /// MSH-18 set to say so, and the receiver's ACK back into the sender's set; `None` (the
+    /// default): bytes pass unchanged.
+    pub transcode_to: Option<Charset>,
 }
 
 /// The whole relay.
@@ -454,6 +497,7 @@ impl DownstreamConfig {
             backoff_cap: DEFAULT_BACKOFF_CAP,
             framing: FramingConfig::MLLP,
             link: LinkPolicy::PerCore,
+            transcode_to: None,
         }
     }
 }
@@ -492,6 +536,10 @@ impl ListenerConfig {
             max_connections_per_worker: DEFAULT_MAX_CONNECTIONS_PER_WORKER,
             allowed_sources: Vec::new(),
             duplicates: None,
+            senders: Vec::new(),
+            batch: BatchMode::Reject,
+            charset: CharsetMode::Passthrough,
+            default_charset: Charset::ASCII,
         }
     }
 }

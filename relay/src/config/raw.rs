@@ -53,6 +53,12 @@ pub struct RawListener {
     pub on_downstream_failure: Option<String>,
     /// `forward` or `reject`.
     pub missing_control_id: Option<String>,
+    /// `reject`, `forward` or `split`.
+    pub batch: Option<String>,
+    /// `passthrough` or `check`.
+    pub charset: Option<String>,
+    /// The character set of a message with an empty MSH-18.
+    pub default_charset: Option<String>,
     /// `negotiated`, `always`, `never` or `errors-only`.
     pub ack_policy: Option<String>,
     /// Largest frame accepted.
@@ -86,6 +92,25 @@ pub struct RawListener {
     pub duplicate_window_entries: Option<i64>,
     /// `[listener.tls]`.
     pub tls: Option<RawListenerTls>,
+    /// `[[listener.sender]]`: the identities senders may claim on this listener.
+    #[serde(default)]
+    pub sender: Vec<RawSender>,
+}
+
+/// One `[[listener.sender]]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSender {
+    /// The identity's name (metrics label, route key).
+    pub name: Option<String>,
+    /// MSH-3.1 it may send as.
+    pub sending_application: Option<String>,
+    /// MSH-4.1 it may send as.
+    pub sending_facility: Option<String>,
+    /// The client certificate's SHA-256 thumbprint.
+    pub client_thumbprint: Option<String>,
+    /// The client certificate's subject.
+    pub client_subject: Option<String>,
 }
 
 /// A `[listener.tls]` table as written.
@@ -128,6 +153,8 @@ pub struct RawDownstream {
     /// The one or two frame end bytes, in hex.
     #[serde(default)]
     pub end_bytes: Vec<String>,
+    /// The character set to transcode messages into.
+    pub transcode_to: Option<String>,
     /// `[downstream.tls]`.
     pub tls: Option<RawDownstreamTls>,
 }
@@ -165,6 +192,10 @@ pub struct RawRoute {
     pub message_type: Option<String>,
     /// MSH-9.2.
     pub trigger_event: Option<String>,
+    /// The listener's name.
+    pub listener: Option<String>,
+    /// The sender identity's name.
+    pub sender: Option<String>,
     /// The `[[downstream]]` name matching messages go to.
     pub downstream: Option<String>,
 }

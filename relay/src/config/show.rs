@@ -11,7 +11,10 @@ use netio::runtime::Driver;
 use netio::units::{format_duration, format_size};
 
 use super::check::{ListenerSettings, Settings};
-use crate::config::{AckMode, MissingControlId, OnDownstreamFailure, WhenJournalFull};
+use crate::config::{
+    AckMode, BatchMode, CharsetMode, MissingControlId, OnDownstreamFailure, WhenJournalFull,
+};
+use crate::identity::ClientMatch;
 use crate::route::Pattern;
 
 /// Describes a rule "issued by CA OR one of the thumbprints".
@@ -103,11 +106,59 @@ impl fmt::Display for ListenerSettings {
             MissingControlId::Reject => "refused with AR and ERR 101, not forwarded",
         };
         writeln!(f, "  messages without MSH-10: {missing}")?;
+        let batch = match lc.batch {
+            BatchMode::Reject => "refused whole with AR (ERR 100), nothing forwarded",
+            BatchMode::Forward => {
+                "forwarded whole to the receiver, its answer passed back byte for byte"
+            }
+            BatchMode::Split => {
+                "each message delivered on its own, answered with one acknowledgement batch"
+            }
+        };
+        writeln!(f, "  batches (FHS/BHS): {batch}")?;
+        match lc.charset {
+            CharsetMode::Passthrough => writeln!(
+                f,
+                "  character sets: not checked (bytes pass unchanged); empty MSH-18 means {}",
+                lc.default_charset
+            )?,
+            CharsetMode::Check => writeln!(
+                f,
+                "  character sets: checked against MSH-18 (empty: {}); a mismatch is refused \
+                 with AR",
+                lc.default_charset
+            )?,
+        }
         if lc.normalize_segment_terminators {
             writeln!(
                 f,
                 "  LF and CRLF segment terminators rewritten to CR before forwarding"
             )?;
+        }
+        if lc.senders.is_empty() {
+            writeln!(
+                f,
+                "  senders: any MSH-3/MSH-4 (no [[listener.sender]] rules)"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "  senders (first match names the sender; anything else is refused with AR):"
+            )?;
+            for rule in &lc.senders {
+                let client = match &rule.client {
+                    ClientMatch::Any => "any connection".to_owned(),
+                    ClientMatch::Thumbprint(t) => format!("certificate {t}"),
+                    ClientMatch::Subject(subject) => format!("certificate subject {subject:?}"),
+                };
+                writeln!(
+                    f,
+                    "    {:?}: {client} as MSH-3 {} / MSH-4 {}",
+                    rule.name,
+                    PatternText(&rule.application),
+                    PatternText(&rule.facility)
+                )?;
+            }
         }
         if let Some(window) = &lc.duplicates {
             writeln!(
@@ -251,6 +302,13 @@ impl fmt::Display for Settings {
             if let Some(bytes) = custom_frame_bytes(&dc.framing) {
                 writeln!(f, "  {bytes}")?;
             }
+            if let Some(charset) = dc.transcode_to {
+                writeln!(
+                    f,
+                    "  messages transcoded to {charset} (MSH-18 set), its ACKs back to the \
+                     sender's character set"
+                )?;
+            }
         }
 
         let name = |index: usize| {
@@ -267,9 +325,16 @@ impl fmt::Display for Settings {
             )?;
             for (i, route) in self.routes.iter().enumerate() {
                 let m = &route.matcher;
+                let mut origin = String::new();
+                if m.listener != Pattern::Any {
+                    origin = format!("listener {} ", PatternText(&m.listener));
+                }
+                if m.sender != Pattern::Any {
+                    origin.push_str(&format!("sender {} ", PatternText(&m.sender)));
+                }
                 writeln!(
                     f,
-                    "  {}. {}/{}/{}/{}/{}^{} -> {}",
+                    "  {}. {origin}{}/{}/{}/{}/{}^{} -> {}",
                     i + 1,
                     PatternText(&m.sending_application),
                     PatternText(&m.sending_facility),

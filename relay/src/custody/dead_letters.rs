@@ -123,7 +123,8 @@ pub struct ReplaySummary {
     pub kept: usize,
 }
 
-/// Sends every dead letter under `root` to the plain MLLP receiver at `addr`, one at a time,
+/// Sends every dead letter under `root` to the plain MLLP receiver at `addr` (framed with
+/// `framing`: the receiver's, when it negotiated other bytes), one at a time,
 /// waiting up to `ack_timeout` for each ACK (MSA-2 checked); those accepted are removed, the
 /// others kept. `report` is told each outcome. Takes the journal's lock (the relay must not
 /// run).
@@ -133,6 +134,7 @@ pub struct ReplaySummary {
 pub fn replay(
     root: &Path,
     addr: SocketAddr,
+    framing: FramingConfig,
     ack_timeout: Duration,
     mut report: impl FnMut(&DeadLetter, &str),
 ) -> io::Result<ReplaySummary> {
@@ -142,7 +144,7 @@ pub fn replay(
     let mut kept: Vec<&DeadLetter> = Vec::new();
     let mut link: Option<TcpStream> = None;
     for letter in &letters {
-        let outcome = send(&mut link, addr, letter, ack_timeout);
+        let outcome = send(&mut link, addr, framing, letter, ack_timeout);
         match outcome {
             Ok((code, text)) if code.is_accept() => {
                 summary.accepted += 1;
@@ -177,6 +179,7 @@ pub fn replay(
 fn send(
     link: &mut Option<TcpStream>,
     addr: SocketAddr,
+    framing: FramingConfig,
     letter: &DeadLetter,
     ack_timeout: Duration,
 ) -> io::Result<(AckCode, String)> {
@@ -191,12 +194,12 @@ fn send(
     }
     let stream = link.as_mut().expect("connected above");
     let mut frame = Vec::with_capacity(letter.message.len() + 3);
-    frame.push(0x0b);
-    frame.extend_from_slice(&letter.message);
-    frame.extend_from_slice(&[0x1c, 0x0d]);
+    framing
+        .encode(&letter.message, &mut frame)
+        .map_err(|e| io::Error::other(format!("cannot frame it: {e}")))?;
     stream.write_all(&frame)?;
     let deadline = Instant::now() + ack_timeout;
-    let mut deframer = Deframer::new(FramingConfig::MLLP);
+    let mut deframer = Deframer::new(framing);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {

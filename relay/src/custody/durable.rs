@@ -34,8 +34,7 @@ use super::journal::record;
 use super::journal::{Entry, Journal};
 use crate::config::LinkPolicy;
 use crate::metrics::Stats;
-use crate::outbound::{Delivery, Timing};
-use mllp::ack::expects_accept_ack;
+use crate::outbound::{Delivery, Expect, Timing};
 
 /// The sub-directory of the journal holding dead letters.
 pub(crate) const DEAD_LETTER_DIR: &str = "dead-letters";
@@ -295,7 +294,7 @@ async fn deliver_one(
             )
             .await;
     };
-    let expect_ack = expects_accept_ack(&msh);
+    let expect = Expect::ack_of(&msh);
     let mut round: u32 = 0;
     loop {
         answer.clear();
@@ -305,7 +304,7 @@ async fn deliver_one(
                 downstream,
                 &payload,
                 msh.control_id(),
-                expect_ack,
+                expect,
                 answer,
                 timing,
             )

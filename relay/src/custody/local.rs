@@ -21,11 +21,8 @@ use std::task::{Poll, Waker};
 use mllp::hl7::Msh;
 use tracing::{error, warn};
 
-use crate::config::Config;
 use crate::metrics::Stats;
-use crate::outbound::{Delivery, Timing};
-use crate::route;
-use mllp::ack::expects_accept_ack;
+use crate::outbound::{Delivery, Expect, Timing};
 
 /// Messages a worker may hold for forwarding in `local` mode.
 pub(crate) const LOCAL_QUEUE_MESSAGES: usize = 10_000;
@@ -37,7 +34,8 @@ pub(crate) const LOCAL_QUEUE_BYTES: usize = 64 << 20;
 /// A bounded single-consumer queue of messages on one worker thread.
 pub(crate) struct LocalQueue {
     stats: Arc<Stats>,
-    messages: RefCell<VecDeque<Vec<u8>>>,
+    /// Each message with the downstream its session routed it to.
+    messages: RefCell<VecDeque<(usize, Vec<u8>)>>,
     bytes: Cell<usize>,
     consumer: RefCell<Option<Waker>>,
     /// True while the forwarder is delivering a message it took off the queue.
@@ -55,15 +53,15 @@ impl LocalQueue {
         }
     }
 
-    /// Queues a copy of `message`; false when the queue is full.
-    pub(crate) fn try_push(&self, message: &[u8]) -> bool {
+    /// Queues a copy of `message` for `downstream`; false when the queue is full.
+    pub(crate) fn try_push(&self, downstream: usize, message: &[u8]) -> bool {
         let mut messages = self.messages.borrow_mut();
         if messages.len() >= LOCAL_QUEUE_MESSAGES
             || self.bytes.get() + message.len() > LOCAL_QUEUE_BYTES
         {
             return false;
         }
-        messages.push_back(message.to_vec());
+        messages.push_back((downstream, message.to_vec()));
         self.bytes.set(self.bytes.get() + message.len());
         Stats::bump(&self.stats.local_queue_depth);
         if let Some(waker) = self.consumer.borrow_mut().take() {
@@ -82,15 +80,15 @@ impl LocalQueue {
         self.len() == 0 && !self.busy.get()
     }
 
-    async fn pop(&self) -> Vec<u8> {
+    async fn pop(&self) -> (usize, Vec<u8>) {
         poll_fn(|cx| match self.messages.borrow_mut().pop_front() {
-            Some(message) => {
+            Some((downstream, message)) => {
                 self.bytes.set(self.bytes.get() - message.len());
                 self.stats
                     .local_queue_depth
                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 self.busy.set(true);
-                Poll::Ready(message)
+                Poll::Ready((downstream, message))
             }
             None => {
                 *self.consumer.borrow_mut() = Some(cx.waker().clone());
@@ -102,32 +100,21 @@ impl LocalQueue {
 }
 
 /// The forwarder task of one worker: delivers queued messages one by one, forever.
-pub(crate) async fn run(
-    queue: Rc<LocalQueue>,
-    config: Arc<Config>,
-    delivery: Rc<Delivery>,
-    stats: Arc<Stats>,
-) {
+pub(crate) async fn run(queue: Rc<LocalQueue>, delivery: Rc<Delivery>, stats: Arc<Stats>) {
     let mut ack = Vec::new();
     let mut timing = Timing::default();
     loop {
-        let message = queue.pop().await;
+        let (downstream, message) = queue.pop().await;
         // Sessions queue only messages whose header they have read.
         if let Ok(msh) = Msh::parse_lenient(&message) {
-            let expect_ack = expects_accept_ack(&msh);
+            let expect = Expect::ack_of(&msh);
             ack.clear();
-            // Sessions queue only routable messages, and routing is a pure function of MSH.
-            let Ok(downstream) = route::pick(&config.routes, config.default_downstream, &msh)
-            else {
-                queue.busy.set(false);
-                continue;
-            };
             match delivery
                 .deliver(
                     downstream,
                     &message,
                     msh.control_id(),
-                    expect_ack,
+                    expect,
                     &mut ack,
                     &mut timing,
                 )

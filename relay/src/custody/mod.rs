@@ -21,7 +21,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
 use crate::metrics::Stats;
 use crate::outbound::Delivery;
 use duplicates::DuplicateWindows;
@@ -45,19 +44,9 @@ pub(crate) struct Committer(monoio::task::JoinHandle<()>);
 impl Custody {
     /// Starts the tasks that take messages out of custody to their downstream on this
     /// worker's runtime: the local forwarder, the durable lanes and the journal's committer.
-    pub(crate) fn start(
-        &self,
-        config: &Arc<Config>,
-        delivery: &Rc<Delivery>,
-        stats: &Arc<Stats>,
-    ) -> Option<Committer> {
+    pub(crate) fn start(&self, delivery: &Rc<Delivery>, stats: &Arc<Stats>) -> Option<Committer> {
         if let Some(queue) = &self.local {
-            monoio::spawn(local::run(
-                queue.clone(),
-                config.clone(),
-                delivery.clone(),
-                stats.clone(),
-            ));
+            monoio::spawn(local::run(queue.clone(), delivery.clone(), stats.clone()));
         }
         self.durable.as_ref().map(|forwarder| {
             forwarder.spawn_lanes(delivery, stats);

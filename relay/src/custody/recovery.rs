@@ -49,9 +49,17 @@ pub(crate) fn open_journals(
     let lock = journal::lock(&journal.dir)?;
     journal::adopt_orphans(&journal.dir, workers, stats)?;
     let route = |payload: &[u8]| {
-        mllp::hl7::Msh::parse_lenient(payload)
+        mllp::hl7::Msh::parse_lenient(payload).ok().and_then(|msh| {
+            // Routes that look at the origin are refused beside a durable listener, so
+            // the MSH alone routes a journaled message as its session did.
+            route::pick(
+                &config.routes,
+                config.default_downstream,
+                &msh,
+                route::Origin::default(),
+            )
             .ok()
-            .and_then(|msh| route::pick(&config.routes, config.default_downstream, &msh).ok())
+        })
     };
     let mut windows = WindowsFromJournal::new(config, windows);
     let mut recovered = Vec::with_capacity(workers);

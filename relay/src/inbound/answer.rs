@@ -11,6 +11,7 @@ use std::io::Write as _;
 use std::time::SystemTime;
 
 use mllp::ack::{self, AckDecision, AckParams, AckPolicy, ErrorCode, ErrorDetail, Outcome};
+use mllp::batch::{self, AckBatchParams, Batch};
 use mllp::hl7::Msh;
 use mllp::timestamp::write_hl7_timestamp;
 
@@ -56,7 +57,7 @@ pub(super) struct Answer {
 }
 
 impl Answer {
-    /// Writes the relay's own ACK for `msh` with `outcome` (and `refusal`'s ERR, if any) under
+    /// Writes (over whatever the answer held) the relay's own ACK for `msh` with `outcome` (and `refusal`'s ERR, if any) under
     /// `policy`; `None` when, by MSH-15/16 or the policy, no ACK is due.
     pub(super) fn generate(
         &mut self,
@@ -66,6 +67,7 @@ impl Answer {
         policy: AckPolicy,
         ids: &ControlIds,
     ) -> Option<ack::AckCode> {
+        self.bytes.clear();
         self.stamp(ids);
         let params = AckParams {
             text: refusal.map(|r| r.text),
@@ -84,6 +86,7 @@ impl Answer {
     /// Writes an AR for a frame without a readable MSH: no MSA-2 can name it, and no
     /// MSH-15/16 or policy applies (the sender must hear that the frame was not taken).
     pub(super) fn reject_headerless(&mut self, refusal: Refusal<'_>, ids: &ControlIds) {
+        self.bytes.clear();
         self.stamp(ids);
         let params = AckParams {
             text: Some(refusal.text),
@@ -94,6 +97,20 @@ impl Answer {
             diagnostic: refusal.text,
         };
         ack::write_headerless_reject(&params, detail, &mut self.bytes);
+    }
+
+    /// Writes the acknowledgement batch answering `batch` (split from `input`): `acks[i]` is
+    /// message `i`'s ACK, or `None` when none was due.
+    pub(super) fn write_ack_batch(
+        &mut self,
+        input: &[u8],
+        batch: &Batch,
+        acks: &[Option<&[u8]>],
+        ids: &ControlIds,
+    ) {
+        self.stamp(ids);
+        let params = AckBatchParams::new(&self.timestamp, &self.control_id);
+        batch::write_ack_batch(input, batch, acks, &params, &mut self.bytes);
     }
 
     /// Gives every buffer back (an idle connection holds none).

@@ -8,23 +8,28 @@
 
 use std::time::{Duration, Instant};
 
-use mllp::ack::{AckCode, ErrorCode, Outcome, expects_accept_ack};
+use mllp::ack::{AckCode, ErrorCode, Outcome};
+use mllp::batch::{Batch, LineEndings, is_batch, split_batch};
+use mllp::charset::{Charset, charset_of, transcode_from_utf8, transcode_to_utf8};
 use mllp::frame::Deframer;
 use mllp::hl7::{HeaderEvent, Msh, normalize_segment_terminators};
 use netio::conn::{Conn, ConnError, SharedCanceller, shared_canceller};
+use netio::tls::CertIdentity;
 use tracing::{debug, info, warn};
 
 use super::Inbound;
 use super::accept::Place;
 use super::answer::{Answer, Refusal};
 use crate::config::{
-    AckMode, ListenerConfig, MissingControlId, OnDownstreamFailure, WhenJournalFull,
+    AckMode, BatchMode, CharsetMode, ListenerConfig, MissingControlId, OnDownstreamFailure,
+    WhenJournalFull,
 };
 use crate::custody::duplicates::Seen;
 use crate::custody::journal::{JournalError, Writer};
+use crate::identity::{self, Mismatch};
 use crate::metrics::{ListenerCounter, ListenerStats, Stats};
-use crate::outbound::Timing;
-use crate::route;
+use crate::outbound::{Expect, Timing};
+use crate::route::{self, Origin};
 
 /// Read size for a sender's connection: a few TCP segments. The buffer grows for bigger
 /// frames (up to the frame limit) and is reused for the connection's life.
@@ -88,6 +93,16 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
         }
         debug!(%peer, "TLS handshake complete");
     }
+    // The certificate is read once: only a listener that checks sender identities needs it.
+    let client = if listener.senders.is_empty() {
+        None
+    } else {
+        let client = conn.peer_certificate().map(CertIdentity::of);
+        if let Some(client) = &client {
+            debug!(listener = %listener.name, %peer, subject = client.subject.as_deref().unwrap_or("<unparsable>"), thumbprint = %client.thumbprint, "client certificate");
+        }
+        client
+    };
 
     let mut session = Session {
         inbound,
@@ -104,6 +119,10 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
         header_event_warned: false,
         missing_control_id_warned: false,
         repaired: Vec::new(),
+        client,
+        delivery_failed: false,
+        transcoded: Vec::new(),
+        ack_charset: None,
     };
     // Cancels this session's reads between messages at shutdown; one for the session's life
     // (a signal is replaced only once fired, and a fired one ends the session).
@@ -131,11 +150,7 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
             session.log_events(peer);
             let payload = frame.payload(&buf);
             let started = Instant::now();
-            let reply = if listener.normalize_segment_terminators {
-                session.handle_repaired(payload).await
-            } else {
-                session.handle(payload).await
-            };
+            let reply = session.handle(payload).await;
             match reply {
                 Reply::Send => {
                     let framing = listener.framing;
@@ -273,6 +288,15 @@ struct Session<'c> {
     missing_control_id_warned: bool,
     /// With `normalize_segment_terminators`: the message with its terminators rewritten.
     repaired: Vec<u8>,
+    /// The client certificate, when the listener checks sender identities against it.
+    client: Option<CertIdentity>,
+    /// Whether the last message could not be delivered or taken into custody (the receiver,
+    /// the journal or the queue failed): the rest of a batch is then not attempted.
+    delivery_failed: bool,
+    /// For a downstream that takes UTF-8: the message transcoded.
+    transcoded: Vec<u8>,
+    /// While a transcoded message is delivered: the sender's character set, for its ACK.
+    ack_charset: Option<Charset>,
 }
 
 /// Keeps a session's idle signal registered with its worker (so that shutdown can cancel the
@@ -323,8 +347,28 @@ impl Session<'_> {
         Reply::due(self.generate_ack(msh, outcome, refusal))
     }
 
-    /// [`handle`](Self::handle) for a listener that rewrites LF and CRLF segment terminators
-    /// to CR first; each message that needed it is counted.
+    /// Answers one frame: a batch as the listener says, anything else as one message.
+    async fn handle(&mut self, payload: &[u8]) -> Reply {
+        let stats = &self.inbound.stats;
+        stats.count(self.counters, ListenerCounter::MessagesIn, 1);
+        if is_batch(payload) {
+            // Boxed: batches are rare, and inline their state would sit in every session.
+            return Box::pin(self.handle_batch(payload)).await;
+        }
+        self.handle_one(payload).await
+    }
+
+    /// One message, with its segment terminators repaired first when the listener says so.
+    async fn handle_one(&mut self, payload: &[u8]) -> Reply {
+        if self.listener.normalize_segment_terminators {
+            self.handle_repaired(payload).await
+        } else {
+            self.handle_message(payload).await
+        }
+    }
+
+    /// [`handle_message`](Self::handle_message) for a listener that rewrites LF and CRLF
+    /// segment terminators to CR first; each message that needed it is counted.
     async fn handle_repaired(&mut self, payload: &[u8]) -> Reply {
         let mut repaired = std::mem::take(&mut self.repaired);
         repaired.clear();
@@ -338,15 +382,15 @@ impl Session<'_> {
                 1,
             );
         }
-        let reply = self.handle(&repaired).await;
+        let reply = self.handle_message(&repaired).await;
         self.repaired = repaired;
         reply
     }
 
     /// Delivers one message and prepares the sender's answer.
-    async fn handle(&mut self, payload: &[u8]) -> Reply {
+    async fn handle_message(&mut self, payload: &[u8]) -> Reply {
         let stats = &self.inbound.stats;
-        stats.count(self.counters, ListenerCounter::MessagesIn, 1);
+        self.delivery_failed = false;
         self.answer.bytes.clear();
         self.ack.clear();
         self.timing = Timing::default();
@@ -380,8 +424,17 @@ impl Session<'_> {
         {
             return reply;
         }
+        let sender = match self.identify(&msh) {
+            Ok(sender) => sender,
+            Err(reply) => return reply,
+        };
         let config = &self.inbound.config;
-        let downstream = match route::pick(&config.routes, config.default_downstream, &msh) {
+        let origin = Origin {
+            listener: &self.listener.name,
+            sender: sender.map(|i| self.listener.senders[i].name.as_str()),
+        };
+        let downstream = match route::pick(&config.routes, config.default_downstream, &msh, origin)
+        {
             Ok(index) => index,
             Err(code) => {
                 stats.count(self.counters, ListenerCounter::RejectsUnrouted, 1);
@@ -398,10 +451,94 @@ impl Session<'_> {
                 return self.generate(&msh, Outcome::Rejected, Some(refusal));
             }
         };
+        let transcode = config.downstreams[downstream].transcode_to.is_some();
+        if transcode || self.listener.charset == CharsetMode::Check {
+            // Boxed: opt-in, and inline its state would sit in every session.
+            return Box::pin(self.with_charset(&msh, payload, downstream, transcode)).await;
+        }
+        self.dispatch(&msh, payload, downstream).await
+    }
+
+    /// Hands a routed message to the listener's ACK mode.
+    async fn dispatch(&mut self, msh: &Msh<'_>, payload: &[u8], downstream: usize) -> Reply {
         match self.listener.ack_mode {
-            AckMode::Passthrough => self.pass_through(&msh, payload, downstream).await,
-            AckMode::Local => self.accept_locally(&msh, payload),
-            AckMode::Durable => self.accept_durably(&msh, payload, downstream).await,
+            AckMode::Passthrough => self.pass_through(msh, payload, downstream).await,
+            AckMode::Local => self.accept_locally(msh, payload, downstream),
+            AckMode::Durable => self.accept_durably(msh, payload, downstream).await,
+        }
+    }
+
+    /// [`dispatch`](Self::dispatch) for a listener that checks character sets or a downstream
+    /// that takes UTF-8: the message's character set (MSH-18, or the listener's default) is
+    /// read, the payload checked against it (`charset = "check"`) and transcoded (with
+    /// MSH-18 rewritten) for the downstream; the receiver's ACK goes back in the sender's
+    /// set. A message that fails any of it gets AR, and nothing is forwarded.
+    async fn with_charset(
+        &mut self,
+        msh: &Msh<'_>,
+        payload: &[u8],
+        downstream: usize,
+        transcode: bool,
+    ) -> Reply {
+        let charset = match charset_of(msh, self.listener.default_charset) {
+            Ok(charset) => charset,
+            Err(error) => return self.refuse_charset(msh, error),
+        };
+        if self.listener.charset == CharsetMode::Check
+            && let Err(error) = charset.check(payload)
+        {
+            return self.refuse_charset(msh, error);
+        }
+        if !transcode {
+            return self.dispatch(msh, payload, downstream).await;
+        }
+        let mut transcoded = std::mem::take(&mut self.transcoded);
+        let reply = match transcode_to_utf8(payload, charset, &mut transcoded) {
+            Ok(()) => {
+                Stats::bump(&self.inbound.stats.messages_transcoded);
+                self.ack_charset = (charset != Charset::UTF8).then_some(charset);
+                let reply = self.dispatch(msh, &transcoded, downstream).await;
+                self.ack_charset = None;
+                reply
+            }
+            Err(error) => self.refuse_charset(msh, error),
+        };
+        self.transcoded = transcoded;
+        reply
+    }
+
+    /// AR for a message not in the character set it declares (or naming none the relay
+    /// knows), with the offset and byte, or the name, in the ERR.
+    fn refuse_charset(&mut self, msh: &Msh<'_>, error: mllp::CharsetError) -> Reply {
+        let stats = &self.inbound.stats;
+        stats.count(self.counters, ListenerCounter::RejectsCharset, 1);
+        warn!(
+            msh10 = %String::from_utf8_lossy(msh.control_id()),
+            %error,
+            "message not in its declared character set: rejected with AR, not forwarded"
+        );
+        let text = format!("message rejected: {error}");
+        let refusal = Refusal {
+            code: error.error_code(),
+            text: text.as_bytes(),
+        };
+        self.generate(msh, Outcome::Rejected, Some(refusal))
+    }
+
+    /// Puts the receiver's UTF-8 ACK (in the answer) back into the sender's character set,
+    /// with the sender's MSH-18. An ACK that is not valid UTF-8 goes back unchanged (counted).
+    fn transcode_ack(&mut self, charset: Charset, sender_msh18: &[u8]) {
+        let stats = &self.inbound.stats;
+        match transcode_from_utf8(&self.answer.bytes, charset, sender_msh18, &mut self.ack) {
+            Ok(unmappable) => {
+                std::mem::swap(&mut self.answer.bytes, &mut self.ack);
+                Stats::bump(&stats.acks_transcoded);
+                Stats::add(&stats.unmappable_characters, unmappable);
+            }
+            Err(error) => {
+                Stats::bump(&stats.acks_not_transcoded);
+                warn!(%error, %charset, "the receiver's ACK could not be put back into the sender's character set: passed unchanged");
+            }
         }
     }
 
@@ -415,7 +552,7 @@ impl Session<'_> {
                 downstream,
                 payload,
                 msh.control_id(),
-                expects_accept_ack(msh),
+                Expect::ack_of(msh),
                 &mut self.ack,
                 &mut self.timing,
             )
@@ -430,10 +567,14 @@ impl Session<'_> {
                 Stats::bump(&stats.acks_passed_through);
                 self.answered(code, false);
                 std::mem::swap(&mut self.answer.bytes, &mut self.ack);
+                if let Some(charset) = self.ack_charset {
+                    self.transcode_ack(charset, msh.charset());
+                }
                 return Reply::Send;
             }
             Err(failure) => failure,
         };
+        self.delivery_failed = true;
         warn!(
             downstream = %delivery.downstream(downstream).name(),
             msh9 = %String::from_utf8_lossy(msh.raw_field(9)),
@@ -463,16 +604,17 @@ impl Session<'_> {
 
     /// `local` mode: queue the message for the forwarder and answer at once; when the queue is
     /// full, answer AE/CE instead (never a silent drop).
-    fn accept_locally(&mut self, msh: &Msh<'_>, payload: &[u8]) -> Reply {
+    fn accept_locally(&mut self, msh: &Msh<'_>, payload: &[u8], downstream: usize) -> Reply {
         let queued = self
             .inbound
             .custody
             .local
             .as_ref()
-            .is_some_and(|q| q.try_push(payload));
+            .is_some_and(|q| q.try_push(downstream, payload));
         if queued {
             return self.generate(msh, Outcome::Accepted, None);
         }
+        self.delivery_failed = true;
         Stats::bump(&self.inbound.stats.local_queue_full);
         warn!("local mode: forwarding queue full; the sender gets an AE/CE and may resend");
         let refusal = Refusal {
@@ -544,6 +686,7 @@ impl Session<'_> {
         let code = match &stored {
             Ok(()) => self.generate_ack(msh, Outcome::Accepted, None),
             Err(error) => {
+                self.delivery_failed = true;
                 match error {
                     JournalError::Full(_) => Stats::bump(&stats.journal_full_naks),
                     JournalError::Failed(_) => Stats::bump(&stats.journal_failed_naks),
@@ -586,11 +729,272 @@ impl Session<'_> {
                 *buf = Vec::new();
                 self.ack = Vec::new();
                 self.repaired = Vec::new();
+                self.transcoded = Vec::new();
                 self.answer.release();
                 conn.release_buffers();
                 conn.wait_readable(deadline, signal).await
             }
             other => other,
+        }
+    }
+
+    /// A batch frame, as the listener's `batch` says. A listener that refuses batches, or a
+    /// batch whose structure or counts (BTS-1, FTS-1) are wrong, gets one AR for the whole
+    /// frame and nothing in it is forwarded.
+    async fn handle_batch(&mut self, payload: &[u8]) -> Reply {
+        let stats = &self.inbound.stats;
+        stats.count(self.counters, ListenerCounter::BatchesIn, 1);
+        if self.listener.batch == BatchMode::Reject {
+            return self.refuse_batch(
+                ErrorCode::SegmentSequence,
+                "batch refused: this listener takes one message per frame (batch = \"reject\"); \
+                 nothing in it was forwarded",
+            );
+        }
+        let line_endings = if self.listener.normalize_segment_terminators {
+            LineEndings::CrOrLf
+        } else {
+            LineEndings::Cr
+        };
+        let batch = match split_batch(payload, line_endings) {
+            Ok(batch) => batch,
+            Err(error) => {
+                let text = format!("batch refused: {error}; nothing in it was forwarded");
+                return self.refuse_batch(ErrorCode::SegmentSequence, &text);
+            }
+        };
+        if let Some(event) = batch.header_event {
+            stats.header_event(self.counters, event);
+        }
+        debug!(
+            messages = batch.messages.len(),
+            batches = batch.groups.len(),
+            "batch received"
+        );
+        match self.listener.batch {
+            BatchMode::Forward => self.forward_batch(payload, &batch).await,
+            _ => self.split_batch(payload, &batch).await,
+        }
+    }
+
+    /// One AR for a whole batch frame (MSA-2 empty: no single message is named).
+    fn refuse_batch(&mut self, code: ErrorCode, text: &str) -> Reply {
+        let stats = &self.inbound.stats;
+        stats.count(self.counters, ListenerCounter::RejectsBatch, 1);
+        warn!(reason = text, "batch refused with AR, not forwarded");
+        let refusal = Refusal {
+            code,
+            text: text.as_bytes(),
+        };
+        self.answer.reject_headerless(refusal, &self.inbound.ids);
+        self.answered(AckCode::AR, true);
+        Reply::Send
+    }
+
+    /// `batch = "split"`: each message delivered on its own, in order, exactly as a frame of
+    /// its own would be (identity, route, ACK mode); then one acknowledgement batch with each
+    /// message's ACK. A message refused by the receiver (or the relay) does not stop the
+    /// rest; one that could not be delivered or kept does, so that order is kept: it and
+    /// every later message are answered AE/CE.
+    async fn split_batch(&mut self, input: &[u8], batch: &Batch) -> Reply {
+        let count = batch.messages.len();
+        let mut acks: Vec<Option<Vec<u8>>> = Vec::with_capacity(count);
+        let mut failed = None;
+        for (index, range) in batch.messages.iter().enumerate() {
+            let message = &input[range.clone()];
+            if failed.is_some() {
+                let text = "not attempted: an earlier message of this batch could not be \
+                            delivered; resend it";
+                acks.push(self.error_ack(message, text));
+                continue;
+            }
+            match self.handle_one(message).await {
+                Reply::Send => acks.push(Some(self.answer.bytes.clone())),
+                Reply::Nothing => acks.push(None),
+                Reply::Close => return Reply::Close,
+            }
+            if self.delivery_failed {
+                failed = Some(index);
+            }
+        }
+        if let Some(index) = failed {
+            warn!(
+                message = index + 1,
+                not_attempted = count - index - 1,
+                "batch: a message could not be delivered; the later ones were not attempted \
+                 (each answered AE/CE)"
+            );
+        }
+        let acks: Vec<Option<&[u8]>> = acks.iter().map(Option::as_deref).collect();
+        self.answer
+            .write_ack_batch(input, batch, &acks, &self.inbound.ids);
+        Reply::Send
+    }
+
+    /// `batch = "forward"`: the whole frame to the receiver as one unit, and its answer back
+    /// byte for byte. Every message must be one this listener takes (sender identity) and all
+    /// must route to the same downstream, else the batch is refused whole.
+    async fn forward_batch(&mut self, input: &[u8], batch: &Batch) -> Reply {
+        let config = &self.inbound.config;
+        let mut target = None;
+        for (index, range) in batch.messages.iter().enumerate() {
+            let n = index + 1;
+            let Ok(msh) = Msh::parse_lenient(&input[range.clone()]) else {
+                let text = format!("batch refused: message {n} has no readable MSH");
+                return self.refuse_batch(ErrorCode::DataType, &text);
+            };
+            let rules = &self.listener.senders;
+            let sender = if rules.is_empty() {
+                None
+            } else {
+                match identity::identify(rules, self.client.as_ref(), &msh) {
+                    Ok(i) => Some(i),
+                    Err(mismatch) => {
+                        let stats = &self.inbound.stats;
+                        stats.count(self.counters, ListenerCounter::RejectsSender, 1);
+                        let text = format!(
+                            "batch refused: message {n}: {mismatch} is not one this connection \
+                             may send as on listener {}",
+                            self.listener.name
+                        );
+                        return self.refuse_batch(ErrorCode::TableValueNotFound, &text);
+                    }
+                }
+            };
+            let origin = Origin {
+                listener: &self.listener.name,
+                sender: sender.map(|i| rules[i].name.as_str()),
+            };
+            let downstream =
+                match route::pick(&config.routes, config.default_downstream, &msh, origin) {
+                    Ok(downstream) => downstream,
+                    Err(code) => {
+                        let text = format!("batch refused: message {n} matches no route");
+                        return self.refuse_batch(code, &text);
+                    }
+                };
+            if target.is_some_and(|t| t != downstream) {
+                let text = format!(
+                    "batch refused: message {n} routes to another downstream than message 1; \
+                     a forwarded batch goes to one receiver (batch = \"split\" routes each \
+                     message)"
+                );
+                return self.refuse_batch(ErrorCode::ApplicationInternal, &text);
+            }
+            target = Some(downstream);
+        }
+        // `split_batch` returns at least one message.
+        let Some(downstream) = target else {
+            return self.refuse_batch(ErrorCode::SegmentSequence, "batch refused: no message");
+        };
+        self.answer.bytes.clear();
+        self.ack.clear();
+        self.timing = Timing::default();
+        let inbound = self.inbound;
+        let stats = &inbound.stats;
+        let delivered = inbound
+            .delivery
+            .deliver(
+                downstream,
+                input,
+                b"",
+                Expect::AnyFrame,
+                &mut self.ack,
+                &mut self.timing,
+            )
+            .await;
+        match delivered {
+            Ok(_) => {
+                Stats::bump(&stats.messages_delivered);
+                Stats::add(&stats.bytes_forwarded, input.len());
+                Stats::bump(&stats.acks_passed_through);
+                std::mem::swap(&mut self.answer.bytes, &mut self.ack);
+                Reply::Send
+            }
+            Err(failure) => {
+                warn!(
+                    downstream = %inbound.delivery.downstream(downstream).name(),
+                    messages = batch.messages.len(),
+                    error = %failure,
+                    "batch delivery failed after every retry"
+                );
+                if self.listener.on_downstream_failure == OnDownstreamFailure::Close {
+                    Stats::bump(&stats.closes_downstream_failed);
+                    return Reply::Close;
+                }
+                let text = format!("not delivered: {failure}");
+                let acks: Vec<Option<Vec<u8>>> = batch
+                    .messages
+                    .iter()
+                    .map(|range| self.error_ack(&input[range.clone()], &text))
+                    .collect();
+                Stats::bump(&stats.naks_downstream_failed);
+                let acks: Vec<Option<&[u8]>> = acks.iter().map(Option::as_deref).collect();
+                self.answer
+                    .write_ack_batch(input, batch, &acks, &self.inbound.ids);
+                Reply::Send
+            }
+        }
+    }
+
+    /// The relay's AE/CE (ERR 207, `text`) for one message of a batch, if one is due.
+    fn error_ack(&mut self, message: &[u8], text: &str) -> Option<Vec<u8>> {
+        let msh = Msh::parse_lenient(message).ok()?;
+        let refusal = Refusal {
+            code: ErrorCode::ApplicationInternal,
+            text: text.as_bytes(),
+        };
+        self.generate_ack(&msh, Outcome::Error, Some(refusal))
+            .map(|_| self.answer.bytes.clone())
+    }
+
+    /// The listener's name for this message's sender (an index into its `senders`), or `None`
+    /// when the listener checks no identities.
+    ///
+    /// # Errors
+    /// The AR (or nothing, per policy) for a sender claiming an MSH-3/MSH-4 its listener or
+    /// certificate may not send as: counted, logged, and not forwarded.
+    fn identify(&mut self, msh: &Msh<'_>) -> Result<Option<usize>, Reply> {
+        let rules = &self.listener.senders;
+        if rules.is_empty() {
+            return Ok(None);
+        }
+        let stats = &self.inbound.stats;
+        match identity::identify(rules, self.client.as_ref(), msh) {
+            Ok(index) => {
+                stats.sender_message(self.counters, index);
+                debug!(sender = %rules[index].name, "sender identified");
+                Ok(Some(index))
+            }
+            Err(mismatch) => {
+                stats.count(self.counters, ListenerCounter::RejectsSender, 1);
+                let claimed = format!(
+                    "{}/{}",
+                    String::from_utf8_lossy(msh.raw_field(3)),
+                    String::from_utf8_lossy(msh.raw_field(4))
+                );
+                let client = self.client.as_ref().map_or("no client certificate", |c| {
+                    c.subject.as_deref().unwrap_or("<unparsable>")
+                });
+                warn!(%mismatch, msh3_msh4 = %claimed, %client, "sender identity not allowed on this listener: rejected with AR, not forwarded");
+                let text = match mismatch {
+                    Mismatch::Client => format!(
+                        "sender not allowed: no [[listener.sender]] rule covers this connection \
+                         ({client}) on listener {}",
+                        self.listener.name
+                    ),
+                    Mismatch::Application | Mismatch::Facility => format!(
+                        "sender not allowed: {mismatch} of {claimed} is not one this connection \
+                         ({client}) may send as on listener {}",
+                        self.listener.name
+                    ),
+                };
+                let refusal = Refusal {
+                    code: ErrorCode::TableValueNotFound,
+                    text: text.as_bytes(),
+                };
+                Err(self.generate(msh, Outcome::Rejected, Some(refusal)))
+            }
         }
     }
 

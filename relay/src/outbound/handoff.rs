@@ -29,7 +29,7 @@ pub(crate) type Outcome = Result<(Option<AckCode>, Vec<u8>, Timing), Failure>;
 pub(crate) struct Request {
     pub(crate) payload: Vec<u8>,
     pub(crate) control_id: Vec<u8>,
-    pub(crate) expect_ack: bool,
+    pub(crate) expect: super::Expect,
     pub(crate) reply: Arc<ReplySlot>,
 }
 

@@ -11,12 +11,36 @@ mod pool;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use mllp::ack::AckCode;
+use mllp::ack::{AckCode, expects_accept_ack};
+use mllp::hl7::Msh;
 
 use crate::config::{Config, LinkPolicy};
 use crate::metrics::{DownstreamFailureKind, Stats};
 use handoff::{Handoff, ReplySlot, Request};
 pub(crate) use pool::{Downstream, Failure, Timing};
+
+/// What a delivery waits for after writing a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// Nothing: the message's MSH-15 asks for no accept ACK.
+    Nothing,
+    /// The ACK whose MSA-2 is the message's control ID (anything else is a failed attempt).
+    Ack,
+    /// One frame, whatever it holds: the receiver's answer to a forwarded batch, which names
+    /// no single control ID and goes back to the sender byte for byte.
+    AnyFrame,
+}
+
+impl Expect {
+    /// What a message with this header is answered with: an ACK unless MSH-15 says none.
+    pub(crate) fn ack_of(msh: &Msh<'_>) -> Self {
+        if expects_accept_ack(msh) {
+            Self::Ack
+        } else {
+            Self::Nothing
+        }
+    }
+}
 
 /// The handoffs of the `single` downstreams, shared by every worker (`None` for a `per-core`
 /// one), indexed like `Config::downstreams`. Made once per relay.
@@ -70,8 +94,9 @@ impl Delivery {
         &self.downstreams[index]
     }
 
-    /// Delivers one message to downstream `index` and, when `expect_ack`, waits for the ACK
-    /// whose MSA-2 is `control_id` (appended to `ack`, its code returned). `timing` tells when
+    /// Delivers one message to downstream `index` and waits for what `expect` says: the ACK
+    /// whose MSA-2 is `control_id` (appended to `ack`, its code returned), any one frame
+    /// (appended, no code), or nothing. `timing` tells when
     /// the last attempt wrote the message and read its ACK.
     ///
     /// # Errors
@@ -81,21 +106,21 @@ impl Delivery {
         index: usize,
         payload: &[u8],
         control_id: &[u8],
-        expect_ack: bool,
+        expect: Expect,
         ack: &mut Vec<u8>,
         timing: &mut Timing,
     ) -> Result<Option<AckCode>, Failure> {
         let downstream = &self.downstreams[index];
         let Some(handoff) = self.single.0.get(index).and_then(Option::as_ref) else {
             return downstream
-                .deliver(payload, control_id, expect_ack, ack, &self.stats, timing)
+                .deliver(payload, control_id, expect, ack, &self.stats, timing)
                 .await;
         };
         let reply = Arc::new(ReplySlot::default());
         let request = Request {
             payload: payload.to_vec(),
             control_id: control_id.to_vec(),
-            expect_ack,
+            expect,
             reply: Arc::clone(&reply),
         };
         if handoff.submit(request).is_err() {
@@ -134,7 +159,7 @@ async fn link_task(delivery: Rc<Delivery>, index: usize, handoff: Arc<Handoff>) 
             .deliver(
                 &request.payload,
                 &request.control_id,
-                request.expect_ack,
+                request.expect,
                 &mut ack,
                 &delivery.stats,
                 &mut timing,

@@ -14,6 +14,7 @@
 //!   passed to the sender as it is.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use mllp::ack::{AckCode, parse_ack};
 use mllp::frame::Deframer;
 use tracing::{debug, warn};
 
+use super::Expect;
 use crate::config::DownstreamConfig;
 use crate::metrics::{DownstreamFailureKind, Stats};
 use netio::conn::{Conn, ConnError};
@@ -35,7 +37,17 @@ struct Link {
     conn: Conn,
     deframer: Deframer,
     buf: Vec<u8>,
+    /// The control IDs of the last messages written on this link without waiting for an
+    /// ACK (their MSH-15 asked for none). A receiver may answer them anyway, and its answer
+    /// can arrive after the next message is written: an ACK naming one of these is that late
+    /// answer, dropped, not a wrong ACK for the message being delivered. At most
+    /// [`UNANSWERED_KEPT`].
+    unanswered: VecDeque<Vec<u8>>,
 }
+
+/// Late answers a link watches for: a receiver answers in order, so one or two are in flight
+/// at most; a few more cover a burst of such messages.
+const UNANSWERED_KEPT: usize = 4;
 
 /// Why one delivery attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -121,14 +133,15 @@ impl Downstream {
         &self.config
     }
 
-    /// Delivers one message (the payload of a frame) and, when `expect_ack`, waits for the
-    /// ACK whose MSA-2 is `control_id`; its payload is appended to `ack` and its code returned.
+    /// Delivers one message (the payload of a frame) and waits for what `expect` says: the
+    /// ACK whose MSA-2 is `control_id` (its payload appended to `ack`, its code returned), any
+    /// one frame (appended, no code), or nothing.
     /// Retries as configured. Returns the last failure when every attempt failed.
     pub(crate) async fn deliver(
         &self,
         payload: &[u8],
         control_id: &[u8],
-        expect_ack: bool,
+        expect: Expect,
         ack: &mut Vec<u8>,
         stats: &Stats,
         timing: &mut Timing,
@@ -136,10 +149,7 @@ impl Downstream {
         let mut attempt = 0;
         loop {
             *timing = Timing::default();
-            match self
-                .attempt(payload, control_id, expect_ack, ack, timing)
-                .await
-            {
+            match self.attempt(payload, control_id, expect, ack, timing).await {
                 Ok(code) => {
                     if let Some(counters) = stats.downstream(self.index) {
                         counters.delivered(payload.len(), code);
@@ -191,7 +201,7 @@ impl Downstream {
         &self,
         payload: &[u8],
         control_id: &[u8],
-        expect_ack: bool,
+        expect: Expect,
         ack: &mut Vec<u8>,
         timing: &mut Timing,
     ) -> Result<Option<AckCode>, Failure> {
@@ -211,7 +221,13 @@ impl Downstream {
             return Err(Failure::Send { addr, error });
         }
         timing.written = Some(Instant::now());
-        if !expect_ack {
+        if expect == Expect::Nothing {
+            if !control_id.is_empty() {
+                if link.unanswered.len() == UNANSWERED_KEPT {
+                    link.unanswered.pop_front();
+                }
+                link.unanswered.push_back(control_id.to_vec());
+            }
             self.idle.borrow_mut().push(link);
             return Ok(None);
         }
@@ -220,16 +236,29 @@ impl Downstream {
             match link.deframer.decode(&link.buf) {
                 Ok(Some(frame)) => {
                     let bytes = frame.payload(&link.buf);
-                    let parsed =
-                        parse_ack(bytes).map_err(|error| Failure::NotAnAck { addr, error })?;
-                    if parsed.acknowledged_id != control_id {
-                        return Err(Failure::WrongControlId {
-                            addr,
-                            got: String::from_utf8_lossy(parsed.acknowledged_id).into_owned(),
-                            expected: String::from_utf8_lossy(control_id).into_owned(),
-                        });
-                    }
-                    let code = parsed.code;
+                    let code = if expect == Expect::Ack {
+                        let parsed =
+                            parse_ack(bytes).map_err(|error| Failure::NotAnAck { addr, error })?;
+                        if parsed.acknowledged_id != control_id {
+                            if let Some(late) = link
+                                .unanswered
+                                .iter()
+                                .position(|id| id.as_slice() == parsed.acknowledged_id)
+                            {
+                                link.unanswered.remove(late);
+                                debug!(downstream = %self.config.name, "late ACK for a message sent without one due: dropped");
+                                continue;
+                            }
+                            return Err(Failure::WrongControlId {
+                                addr,
+                                got: String::from_utf8_lossy(parsed.acknowledged_id).into_owned(),
+                                expected: String::from_utf8_lossy(control_id).into_owned(),
+                            });
+                        }
+                        Some(parsed.code)
+                    } else {
+                        None
+                    };
                     ack.extend_from_slice(bytes);
                     timing.acked = Some(Instant::now());
                     // Anything after the ACK's trailer is unexplained: do not reuse the link.
@@ -242,7 +271,7 @@ impl Downstream {
                     } else {
                         debug!(downstream = %self.config.name, "bytes after the ACK: connection not reused");
                     }
-                    return Ok(Some(code));
+                    return Ok(code);
                 }
                 Ok(None) => {}
                 Err(error) => return Err(Failure::Framing { addr, error }),
@@ -289,6 +318,7 @@ impl Downstream {
             conn,
             deframer: Deframer::new(self.config.framing),
             buf: Vec::with_capacity(ACK_BUFFER),
+            unanswered: VecDeque::new(),
         })
     }
 }

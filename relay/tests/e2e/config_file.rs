@@ -777,6 +777,8 @@ fn a_routing_file_becomes_downstreams_routes_and_a_default() {
                     receiving_facility: Pattern::Any,
                     message_type: exact("ORU"),
                     trigger_event: exact("R01"),
+                    listener: Pattern::Any,
+                    sender: Pattern::Any,
                 },
                 downstream: 0,
             },
@@ -2371,4 +2373,154 @@ end_bytes = ["0x1C", "0x0D"]
     );
     assert_eq!(found[1].0, "downstream.end_bytes");
     assert!(found[1].1.contains("1 or 2 bytes long, got 3"), "{found:?}");
+}
+
+#[test]
+fn sender_identities_and_origin_routes_are_read_and_checked() {
+    let dir = TempDir::new("cfg-senders");
+    let text = r#"
+[[listener]]
+name = "results"
+listen = "127.0.0.1:0"
+
+[[listener.sender]]
+name = "lab"
+sending_application = "LAB"
+sending_facility = "*"
+
+[[downstream]]
+name = "ehr"
+address = "127.0.0.1:6661"
+
+[[downstream]]
+name = "archive"
+address = "127.0.0.1:6662"
+
+[[route]]
+listener = "results"
+sender = "lab"
+downstream = "archive"
+"#;
+    let config = load_config(&write(&dir, "relay.toml", text))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    let rule = &config.listeners[0].senders[0];
+    assert_eq!(
+        (rule.name.as_str(), &rule.application, &rule.facility),
+        ("lab", &exact("LAB"), &Pattern::Any)
+    );
+    assert_eq!(config.routes[0].matcher.sender, exact("lab"));
+    assert_eq!(config.routes[0].matcher.listener, exact("results"));
+    let summary = check_config_accepts(&write(&dir, "shown.toml", text));
+    assert!(
+        summary.contains("\"lab\": any connection as MSH-3 LAB / MSH-4 *")
+            && summary.contains("1. listener results sender lab */*/*/*/*^* -> archive"),
+        "{summary}"
+    );
+
+    let with = |sender: &str, route: &str, mode: &str| {
+        format!(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\nack_mode = \"{mode}\"\n{sender}\n\
+             [[downstream]]\nname = \"ehr\"\naddress = \"127.0.0.1:6661\"\n{route}\n"
+        )
+    };
+    let sender = |keys: &str| format!("[[listener.sender]]\nname = \"lab\"\n{keys}\n");
+    let message = problem_at(
+        &with(&sender("client_subject = \"CN=lab\""), "", "passthrough"),
+        "listener.sender[0].client_subject",
+    );
+    assert!(
+        message.contains("does not ask for client certificates"),
+        "{message}"
+    );
+    let found = problems(&with(
+        &sender("client_subject = \"CN=lab\"\nclient_thumbprint = \"00\""),
+        "",
+        "passthrough",
+    ));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.message.contains("give one of the two")),
+        "{found:#?}"
+    );
+    let twice = format!("{}{}", sender(""), sender(""));
+    let message = problem_at(&with(&twice, "", "passthrough"), "listener.sender[1].name");
+    assert!(message.contains("duplicate"), "{message}");
+    let message = problem_at(
+        &with(
+            &sender(""),
+            "[[route]]\nsender = \"rad\"\ndownstream = \"ehr\"",
+            "passthrough",
+        ),
+        "route[0].sender",
+    );
+    assert!(message.contains("known: lab"), "{message}");
+    // A journaled message is routed again from its MSH after a restart: no origin keys then.
+    let text = with(
+        "",
+        "[[route]]\nlistener = \"listener\"\ndownstream = \"ehr\"\n[journal]\ndir = \"j\"",
+        "durable",
+    );
+    let message = problem_at(&text, "route[0].listener");
+    assert!(message.contains("routed again from its MSH"), "{message}");
+}
+
+#[test]
+fn batch_and_character_set_keys_are_read_and_checked() {
+    let dir = TempDir::new("cfg-charsets");
+    let text = r#"
+[[listener]]
+listen = "127.0.0.1:0"
+batch = "split"
+charset = "check"
+default_charset = "windows-1252"
+
+[[downstream]]
+name = "ehr"
+address = "127.0.0.1:6661"
+transcode_to = "UTF-8"
+"#;
+    let config = load_config(&write(&dir, "relay.toml", text))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    let listener = &config.listeners[0];
+    assert_eq!(listener.batch, config::BatchMode::Split);
+    assert_eq!(listener.charset, config::CharsetMode::Check);
+    assert_eq!(listener.default_charset.name(), "windows-1252");
+    assert_eq!(
+        config.downstreams[0].transcode_to,
+        Some(mllp::charset::Charset::UTF8)
+    );
+    let summary = check_config_accepts(&write(&dir, "shown.toml", text));
+    assert!(
+        summary.contains("each message delivered on its own")
+            && summary.contains("checked against MSH-18 (empty: windows-1252)")
+            && summary.contains("messages transcoded to UNICODE UTF-8"),
+        "{summary}"
+    );
+
+    let with = |listener: &str, downstream: &str| {
+        format!(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\n{listener}\n\
+             [[downstream]]\nname = \"ehr\"\naddress = \"127.0.0.1:6661\"\n{downstream}\n"
+        )
+    };
+    let message = problem_at(
+        &with("default_charset = \"KLINGON\"", ""),
+        "listener.default_charset",
+    );
+    assert!(message.contains("KLINGON"), "{message}");
+    let message = problem_at(
+        &with("", "transcode_to = \"8859/1\""),
+        "downstream.transcode_to",
+    );
+    assert!(message.contains("only \"UTF-8\""), "{message}");
+    let message = problem_at(
+        &with("batch = \"forward\"\nack_mode = \"local\"", ""),
+        "listener.batch",
+    );
+    assert!(message.contains("ack_mode = \"passthrough\""), "{message}");
+    let message = problem_at(&with("batch = \"whole\"", ""), "listener.batch");
+    assert!(message.contains("split"), "{message}");
 }

@@ -8,11 +8,12 @@ use std::thread;
 use std::time::Duration;
 
 use mllp::ack::AckCode;
+use mllp::frame::FramingConfig;
 use relay::config::{Config, DuplicateWindowConfig, LinkPolicy, WhenJournalFull};
 use relay::custody::dead_letters;
 use relay::metrics::Stats;
 use testkit::hl7::{oru, oru_enhanced};
-use testkit::receiver::{Behaviour, Receiver};
+use testkit::receiver::{Behaviour, Options, Receiver};
 use testkit::{ReservedPort, TempDir};
 
 use crate::support::{Client, PATIENCE, code_and_id, control_ids, durable_config, wait_until};
@@ -434,16 +435,22 @@ fn durable_mode_keeps_refused_messages_as_dead_letters_and_replays_them() {
     assert_eq!(ids, ["REFUSED-1", "REFUSED-2"]);
     assert!(letters.iter().all(|l| l.answer_summary().starts_with("AR")));
 
-    // Replay needs the relay stopped (it rewrites the files under the journal's lock).
-    let accepting = Receiver::start(Behaviour::Ack);
-    let busy = dead_letters::replay(journal.path(), accepting.addr(), PATIENCE, |_, _| {});
+    // Replay needs the relay stopped (it rewrites the files under the journal's lock). The
+    // receiver they go to now negotiated other frame bytes (STX ... ETX).
+    let framing = FramingConfig::negotiated(Some(0x02), &[0x03]).unwrap();
+    let options = Options {
+        framing: Some(framing),
+        ..Options::default()
+    };
+    let accepting = Receiver::with(Behaviour::Ack, options);
+    let replay = |report: &mut dyn FnMut(&dead_letters::DeadLetter, &str)| {
+        dead_letters::replay(journal.path(), accepting.addr(), framing, PATIENCE, report)
+    };
+    let busy = replay(&mut |_, _| {});
     assert!(busy.is_err(), "the running relay holds the lock");
     relay.shutdown();
     let mut outcomes = Vec::new();
-    let summary = dead_letters::replay(journal.path(), accepting.addr(), PATIENCE, |l, o| {
-        outcomes.push(format!("{} {o}", l.control_id()));
-    })
-    .unwrap();
+    let summary = replay(&mut |l, o| outcomes.push(format!("{} {o}", l.control_id()))).unwrap();
     assert_eq!((summary.accepted, summary.kept), (2, 0), "{outcomes:?}");
     assert_eq!(accepting.frames(), 2);
     let (left, _) = dead_letters::read_all(journal.path()).unwrap();

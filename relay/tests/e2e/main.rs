@@ -14,7 +14,10 @@
 //! The allocation count is a binary of its own (`tests/allocations.rs`): it installs a
 //! counting global allocator.
 
+mod batches;
+mod charsets;
 mod config_file;
+mod corpus;
 mod durable_mode;
 mod faults;
 mod interop;
@@ -23,6 +26,7 @@ mod local_mode;
 mod metrics;
 mod passthrough;
 mod routing;
+mod senders;
 mod single_link;
 mod support;
 mod tls;

@@ -547,3 +547,36 @@ fn shutdown_finishes_the_message_in_flight() {
     assert_eq!(after, None, "then the connection was closed");
     drop(idle);
 }
+
+#[test]
+fn a_late_ack_for_a_message_that_needed_none_is_not_the_next_ones() {
+    // The receiver answers every message, even one whose MSH-15 asks for no ACK, and slowly:
+    // its answer to that one arrives after the relay has written the next message on the
+    // same pooled connection.
+    let receiver = Receiver::start(Behaviour::Ack);
+    receiver.set_delay(Duration::from_millis(50));
+    let mut cfg = config(receiver.addr());
+    cfg.workers = 1;
+    cfg.downstreams[0].retries = 0;
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    let unanswered = String::from_utf8(oru("LATE-1"))
+        .unwrap()
+        .replacen("|P|2.5.1\r", "|P|2.5.1|||NE|NE\r", 1)
+        .into_bytes();
+    client.send(&unanswered);
+    let next = oru("LATE-2");
+    let ack = client.round_trip(&next);
+    assert_eq!(
+        ack,
+        ack_for(&next, AckCode::AA),
+        "the receiver's own ACK for LATE-2"
+    );
+    assert_eq!(
+        receiver.payloads(),
+        [unanswered, next],
+        "each delivered once"
+    );
+    assert_eq!(Stats::get(&relay.stats().naks_downstream_failed), 0);
+    relay.shutdown();
+}

@@ -7,7 +7,9 @@
   peers.py pyhl7-client --port P [--ca F --cert F --key F] FILE...
                                         python-hl7 sender: one connection, one ACK per file
 
-Servers print "LISTENING <port>" once ready, then "RECV <sha256> <MSH-10>" per message.
+Servers print "LISTENING <port>" once ready, then "RECV <sha256> <MSH-10>" per message (the
+SHA-256 of the bytes between the frame's start and end bytes). python-hl7's server prints
+"UNPARSED <error>" after a message it cannot parse, and closes without an ACK.
 The client prints "ACK <MSA-1> <MSA-2>" per message and exits 0 only if every ACK is AA/CA
 and names its message's MSH-10.
 """
@@ -42,10 +44,17 @@ def pyhl7_server() -> None:
     async def handle(reader, writer):
         try:
             while not writer.is_closing():
-                message = await reader.readmessage()
-                raw = str(message)
-                say(f"RECV {hashlib.sha256(raw.encode()).hexdigest()} {control_id(raw)}")
-                writer.writemessage(message.create_ack())
+                # The block as it arrived (readmessage() would parse it and lose the bytes),
+                # then parsed as readmessage() parses it.
+                block = await reader.readblock()
+                raw = block.decode("utf-8", "surrogateescape")
+                say(f"RECV {hashlib.sha256(block).hexdigest()} {control_id(raw)}")
+                try:
+                    ack = str(hl7.parse(raw).create_ack())
+                except Exception as error:  # python-hl7 cannot read it: no ACK, as its server
+                    say(f"UNPARSED {type(error).__name__}")
+                    break
+                writer.writeblock(ack.encode("utf-8", "surrogateescape"))
                 await writer.drain()
         except asyncio.IncompleteReadError:
             pass
