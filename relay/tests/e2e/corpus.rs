@@ -19,7 +19,7 @@ use mllp::hl7::Msh;
 use relay::config::BatchMode;
 use testkit::interop::{Peer, python};
 
-use crate::support::{Client, PATIENCE, config};
+use crate::support::{Client, PATIENCE, config, sha256};
 
 fn corpus_dir() -> Option<PathBuf> {
     let dir = match std::env::var_os("MLLP_CORPUS_DIR") {
@@ -111,14 +111,6 @@ fn codes_in(answer: &[u8]) -> Vec<String> {
             .map(|a| vec![a.code.to_string()])
             .unwrap_or_default(),
     }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[test]

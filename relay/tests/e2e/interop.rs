@@ -19,6 +19,8 @@ use testkit::hl7::control_id;
 use testkit::interop::{Peer, python};
 use testkit::pki;
 
+use crate::support::sha256;
+
 /// Messages of different shapes, written to files for the client: a small ADT, a UTF-8 ORU
 /// with MSH-18, and a 200 KB ORU with a base64 document in OBX-5.
 fn messages(dir: &Path) -> Files {
@@ -77,14 +79,6 @@ fn write_messages<const N: usize>(dir: &Path, messages: [(&str, String); N]) -> 
             std::fs::write(&path, &text).unwrap();
             (path, text.into_bytes())
         })
-        .collect()
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
         .collect()
 }
 

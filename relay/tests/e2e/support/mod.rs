@@ -101,6 +101,15 @@ pub(crate) fn control_ids(messages: &[Vec<u8>]) -> Vec<String> {
 }
 
 /// Waits (bounded by [`PATIENCE`]) until `done` holds; panics naming `what` when it does not.
+/// The SHA-256 of `bytes` in lowercase hex, as the interop peers report what they received.
+pub(crate) fn sha256(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub(crate) fn wait_until(what: &str, done: impl FnMut() -> bool) {
     assert!(
         testkit::wait_until(PATIENCE, done),
