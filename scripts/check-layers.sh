@@ -11,6 +11,7 @@ declare -A allowed=(
     [identity]="route"
     [config]="route identity"
     [metrics]="config"
+    [health]="config metrics"
     [memory]="config"
     [outbound]="config metrics"
     [custody]="config route metrics outbound"

@@ -134,6 +134,7 @@ fn main() {
         shutdown_grace: Duration::from_secs(1),
         driver: Driver::Auto,
         metrics_addr: None,
+        readiness_window: relay::config::DEFAULT_READINESS_WINDOW,
         journal: None,
     };
     let relay = relay::start(config).unwrap();

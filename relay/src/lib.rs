@@ -27,7 +27,9 @@
 //!   its recovery, delivery lanes, the duplicate window, dead letters.
 //! - `worker`: threads, runtimes, the accept loops, shutdown and drain, panic containment;
 //!   [`start`] runs a relay.
-//! - [`metrics`]: the counters the workers keep and their Prometheus text.
+//! - [`metrics`]: the counters the workers keep and their Prometheus text, served with the
+//!   health checks.
+//! - [`health`]: whether the relay is ready for traffic (`/readyz`).
 //! - `memory`: handing memory freed after a burst back to the operating system.
 //!
 //! # Dependency rule
@@ -39,6 +41,7 @@
 //! | `identity` | `route` |
 //! | `config` | `route`, `identity` |
 //! | `metrics`, `memory` | `config` |
+//! | `health` | `config`, `metrics` |
 //! | `outbound` | `config`, `metrics` |
 //! | `custody` | `config`, `route`, `metrics`, `outbound` |
 //! | `inbound` | `config`, `route`, `identity`, `metrics`, `outbound`, `custody` |
@@ -53,6 +56,7 @@
 
 pub mod config;
 pub mod custody;
+pub mod health;
 pub mod identity;
 mod inbound;
 mod memory;

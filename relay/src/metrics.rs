@@ -227,10 +227,19 @@ pub(crate) enum ListenerCounter {
     FrameDeadlineExpired,
 }
 
+/// Milliseconds since the Unix epoch, now (0 if the clock is before it).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The counters of one downstream.
 #[derive(Debug, Default)]
 pub struct DownstreamStats {
     name: String,
+    /// When a delivery to it or a new connection to it last succeeded (Unix ms; 0: never).
+    last_reached_ms: AtomicU64,
     /// Messages the downstream took (acknowledged with any code, or took without an ACK when
     /// MSH-15 asked for none).
     pub messages: AtomicU64,
@@ -262,6 +271,7 @@ impl DownstreamStats {
 
     /// Counts one message the downstream took, with its ACK's code if it sent one.
     pub(crate) fn delivered(&self, bytes: usize, code: Option<AckCode>) {
+        self.reached();
         Stats::bump(&self.messages);
         Stats::add(&self.bytes, bytes);
         if let Some(code) = code {
@@ -270,9 +280,23 @@ impl DownstreamStats {
     }
 }
 
+impl DownstreamStats {
+    /// Notes that the downstream was just reached (a delivery, a connection, a probe).
+    pub fn reached(&self) {
+        self.last_reached_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
+    /// When it was last reached (Unix ms; 0: never).
+    pub fn last_reached_ms(&self) -> u64 {
+        self.last_reached_ms.load(Ordering::Relaxed)
+    }
+}
+
 /// The relay's counters.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Workers whose listeners are registered and accepting (readiness).
+    pub workers_accepting: AtomicU64,
     /// Inbound connections accepted.
     pub connections_accepted: AtomicU64,
     /// Inbound connections refused because the worker was at its limit.
@@ -539,10 +563,7 @@ impl Stats {
             .map(|t| t.load(Ordering::Relaxed))
             .filter(|&t| t > 0)
             .min()?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .ok()?;
-        Some(now.saturating_sub(Duration::from_millis(oldest)))
+        Some(Duration::from_millis(unix_ms().saturating_sub(oldest)))
     }
 
     /// Adds one to a counter.
@@ -1354,13 +1375,18 @@ impl CountHistogram {
 /// Largest HTTP request read from a scraper: a GET line and headers fit easily.
 const REQUEST_LIMIT: usize = 8 << 10;
 
-/// Serves `GET /metrics` on `listener` from a plain thread until `stop` is set. One request per
-/// connection, answered and closed: Prometheus scrapes are rare and tiny, so this needs no
-/// runtime of its own.
+/// Why the relay is not ready for traffic (`GET /readyz`), or `Ok`.
+pub type Readiness = Box<dyn Fn() -> Result<(), String> + Send>;
+
+/// Serves `GET /metrics`, `GET /healthz` (200 while this thread serves: the process is alive)
+/// and `GET /readyz` (200, or 503 with `ready`'s one-line reason) on `listener` from a plain
+/// thread until `stop` is set. One request per connection, answered and closed: scrapes and
+/// probes are rare and tiny, so this needs no runtime of its own.
 pub fn serve(
     listener: TcpListener,
     stats: Arc<Stats>,
     rejections: Vec<Arc<TlsRejections>>,
+    ready: Readiness,
     stop: Arc<AtomicBool>,
 ) {
     let _ = listener.set_nonblocking(true);
@@ -1384,12 +1410,19 @@ pub fn serve(
                 Ok(n) => request.extend_from_slice(&chunk[..n]),
             }
         }
-        let (status, body) =
-            if request.starts_with(b"GET /metrics ") || request.starts_with(b"GET /metrics?") {
-                ("200 OK", stats.render(&rejections))
-            } else {
-                ("404 Not Found", "try GET /metrics\n".to_string())
-            };
+        let path = request_path(&request);
+        let (status, body) = match path {
+            Some("/metrics") => ("200 OK", stats.render(&rejections)),
+            Some("/healthz") => ("200 OK", "ok\n".to_owned()),
+            Some("/readyz") => match ready() {
+                Ok(()) => ("200 OK", "ready\n".to_owned()),
+                Err(reason) => ("503 Service Unavailable", format!("not ready: {reason}\n")),
+            },
+            _ => (
+                "404 Not Found",
+                "try GET /metrics, /healthz or /readyz\n".to_owned(),
+            ),
+        };
         let header = format!(
             "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n",
@@ -1399,6 +1432,14 @@ pub fn serve(
             .write_all(header.as_bytes())
             .and_then(|()| stream.write_all(body.as_bytes()));
     }
+}
+
+/// The path of a `GET` request (without its query), if the request is one.
+fn request_path(request: &[u8]) -> Option<&str> {
+    let line = request.strip_prefix(b"GET ")?;
+    let target = line.split(|&b| b == b' ').next()?;
+    let path = target.split(|&b| b == b'?').next()?;
+    std::str::from_utf8(path).ok()
 }
 
 /// Binds the metrics address (so a bad address fails at start, not later).

@@ -208,11 +208,18 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
             .map(|l| l.tls_rejections.clone())
             .collect();
         let (stats, stop) = (stats.clone(), shutdown.clone());
+        let ready: crate::metrics::Readiness = {
+            let (config, stats, stop) = (config.clone(), stats.clone(), stop.clone());
+            Box::new(move || {
+                let stopping = stop.load(Ordering::Relaxed);
+                crate::health::check(&config, &stats, stopping, &crate::health::tcp_probe)
+            })
+        };
         threads.push(
             std::thread::Builder::new()
                 .name("mllp-relay-metrics".into())
                 .spawn(move || {
-                    crate::metrics::serve(listener, stats, rejections, stop);
+                    crate::metrics::serve(listener, stats, rejections, ready, stop);
                     Ok(())
                 })?,
         );
@@ -317,9 +324,14 @@ async fn run_worker(sockets: Vec<Socket>, worker: Worker) {
         .enumerate()
         .map(|(index, listener)| monoio::spawn(accept_loop(listener, index, inbound.clone())))
         .collect();
+    Stats::bump(&inbound.stats.workers_accepting);
     for accepting in loops {
         accepting.await;
     }
+    inbound
+        .stats
+        .workers_accepting
+        .fetch_sub(1, Ordering::Relaxed);
     let grace = inbound.config.shutdown_grace;
     drain(&inbound).await;
     inbound.custody.stop(committer, grace).await;

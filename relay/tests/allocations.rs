@@ -104,6 +104,7 @@ fn config(receiver: SocketAddr, tls: Option<&pki::Pki>) -> Config {
         shutdown_grace: Duration::from_secs(5),
         driver: Driver::Auto,
         metrics_addr: None,
+        readiness_window: relay::config::DEFAULT_READINESS_WINDOW,
         journal: None,
     }
 }

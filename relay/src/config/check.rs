@@ -192,6 +192,8 @@ pub struct Settings {
     pub driver: Driver,
     /// Where metrics are served, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// How recently downstreams must have been reached for `/readyz`.
+    pub readiness_window: Duration,
     /// How long shutdown waits for in-flight messages.
     pub shutdown_grace: Duration,
     /// The journal (when a listener has `ack_mode = "durable"`, and only then).
@@ -1011,6 +1013,7 @@ impl Checker<'_> {
                 Err(error) => self.fail(key, error),
             }
         }
+        config.ready_check = raw.ready_check.unwrap_or(true);
         config.connect_timeout = self.duration(
             &format!("{prefix}.connect_timeout"),
             raw.connect_timeout.as_ref(),
@@ -1360,6 +1363,12 @@ impl RawConfig {
             (None, None) => None,
         };
 
+        let readiness_window = check.duration(
+            "readiness_window",
+            self.readiness_window.as_ref(),
+            config::DEFAULT_READINESS_WINDOW,
+            false,
+        );
         let listeners = check.listeners(&self.listener, overrides);
 
         let count = self.downstream.len();
@@ -1542,6 +1551,7 @@ impl RawConfig {
             pin_workers,
             driver,
             metrics_addr,
+            readiness_window,
             shutdown_grace,
             journal,
         })

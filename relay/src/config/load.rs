@@ -115,6 +115,7 @@ impl TryFrom<&Settings> for Config {
             pin_workers: settings.pin_workers,
             driver: settings.driver,
             metrics_addr: settings.metrics_addr,
+            readiness_window: settings.readiness_window,
             shutdown_grace: settings.shutdown_grace,
             journal: settings.journal.clone(),
         })

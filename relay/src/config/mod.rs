@@ -57,6 +57,11 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// time (slowloris).
 pub const DEFAULT_FRAME_DEADLINE: Duration = Duration::from_secs(60);
 
+/// Default readiness window: a downstream reached within the last minute counts as up. Long
+/// enough that a quiet link is not probed more than once a minute, short enough that a load
+/// balancer hears of a dead receiver before senders pile up.
+pub const DEFAULT_READINESS_WINDOW: Duration = Duration::from_secs(60);
+
 /// Default TLS handshake timeout: a handshake is a few round trips; ten seconds is generous.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -394,6 +399,10 @@ pub struct DownstreamConfig {
     pub framing: FramingConfig,
     /// How connections to it are shared among workers.
     pub link: LinkPolicy,
+    /// Whether `/readyz` requires this downstream to have been reached recently (the
+    /// default); off for a receiver whose absence must not take the relay out of a load
+    /// balancer.
+    pub ready_check: bool,
     /// Transcode each message into this character set (UTF-8 only) before sending it, with
     /// MSH-18 set to say so, and the receiver's ACK back into the sender's set; `None` (the
     /// default): bytes pass unchanged.
@@ -422,8 +431,12 @@ pub struct Config {
     pub pin_workers: bool,
     /// The I/O driver.
     pub driver: Driver,
-    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    /// Where to serve Prometheus metrics (`GET /metrics`) and the health checks (`GET
+    /// /healthz`, `GET /readyz`), if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// How recently each downstream must have been reached for `/readyz` to answer ready
+    /// (an idle one is probed with a TCP connect when asked).
+    pub readiness_window: Duration,
     /// How long shutdown waits for in-flight messages.
     pub shutdown_grace: Duration,
     /// The journal, required when any listener's ACK mode is [`AckMode::Durable`] (one per
@@ -443,6 +456,7 @@ impl Config {
             pin_workers: true,
             driver: Driver::Auto,
             metrics_addr: None,
+            readiness_window: DEFAULT_READINESS_WINDOW,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             journal: None,
         }
@@ -498,6 +512,7 @@ impl DownstreamConfig {
             framing: FramingConfig::MLLP,
             link: LinkPolicy::PerCore,
             transcode_to: None,
+            ready_check: true,
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub shutdown_grace: Option<RawDuration>,
     /// Metrics endpoint address.
     pub metrics: Option<String>,
+    /// How recently downstreams must have been reached for `/readyz`.
+    pub readiness_window: Option<RawDuration>,
     /// The `[[downstream]]` name for messages no `[[route]]` matches.
     pub default_route: Option<String>,
     /// `[[listener]]` tables.
@@ -155,6 +157,8 @@ pub struct RawDownstream {
     pub end_bytes: Vec<String>,
     /// The character set to transcode messages into.
     pub transcode_to: Option<String>,
+    /// Whether `/readyz` checks it.
+    pub ready_check: Option<bool>,
     /// `[downstream.tls]`.
     pub tls: Option<RawDownstreamTls>,
 }

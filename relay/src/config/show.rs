@@ -372,7 +372,12 @@ impl fmt::Display for Settings {
             format_duration(self.shutdown_grace)
         )?;
         match self.metrics_addr {
-            Some(addr) => write!(f, "metrics: http://{addr}/metrics"),
+            Some(addr) => write!(
+                f,
+                "metrics: http://{addr}/metrics; health: /healthz, /readyz (downstreams reached \
+                 within {})",
+                format_duration(self.readiness_window)
+            ),
             None => write!(f, "metrics: off"),
         }
     }

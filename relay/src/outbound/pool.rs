@@ -149,7 +149,10 @@ impl Downstream {
         let mut attempt = 0;
         loop {
             *timing = Timing::default();
-            match self.attempt(payload, control_id, expect, ack, timing).await {
+            match self
+                .attempt(payload, control_id, expect, ack, stats, timing)
+                .await
+            {
                 Ok(code) => {
                     if let Some(counters) = stats.downstream(self.index) {
                         counters.delivered(payload.len(), code);
@@ -203,6 +206,7 @@ impl Downstream {
         control_id: &[u8],
         expect: Expect,
         ack: &mut Vec<u8>,
+        stats: &Stats,
         timing: &mut Timing,
     ) -> Result<Option<AckCode>, Failure> {
         let addr = self.config.addr;
@@ -212,7 +216,13 @@ impl Downstream {
             // largest future on the delivery path and happens once per downstream connection,
             // not per message; inline, its space would sit in every session's task, idle or
             // not, for the connection's whole life.
-            None => Box::pin(self.connect()).await?,
+            None => {
+                let link = Box::pin(self.connect()).await?;
+                if let Some(counters) = stats.downstream(self.index) {
+                    counters.reached();
+                }
+                link
+            }
         };
         let framing = self.config.framing;
         let write_deadline = Instant::now() + self.config.ack_timeout;

@@ -122,6 +122,7 @@ fn relay_config(pki: &pki::Pki, downstream: SocketAddr, mutual: bool, acks: Acks
         shutdown_grace: Duration::from_secs(5),
         driver: Driver::Auto,
         metrics_addr: None,
+        readiness_window: relay::config::DEFAULT_READINESS_WINDOW,
         journal,
     }
 }

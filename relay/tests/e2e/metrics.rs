@@ -195,3 +195,60 @@ fn source_nets_parse_and_match() {
         assert!(bad.parse::<SourceNet>().is_err(), "{bad}");
     }
 }
+
+/// `/healthz` answers while the process serves; `/readyz` follows the downstream: ready while
+/// it answers (probed when idle), 503 with a reason naming it once it has not been reached
+/// within the readiness window, ready again when it is back.
+#[test]
+fn health_endpoints_follow_the_downstream() {
+    let mut receiver = Receiver::start(Behaviour::Ack);
+    let mut cfg = config(receiver.addr());
+    cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    cfg.readiness_window = Duration::from_millis(300);
+    let relay = relay::start(cfg).unwrap();
+    let metrics = relay.metrics_addr().expect("metrics bound");
+    let status = |path: &str| {
+        let response = http_get(metrics, path);
+        let line = response.lines().next().unwrap_or_default().to_owned();
+        let body = response
+            .rsplit("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        (line, body)
+    };
+    assert_eq!(
+        status("/healthz"),
+        ("HTTP/1.1 200 OK".into(), "ok\n".into())
+    );
+    assert_eq!(
+        status("/readyz"),
+        ("HTTP/1.1 200 OK".into(), "ready\n".into()),
+        "an idle downstream is probed"
+    );
+
+    receiver.kill();
+    let mut last = (String::new(), String::new());
+    let down = testkit::wait_until(PATIENCE, || {
+        last = status("/readyz");
+        last.0 == "HTTP/1.1 503 Service Unavailable"
+    });
+    assert!(down, "{last:?}");
+    assert!(
+        last.1.starts_with("not ready: downstream mock (")
+            && last.1.contains("not reached in the last 300ms"),
+        "{last:?}"
+    );
+    assert_eq!(
+        status("/healthz").0,
+        "HTTP/1.1 200 OK",
+        "alive all the same"
+    );
+
+    receiver.restart();
+    let mut client = Client::connect(relay.listen_addr());
+    assert_eq!(code_and_id(&client.round_trip(&oru("BACK"))).0, AckCode::AA);
+    assert_eq!(status("/readyz").0, "HTTP/1.1 200 OK");
+    assert!(status("/nope").0.contains("404"));
+    relay.shutdown();
+}

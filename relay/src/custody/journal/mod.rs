@@ -47,12 +47,12 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
 use crate::config::JournalConfig;
-use crate::metrics::Stats;
+use crate::metrics::{Stats, unix_ms};
 use record::{Kind, Record, Stamp};
 
 /// Suffix of segment files.
@@ -268,13 +268,6 @@ fn segment_name(first_seq: u64) -> String {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     StdFile::open(dir)?.sync_all()
-}
-
-/// Milliseconds since the Unix epoch, now.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Reads worker `id`'s journal under `root`: every segment, the messages still undelivered,
@@ -849,7 +842,7 @@ impl Journal {
         self.writers.note(writer);
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 1);
-        let time_ms = now_ms();
+        let time_ms = unix_ms();
         let mut pending = self.pending.borrow_mut();
         let start = pending.len();
         record::encode(

@@ -44,6 +44,7 @@ pub(crate) fn config(downstream: SocketAddr) -> Config {
         shutdown_grace: PATIENCE,
         driver: Driver::Auto,
         metrics_addr: None,
+        readiness_window: relay::config::DEFAULT_READINESS_WINDOW,
         journal: None,
     }
 }
