@@ -56,6 +56,18 @@ fn metrics_endpoint_counts_messages_codes_and_latency() {
             "missing {line:?} in\n{body}"
         );
     }
+    let build = format!(
+        "mllp_relay_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        relay::metrics::GIT_COMMIT
+    );
+    for series in [
+        build.as_str(),
+        "process_open_fds ",
+        "process_resident_memory_bytes ",
+    ] {
+        assert!(body.lines().any(|l| l.starts_with(series)), "{series}");
+    }
     assert!(
         !body.contains("DOE^JANE") && !body.contains("M-1"),
         "no message content in metrics"

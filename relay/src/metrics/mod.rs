@@ -16,6 +16,10 @@
 //!
 //! Nothing here holds message content: counters, codes and durations only.
 
+mod process;
+
+pub use process::GIT_COMMIT;
+
 use std::fmt::{self, Write as _};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -928,6 +932,7 @@ impl Stats {
         }
         self.render_listeners(rejections, &mut out);
         self.render_downstreams(&mut out);
+        process::render(&mut out);
         out.push_str("# HELP mllp_relay_journal_oldest_undelivered_seconds durable mode: age of the oldest undelivered message (0: none).\n");
         out.push_str("# TYPE mllp_relay_journal_oldest_undelivered_seconds gauge\n");
         let _ = writeln!(
