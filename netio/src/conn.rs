@@ -210,6 +210,19 @@ impl Conn {
         matches!(self.transport, Transport::Tls { .. })
     }
 
+    /// The TLS version negotiated (`TLSv1.3`, `TLSv1.2`), once the handshake is done; `None`
+    /// on a plain connection.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        match &self.transport {
+            Transport::Tls { session, .. } => session.protocol_version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+                _ => "other",
+            }),
+            Transport::Plain { .. } => None,
+        }
+    }
+
     /// The end-entity certificate the peer presented in the TLS handshake (DER), if any: none
     /// on a plain connection, before the handshake, or when client authentication is off.
     pub fn peer_certificate(&self) -> Option<&[u8]> {

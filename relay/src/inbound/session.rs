@@ -93,16 +93,20 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
         }
         debug!(%peer, "TLS handshake complete");
     }
-    // The certificate is read once: only a listener that checks sender identities needs it.
-    let client = if listener.senders.is_empty() {
-        None
-    } else {
-        let client = conn.peer_certificate().map(CertIdentity::of);
-        if let Some(client) = &client {
-            debug!(listener = %listener.name, %peer, subject = client.subject.as_deref().unwrap_or("<unparsable>"), thumbprint = %client.thumbprint, "client certificate");
-        }
-        client
-    };
+    let opened = Instant::now();
+    let client = conn.peer_certificate().map(CertIdentity::of);
+    let tls = conn.tls_version().unwrap_or("off");
+    match &client {
+        Some(client) => info!(
+            listener = %listener.name,
+            %peer,
+            tls,
+            client_subject = client.subject.as_deref().unwrap_or("<unparsable>"),
+            client_thumbprint = %client.thumbprint,
+            "connection opened"
+        ),
+        None => info!(listener = %listener.name, %peer, tls, "connection opened"),
+    }
 
     let mut session = Session {
         inbound,
@@ -123,7 +127,78 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
         delivery_failed: false,
         transcoded: Vec::new(),
         ack_charset: None,
+        messages: 0,
     };
+    let ended = serve(&mut session, &mut conn).await;
+    if ended.closes_gracefully() {
+        conn.close().await;
+    }
+    info!(
+        listener = %listener.name,
+        %peer,
+        messages = session.messages,
+        duration = ?opened.elapsed(),
+        reason = ended.as_str(),
+        "connection closed"
+    );
+}
+
+/// Why a session ended: the `reason` of its closing log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The sender closed between messages.
+    SenderClosed,
+    /// The sender closed inside a frame.
+    SenderClosedMidFrame,
+    /// Nothing arrived within the idle timeout.
+    IdleTimeout,
+    /// A frame did not complete within the frame deadline.
+    FrameDeadline,
+    /// Bytes that are no frame.
+    FramingError,
+    /// The relay is shutting down.
+    ShuttingDown,
+    /// The ACK could not be written to the sender.
+    AckWriteFailed,
+    /// Reading from the sender failed.
+    ReadFailed,
+    /// The downstream failed and the listener closes instead of a NAK.
+    DownstreamFailed,
+}
+
+impl Ended {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::SenderClosed => "closed by the sender",
+            Self::SenderClosedMidFrame => "closed by the sender inside a frame",
+            Self::IdleTimeout => "idle timeout",
+            Self::FrameDeadline => "frame deadline expired",
+            Self::FramingError => "framing error",
+            Self::ShuttingDown => "relay shutting down",
+            Self::AckWriteFailed => "writing an ACK failed",
+            Self::ReadFailed => "read failed",
+            Self::DownstreamFailed => "downstream failed (on_downstream_failure = close)",
+        }
+    }
+
+    /// Whether the relay closes its side in order (TLS close_notify, FIN); otherwise the
+    /// connection is already gone and is only dropped.
+    fn closes_gracefully(self) -> bool {
+        !matches!(
+            self,
+            Self::SenderClosed
+                | Self::SenderClosedMidFrame
+                | Self::AckWriteFailed
+                | Self::ReadFailed
+        )
+    }
+}
+
+/// Reads, deframes and answers messages until the connection ends, and says why.
+async fn serve(session: &mut Session<'_>, conn: &mut Conn) -> Ended {
+    let (inbound, listener, counters) = (session.inbound, session.listener, session.counters);
+    let stats = &inbound.stats;
+    let peer = conn.peer();
     // Cancels this session's reads between messages at shutdown; one for the session's life
     // (a signal is replaced only once fired, and a fired one ends the session).
     let idle_signal = shared_canceller();
@@ -143,8 +218,7 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
                 Err(error) => {
                     stats.count(counters, ListenerCounter::FramingErrors, 1);
                     warn!(listener = %listener.name, %peer, %error, "framing error; connection closed");
-                    conn.close().await;
-                    return;
+                    return Ended::FramingError;
                 }
             };
             session.log_events(peer);
@@ -159,7 +233,7 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
                     let deadline = Instant::now() + listener.write_timeout;
                     if let Err(error) = conn.write_all(&parts, deadline).await {
                         warn!(%peer, %error, "writing the ACK failed; connection closed");
-                        return;
+                        return Ended::AckWriteFailed;
                     }
                     stats.count(counters, ListenerCounter::BytesOut, reply.len());
                     stats.latency_total.record(started.elapsed());
@@ -175,10 +249,7 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
                     }
                 }
                 Reply::Nothing => {}
-                Reply::Close => {
-                    conn.close().await;
-                    return;
-                }
+                Reply::Close => return Ended::DownstreamFailed,
             }
         }
         session.log_events(peer);
@@ -192,8 +263,7 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
         };
         if inbound.sessions.shutting_down() && in_frame.is_none() {
             debug!(%peer, "shutting down: connection closed between messages");
-            conn.close().await;
-            return;
+            return Ended::ShuttingDown;
         }
         let idle_deadline = now + listener.idle_timeout;
         let deadline = match frame_started {
@@ -207,7 +277,7 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
         let waited = match &canceller {
             Some(signal) if nothing_kept => {
                 session
-                    .wait_idle(&mut conn, &mut buf, now, deadline, signal)
+                    .wait_idle(conn, &mut buf, now, deadline, signal)
                     .await
             }
             _ => Ok(()),
@@ -229,10 +299,9 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
                 if let Err(error) = session.deframer.finish() {
                     stats.count(counters, ListenerCounter::FramingErrors, 1);
                     warn!(%peer, %error, "sender closed the connection mid-frame");
-                } else {
-                    debug!(%peer, "sender closed the connection");
+                    return Ended::SenderClosedMidFrame;
                 }
-                return;
+                return Ended::SenderClosed;
             }
             Err(ConnError::TimedOut) => {
                 if frame_started
@@ -240,21 +309,15 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
                 {
                     stats.count(counters, ListenerCounter::FrameDeadlineExpired, 1);
                     warn!(%peer, deadline = ?listener.frame_deadline, "frame not completed within the frame deadline; connection closed");
-                } else {
-                    stats.count(counters, ListenerCounter::IdleTimeouts, 1);
-                    info!(%peer, idle = ?listener.idle_timeout, "idle timeout; connection closed");
+                    return Ended::FrameDeadline;
                 }
-                conn.close().await;
-                return;
+                stats.count(counters, ListenerCounter::IdleTimeouts, 1);
+                return Ended::IdleTimeout;
             }
-            Err(ConnError::Cancelled) => {
-                debug!(%peer, "shutting down: idle connection closed");
-                conn.close().await;
-                return;
-            }
+            Err(ConnError::Cancelled) => return Ended::ShuttingDown,
             Err(error) => {
                 warn!(%peer, %error, "read failed; connection closed");
-                return;
+                return Ended::ReadFailed;
             }
         }
     }
@@ -288,8 +351,11 @@ struct Session<'c> {
     missing_control_id_warned: bool,
     /// With `normalize_segment_terminators`: the message with its terminators rewritten.
     repaired: Vec<u8>,
-    /// The client certificate, when the listener checks sender identities against it.
+    /// The client certificate, if the sender presented one (logged when the connection opens;
+    /// sender identities are checked against it).
     client: Option<CertIdentity>,
+    /// Frames received on this connection (for its closing log line).
+    messages: u64,
     /// Whether the last message could not be delivered or taken into custody (the receiver,
     /// the journal or the queue failed): the rest of a batch is then not attempted.
     delivery_failed: bool,
@@ -351,6 +417,7 @@ impl Session<'_> {
     async fn handle(&mut self, payload: &[u8]) -> Reply {
         let stats = &self.inbound.stats;
         stats.count(self.counters, ListenerCounter::MessagesIn, 1);
+        self.messages += 1;
         if is_batch(payload) {
             // Boxed: batches are rare, and inline their state would sit in every session.
             return Box::pin(self.handle_batch(payload)).await;

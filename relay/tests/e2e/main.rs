@@ -23,6 +23,7 @@ mod faults;
 mod interop;
 mod listeners;
 mod local_mode;
+mod logs;
 mod metrics;
 mod passthrough;
 mod routing;

@@ -1,0 +1,107 @@
+//! What the relay binary logs: one line when a connection opens (listener, peer, TLS version,
+//! client certificate subject and thumbprint) and one when it closes (messages, duration,
+//! reason); and never message content: run at the most verbose level through every path that
+//! logs about a message (relayed, refused, unroutable, bad header, receiver NAK), no patient
+//! data reaches stdout or stderr.
+
+use std::process::Command;
+
+use mllp::ack::AckCode;
+use netio::tls::CertIdentity;
+use testkit::receiver::{Behaviour, Receiver};
+use testkit::{Process, Signal, pki};
+
+use crate::support::{Client, PATIENCE, TLS_BOTH, code_and_id};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mllp-relay");
+
+/// Patient data a message carries in PID and OBX: none of it may be logged.
+const SECRETS: [&str; 4] = ["ZZSURNAME", "ZZGIVEN", "ZZ-MRN-4711", "ZZ-RESULT-TEXT"];
+
+fn message(id: &str, kind: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|LAB|HOSP|EHR|CLINIC|2026||{kind}|{id}|P|2.5\r\
+         PID|1||ZZ-MRN-4711^^^HOSP^MR||ZZSURNAME^ZZGIVEN\r\
+         OBX|1|TX|NOTE||ZZ-RESULT-TEXT\r"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn connections_are_logged_and_message_content_never_is() {
+    let pki = pki::Pki::new("e2e-logs");
+    let receiver = Receiver::start(Behaviour::Ack);
+    // The receiver refuses one message, so the NAK path logs too.
+    receiver.set_nak(std::sync::Arc::new(|id| {
+        (id == "L-NAK").then_some(mllp::ack::Outcome::Rejected)
+    }));
+    let mut relay = Process::start(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
+            .args(["--forward", &receiver.addr().to_string()])
+            .arg("--tls-cert")
+            .arg(&pki.server.cert_path)
+            .arg("--tls-key")
+            .arg(&pki.server.key_path)
+            .arg("--client-ca")
+            .arg(&pki.ca.cert_path)
+            .args(["--log", "trace"])
+            .env_remove("RUST_LOG"),
+    );
+    let ready = relay.line_where(|line| line.starts_with("mllp-relay listening on "));
+    let addr = ready
+        .strip_prefix("mllp-relay listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let mut client =
+        Client::connect_tls(addr, pki.client(TLS_BOTH, Some(pki.client.certified_key())));
+    let ack = client.round_trip(&message("L-OK", "ORU^R01"));
+    assert_eq!(code_and_id(&ack), (AckCode::AA, "L-OK".to_owned()));
+    let nak = client.round_trip(&message("L-NAK", "ORU^R01"));
+    assert_eq!(code_and_id(&nak).0, AckCode::AR);
+    // No readable header: the relay's own AR.
+    let mut headerless = b"PID|1||ZZ-MRN-4711||ZZSURNAME^ZZGIVEN\r".to_vec();
+    headerless.extend_from_slice(b"OBX|1|TX|||ZZ-RESULT-TEXT\r");
+    assert_eq!(code_and_id(&client.round_trip(&headerless)).0, AckCode::AR);
+    drop(client);
+
+    let subject = CertIdentity::of(&pki.client.der).subject.unwrap();
+    let thumbprint = pki.client.thumbprint().to_string();
+    let closed = testkit::wait_until(PATIENCE, || {
+        relay.log().tail(200).contains("connection closed")
+    });
+    let status = relay.stop(Signal::TERM);
+    assert!(status.success(), "{status:?}");
+    let log = relay.log().tail(10_000);
+    assert!(closed, "{log}");
+
+    let opened = log
+        .lines()
+        .find(|l| l.contains("connection opened"))
+        .unwrap_or_else(|| panic!("no opening line in\n{log}"));
+    for part in [
+        "listener=listener",
+        "peer=127.0.0.1:",
+        "tls=\"TLSv1.3\"",
+        &format!("client_subject=\"{subject}\""),
+        &format!("client_thumbprint={thumbprint}"),
+    ] {
+        assert!(opened.contains(part), "{part} not in {opened}");
+    }
+    let closing = log
+        .lines()
+        .find(|l| l.contains("connection closed"))
+        .unwrap();
+    for part in ["messages=3", "duration=", "reason=\"closed by the sender\""] {
+        assert!(closing.contains(part), "{part} not in {closing}");
+    }
+    for secret in SECRETS {
+        assert!(
+            !log.contains(secret),
+            "patient data {secret:?} reached the log:\n{log}"
+        );
+    }
+}
