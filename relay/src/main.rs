@@ -24,6 +24,8 @@ use relay::config::raw::{
 };
 use relay::config::{self, AckMode, Config, ListenerConfig, SourceNet};
 
+mod gen_certs;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -259,6 +261,65 @@ enum Command {
     ///   mllp-relay dead-letters replay --journal /var/lib/mllp-relay/journal --forward 10.0.0.5:6661
     #[command(subcommand, verbatim_doc_comment)]
     DeadLetters(DeadLetterCommand),
+    /// Write throwaway certificates for trying TLS and mutual TLS (NOT for production).
+    ///
+    /// Makes a CA and, issued by it, a server certificate, a client certificate per sender,
+    /// and a client certificate for the relay itself, under the names the example configs
+    /// use. To try the examples:
+    ///
+    ///   mllp-relay gen-certs relay/examples/certs
+    ///   mllp-relay check-config relay/examples/mtls-thumbprints.toml
+    ///
+    /// Written to DIR (created if missing):
+    ///
+    ///   ca.pem, ca.key                 the CA: ca.pem is listener.tls.client_ca, and what
+    ///                                  senders (and a relay forwarding here) trust
+    ///   server.pem, server.key         listener.tls.cert (leaf, then the CA) and .key,
+    ///                                  for the --name names
+    ///   client-NAME.pem, client-NAME.key
+    ///                                  per --client: CN=NAME, for client authentication;
+    ///                                  hand both to that sender
+    ///   relay-client.pem, .key         downstream.tls.client_cert and client_key, for a
+    ///                                  receiver that wants mutual TLS
+    ///
+    /// For each client certificate it prints the thumbprint (for listener.tls.client_thumbprints
+    /// or a [[listener.sender]] client_thumbprint) and the subject (for client_subject), as
+    /// TOML lines to paste. Keys are ECDSA P-256, written with mode 0600. Existing files are
+    /// only replaced with --force. Exit 0, or 2 with the reason.
+    ///
+    /// NOT FOR PRODUCTION: the CA's key lies next to the certificates, nothing can revoke them,
+    /// and whoever copies DIR can pose as the relay or as a sender. Real deployments use
+    /// certificates from their own PKI.
+    #[command(verbatim_doc_comment)]
+    GenCerts {
+        /// Where to write the files, e.g. relay/examples/certs (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// A host name or IP address the server certificate is for (repeatable); senders check
+        /// it against the address they connect to. IP addresses become IP SANs; the first name
+        /// is also the CN.
+        #[arg(
+            long = "name",
+            value_name = "HOST|IP",
+            default_values = ["localhost", "127.0.0.1"]
+        )]
+        names: Vec<String>,
+        /// A sender to make a client certificate for (repeatable): client-NAME.pem and .key,
+        /// subject CN=NAME.
+        #[arg(long = "client", value_name = "NAME", default_values = ["sender"])]
+        clients: Vec<String>,
+        /// How many days the certificates are valid, from now (1 to 3650).
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 365,
+            value_parser = clap::value_parser!(u32).range(1..=3650)
+        )]
+        days: u32,
+        /// Replace files that already exist in DIR (every file is generated anew).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -513,6 +574,28 @@ fn main() -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::CheckConfig { file }) => check_config(file),
         Some(Command::DeadLetters(command)) => dead_letters(command),
+        Some(Command::GenCerts {
+            dir,
+            names,
+            clients,
+            days,
+            force,
+        }) => {
+            let request = gen_certs::Request {
+                dir: dir.clone(),
+                names: names.clone(),
+                clients: clients.clone(),
+                days: *days,
+                force: *force,
+            };
+            match gen_certs::run(&request) {
+                Ok(()) => std::process::exit(0),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(2);
+                }
+            }
+        }
         None => {}
     }
 

@@ -2524,3 +2524,239 @@ transcode_to = "UTF-8"
     let message = problem_at(&with("batch = \"whole\"", ""), "listener.batch");
     assert!(message.contains("split"), "{message}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// `gen-certs`: throwaway certificates for the examples
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `mllp-relay gen-certs DIR ARGS...` and returns what it printed and its exit status.
+fn gen_certs(dir: &Path, args: &[&str]) -> std::process::Output {
+    testkit::run(
+        Command::new(BIN).arg("gen-certs").arg(dir).args(args),
+        PATIENCE,
+    )
+}
+
+/// The value of `key = "..."` that gen-certs printed under the line for `file`.
+fn noted(stdout: &str, file: &Path, key: &str) -> String {
+    let wrote = format!("wrote {}: ", file.display());
+    let mut lines = stdout.lines().skip_while(|line| !line.starts_with(&wrote));
+    assert!(lines.next().is_some(), "no {wrote:?} line in:\n{stdout}");
+    let prefix = format!("{key} = ");
+    lines
+        .take_while(|line| line.starts_with("    "))
+        .find_map(|line| line.trim().strip_prefix(&prefix))
+        .and_then(|rest| rest.split('"').nth(1))
+        .unwrap_or_else(|| panic!("no {key} under {wrote:?} in:\n{stdout}"))
+        .to_owned()
+}
+
+fn der_of(pem_file: &Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_file_iter(pem_file)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn every_example_passes_check_config_once_gen_certs_has_run() {
+    let dir = TempDir::new("cfg-examples-gen-certs");
+    for file in examples() {
+        std::fs::copy(&file, dir.join(file.file_name().unwrap())).unwrap();
+    }
+    let out = gen_certs(&dir.join("certs"), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in examples() {
+        let copied = dir.join(file.file_name().unwrap());
+        check_config_accepts(&copied);
+        // A TLS example tells its reader how to get the certificates it names.
+        let text = std::fs::read_to_string(&file).unwrap();
+        let settings = load_config_unchecked(&copied).unwrap_or_else(|e| panic!("{e}"));
+        if settings.listeners.iter().any(|l| l.tls.is_some()) {
+            assert!(
+                text.contains("mllp-relay gen-certs relay/examples/certs"),
+                "{} does not say to run gen-certs",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn gen_certs_prints_thumbprints_keeps_keys_private_and_overwrites_only_with_force() {
+    let dir = TempDir::new("cfg-gen-certs");
+    let certs = dir.join("certs");
+    let out = gen_certs(&certs, &["--client", "lab", "--client", "ris"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // What is printed for a client certificate is what the config and the relay's logs use.
+    for client in ["client-lab", "client-ris", "relay-client"] {
+        let pem = certs.join(format!("{client}.pem"));
+        let der = der_of(&pem);
+        assert_eq!(der.len(), 1, "{client}");
+        let printed: netio::tls::Thumbprint =
+            noted(&stdout, &pem, "client_thumbprint").parse().unwrap();
+        assert_eq!(printed, netio::tls::Thumbprint::of(&der[0]), "{client}");
+        let identity = netio::tls::CertIdentity::of(&der[0]);
+        assert_eq!(
+            Some(noted(&stdout, &pem, "client_subject")),
+            identity.subject,
+            "{client}"
+        );
+    }
+    assert_eq!(
+        netio::tls::CertIdentity::of(&der_of(&certs.join("client-lab.pem"))[0]).subject,
+        Some("CN=lab".to_owned())
+    );
+    // The server chain is leaf first, then the CA, and its leaf is the printed pin.
+    let chain = der_of(&certs.join("server.pem"));
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[1], der_of(&certs.join("ca.pem"))[0]);
+    let pinned = noted(&stdout, &certs.join("server.pem"), "thumbprints");
+    assert_eq!(
+        pinned.parse::<netio::tls::Thumbprint>().unwrap(),
+        netio::tls::Thumbprint::of(&chain[0])
+    );
+    let keys = [
+        "ca.key",
+        "server.key",
+        "client-lab.key",
+        "client-ris.key",
+        "relay-client.key",
+    ];
+    for key in keys {
+        assert_eq!(mode_of(&certs.join(key)), 0o600, "{key}");
+        let line = format!("wrote {}: ", certs.join(key).display());
+        assert!(stdout.contains(&line), "{line:?} not in:\n{stdout}");
+    }
+
+    // A second run refuses, naming a file, and changes nothing.
+    let ca_before = std::fs::read(certs.join("ca.pem")).unwrap();
+    let again = gen_certs(&certs, &[]);
+    let stderr = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert_eq!(again.status.code(), Some(2), "{stderr}");
+    assert!(again.stdout.is_empty());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&certs.join("ca.pem").display().to_string()) && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(certs.join("ca.pem")).unwrap(), ca_before);
+
+    // With --force everything is new, and a key someone opened up is private again.
+    std::fs::set_permissions(
+        certs.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let forced = gen_certs(&certs, &["--force"]);
+    assert_eq!(
+        forced.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert_ne!(std::fs::read(certs.join("ca.pem")).unwrap(), ca_before);
+    assert_eq!(mode_of(&certs.join("server.key")), 0o600);
+    assert!(certs.join("client-sender.pem").is_file());
+}
+
+#[test]
+fn gen_certs_refuses_unusable_names_in_one_line() {
+    let dir = TempDir::new("cfg-gen-certs-bad");
+    for (args, named) in [
+        (&["--name", "lab server"][..], "--name \"lab server\""),
+        (&["--client", "../escape"][..], "--client \"../escape\""),
+        (&["--client", "a", "--client", "a"][..], "given twice"),
+    ] {
+        let out = gen_certs(&dir.join("certs"), args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+    assert!(!dir.join("certs").exists(), "nothing written");
+}
+
+#[test]
+fn the_generated_certificates_carry_a_message_over_mutual_tls() {
+    let dir = TempDir::new("cfg-gen-certs-mtls");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mtls-thumbprints.toml");
+    let copied = dir.join("mtls-thumbprints.toml");
+    std::fs::copy(&example, &copied).unwrap();
+    let certs = dir.join("certs");
+    assert_eq!(gen_certs(&certs, &[]).status.code(), Some(0));
+
+    let receiver = Receiver::start(Behaviour::Ack);
+    let running = Process::start(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&copied)
+            .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
+            .args(["--forward", &receiver.addr().to_string()]),
+    );
+    let line = running.line();
+    let addr: SocketAddr = line
+        .strip_prefix("mllp-relay listening on ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+
+    // A sender that trusts ca.pem, checks the name localhost, and presents client-sender.pem.
+    let client = |with_cert: bool| {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der_of(&certs.join("ca.pem")).remove(0)).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        std::sync::Arc::new(if with_cert {
+            let key =
+                rustls::pki_types::PrivateKeyDer::from_pem_file(certs.join("client-sender.key"))
+                    .unwrap();
+            builder
+                .with_client_auth_cert(der_of(&certs.join("client-sender.pem")), key)
+                .unwrap()
+        } else {
+            builder.with_no_client_auth()
+        })
+    };
+    let msg = testkit::hl7::oru("GEN-CERTS-1");
+    let mut sender = crate::support::Client::connect_tls(addr, client(true));
+    assert_eq!(
+        sender.round_trip(&msg),
+        testkit::receiver::ack_for(&msg, mllp::ack::AckCode::AA)
+    );
+    // Without a client certificate the handshake fails before any HL7 byte is read.
+    let mut stranger = crate::support::Client::connect_tls(addr, client(false));
+    let mut framed = Vec::new();
+    mllp::frame::FramingConfig::MLLP
+        .encode(&testkit::hl7::oru("GEN-CERTS-2"), &mut framed)
+        .unwrap();
+    let _ = stranger
+        .io
+        .write_all(&framed)
+        .and_then(|()| stranger.io.flush());
+    assert_eq!(stranger.receive(), None);
+    assert_eq!(receiver.payloads(), [msg]);
+}
