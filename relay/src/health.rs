@@ -57,6 +57,7 @@ pub fn check(
         match probe(downstream.addr, timeout) {
             Ok(()) => counters.reached(),
             Err(error) => {
+                counters.unreachable();
                 return Err(format!(
                     "downstream {} ({}) not reached in the last {}: {error}",
                     downstream.name,

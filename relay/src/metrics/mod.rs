@@ -244,6 +244,9 @@ pub struct DownstreamStats {
     name: String,
     /// When a delivery to it or a new connection to it last succeeded (Unix ms; 0: never).
     last_reached_ms: AtomicU64,
+    /// 1 when the last attempt to reach it (a delivery, a connection, a readiness probe)
+    /// failed, 0 when it succeeded or none was made yet.
+    down: AtomicU64,
     /// Messages the downstream took (acknowledged with any code, or took without an ACK when
     /// MSH-15 asked for none).
     pub messages: AtomicU64,
@@ -288,6 +291,17 @@ impl DownstreamStats {
     /// Notes that the downstream was just reached (a delivery, a connection, a probe).
     pub fn reached(&self) {
         self.last_reached_ms.store(unix_ms(), Ordering::Relaxed);
+        self.down.store(0, Ordering::Relaxed);
+    }
+
+    /// Notes that an attempt to reach it failed (counted in `failed_attempts` by its caller).
+    pub fn unreachable(&self) {
+        self.down.store(1, Ordering::Relaxed);
+    }
+
+    /// Whether the last attempt to reach it succeeded (or none was made yet).
+    pub fn is_up(&self) -> bool {
+        self.down.load(Ordering::Relaxed) == 0
     }
 
     /// When it was last reached (Unix ms; 0: never).
@@ -1236,6 +1250,32 @@ impl Stats {
                     Self::get(field(downstream))
                 );
             }
+        }
+        out.push_str(
+            "# HELP mllp_relay_downstream_up 1 when the last attempt to reach the downstream (a \
+             delivery, a connection, a readiness probe) succeeded or none was made yet, 0 when \
+             it failed.\n# TYPE mllp_relay_downstream_up gauge\n",
+        );
+        for downstream in &self.downstreams {
+            let _ = writeln!(
+                out,
+                "mllp_relay_downstream_up{{downstream=\"{}\"}} {}",
+                LabelValue(&downstream.name),
+                u8::from(downstream.is_up())
+            );
+        }
+        out.push_str(
+            "# HELP mllp_relay_downstream_last_reached_timestamp_seconds When a delivery or a \
+             connection to the downstream last succeeded (Unix time; 0: never).\n# TYPE \
+             mllp_relay_downstream_last_reached_timestamp_seconds gauge\n",
+        );
+        for downstream in &self.downstreams {
+            let _ = writeln!(
+                out,
+                "mllp_relay_downstream_last_reached_timestamp_seconds{{downstream=\"{}\"}} {}",
+                LabelValue(&downstream.name),
+                downstream.last_reached_ms() as f64 / 1000.0
+            );
         }
         out.push_str(
             "# HELP mllp_relay_downstream_acks_total ACKs read from each downstream, by code.\n\

@@ -163,6 +163,7 @@ impl Downstream {
                     stats.downstream_failure(failure.kind());
                     if let Some(counters) = stats.downstream(self.index) {
                         Stats::bump(&counters.failed_attempts);
+                        counters.unreachable();
                     }
                     if attempt >= self.config.retries {
                         return Err(failure);

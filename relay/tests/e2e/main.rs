@@ -14,6 +14,7 @@
 //! The allocation count is a binary of its own (`tests/allocations.rs`): it installs a
 //! counting global allocator.
 
+mod alerts;
 mod batches;
 mod charsets;
 mod config_file;
