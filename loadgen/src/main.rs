@@ -1,5 +1,6 @@
 //! `mllp-loadgen`: the command line over [`loadgen`]'s `send`, `sink`, `ramp` and `merge`.
 
+use netio::logging::LogFormat;
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -49,9 +50,10 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 
-    /// Log filter (tracing syntax: error, warn, info, debug, or per module).
-    #[arg(long, global = true, default_value = "warn", value_name = "FILTER")]
-    log: String,
+    /// Log filter (tracing syntax: error, warn, info, debug, or per module). This flag wins
+    /// over the RUST_LOG environment variable, which wins over the default. [default: warn]
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -401,7 +403,7 @@ fn hex_byte_arg(text: &str) -> Result<u8, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = netio::logging::init(&cli.log) {
+    if let Err(e) = netio::logging::init(cli.log.as_deref(), "warn", LogFormat::Text) {
         eprintln!("mllp-loadgen: error: {e}");
         return ExitCode::from(2);
     }

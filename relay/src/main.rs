@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use netio::logging::LogFormat;
 use netio::runtime::Driver;
 use netio::tls::Thumbprint;
 use netio::units::{format_duration, parse_duration};
@@ -25,6 +26,14 @@ use relay::config::raw::{
 use relay::config::{self, AckMode, Config, ListenerConfig, SourceNet};
 
 mod gen_certs;
+
+/// `--version`: the crate's version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MLLP_GIT_COMMIT"),
+    ")"
+);
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -62,7 +71,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(
     name = "mllp-relay",
-    version,
+    version = VERSION,
     verbatim_doc_comment,
     subcommand_negates_reqs = true,
     args_conflicts_with_subcommands = true
@@ -234,9 +243,14 @@ struct Cli {
     #[arg(long)]
     normalize_segment_terminators: bool,
 
-    /// Log filter (tracing syntax, e.g. info, debug, relay=debug); RUST_LOG overrides it.
-    #[arg(long, value_name = "FILTER", default_value = "info")]
-    log: String,
+    /// Log filter (tracing syntax, e.g. info, debug, relay=debug). This flag wins over the
+    /// RUST_LOG environment variable, which wins over the default. [default: info]
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+
+    /// Log lines as text, or as one JSON object per line (for a log shipper).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormatArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -551,6 +565,14 @@ enum MissingControlIdArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, every field at the top level.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum BatchArg {
     /// AR for the whole batch, nothing forwarded.
     Reject,
@@ -599,7 +621,11 @@ fn main() -> anyhow::Result<()> {
         None => {}
     }
 
-    if let Err(e) = netio::logging::init(&cli.log) {
+    let format = match cli.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    };
+    if let Err(e) = netio::logging::init(cli.log.as_deref(), "info", format) {
         // A usage error, like a refused flag: the same report and exit status.
         eprintln!("error: {e}");
         std::process::exit(2);

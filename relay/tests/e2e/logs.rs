@@ -105,3 +105,71 @@ fn connections_are_logged_and_message_content_never_is() {
         );
     }
 }
+
+/// `--log-format json` writes one JSON object per line with the fields at the top level; the
+/// `--log` flag wins over `RUST_LOG` (an invalid RUST_LOG is then never read), and without the
+/// flag an invalid RUST_LOG is named.
+#[test]
+fn json_lines_and_the_flag_wins_over_rust_log() {
+    let receiver = Receiver::start(Behaviour::Ack);
+    let mut relay = Process::start(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
+            .args(["--forward", &receiver.addr().to_string()])
+            .args(["--log", "info", "--log-format", "json"])
+            .env("RUST_LOG", "relay=loud"),
+    );
+    let ready = relay.line_where(|line| line.starts_with("mllp-relay listening on "));
+    let addr = ready
+        .strip_prefix("mllp-relay listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut client = Client::connect(addr);
+    let message = message("J-1", "ORU^R01");
+    assert_eq!(code_and_id(&client.round_trip(&message)).0, AckCode::AA);
+    drop(client);
+    let closed = testkit::wait_until(PATIENCE, || {
+        relay
+            .log()
+            .tail(50)
+            .contains("\"message\":\"connection closed\"")
+    });
+    let status = relay.stop(Signal::TERM);
+    assert!(status.success(), "{status:?}");
+    let log = relay.log().tail(200);
+    assert!(closed, "{log}");
+    let opened = log
+        .lines()
+        .find(|l| l.contains("\"message\":\"connection opened\""))
+        .unwrap_or_else(|| panic!("{log}"));
+    let json = opened
+        .find('{')
+        .map(|at| &opened[at..])
+        .unwrap_or_else(|| panic!("no JSON in {opened}"));
+    for part in [
+        "\"level\":\"INFO\"",
+        "\"listener\":\"listener\"",
+        "\"tls\":\"off\"",
+        "\"timestamp\":",
+    ] {
+        assert!(
+            json.starts_with('{') && json.contains(part),
+            "{part} not in {json}"
+        );
+    }
+
+    let out = testkit::run(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--forward", "127.0.0.1:9"])
+            .env("RUST_LOG", "relay=loud"),
+        PATIENCE,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid RUST_LOG filter \"relay=loud\""),
+        "{stderr}"
+    );
+}
