@@ -569,6 +569,55 @@ impl CertIdentity {
     }
 }
 
+/// What an operator needs to know of a certificate the relay presents: who it names, which
+/// one it is, and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The subject, as the relay renders it (`CN=relay.example`).
+    pub subject: String,
+    /// SHA-256 of the DER certificate.
+    pub thumbprint: Thumbprint,
+    /// The end of its validity, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl CertInfo {
+    /// The facts of a DER certificate; `None` when it cannot be parsed.
+    pub fn of(der: &[u8]) -> Option<Self> {
+        let facts = cert_facts(der)?;
+        Some(Self {
+            subject: facts.subject,
+            thumbprint: Thumbprint::of(der),
+            not_after: facts.not_after,
+        })
+    }
+
+    /// The facts of the first certificate (the leaf) of a PEM file.
+    ///
+    /// # Errors
+    /// When the file cannot be read, holds no certificate, or its first cannot be parsed.
+    pub fn of_pem_file(path: &Path) -> Result<Self, TlsSetupError> {
+        let chain = read_certs("certificate", path)?;
+        let leaf = chain.first().ok_or_else(|| TlsSetupError::NoCertificate {
+            path: path.to_owned(),
+        })?;
+        Self::of(leaf).ok_or_else(|| TlsSetupError::NoCertificate {
+            path: path.to_owned(),
+        })
+    }
+
+    /// Whole days from `now` (Unix seconds) until it expires; negative once it has.
+    pub fn days_left(&self, now: i64) -> i64 {
+        (self.not_after - now).div_euclid(86_400)
+    }
+
+    /// Its expiry as an RFC 3339 date and time (UTC), for logs and summaries.
+    pub fn not_after_text(&self) -> String {
+        x509_parser::time::ASN1Time::from_timestamp(self.not_after)
+            .map_or_else(|_| self.not_after.to_string(), |t| t.to_string())
+    }
+}
+
 /// What the verifiers need from a certificate: its subject (for logs) and validity window.
 struct CertFacts {
     subject: String,
@@ -649,6 +698,8 @@ pub struct ReloadableServerConfig {
     settings: ServerTlsSettings,
     rejections: Arc<TlsRejections>,
     current: Arc<RwLock<Arc<ServerConfig>>>,
+    /// The current certificate's facts (`None` when its leaf cannot be parsed).
+    certificate: Arc<RwLock<Option<CertInfo>>>,
 }
 
 impl ReloadableServerConfig {
@@ -661,10 +712,12 @@ impl ReloadableServerConfig {
         rejections: Arc<TlsRejections>,
     ) -> Result<Self, TlsSetupError> {
         let config = server_config(&settings, Arc::clone(&rejections))?;
+        let certificate = CertInfo::of_pem_file(&settings.cert_chain).ok();
         Ok(Self {
             settings,
             rejections,
             current: Arc::new(RwLock::new(config)),
+            certificate: Arc::new(RwLock::new(certificate)),
         })
     }
 
@@ -679,8 +732,21 @@ impl ReloadableServerConfig {
     /// As [`server_config`]; the previous configuration then stays in force.
     pub fn reload(&self) -> Result<(), TlsSetupError> {
         let fresh = server_config(&self.settings, Arc::clone(&self.rejections))?;
+        let certificate = CertInfo::of_pem_file(&self.settings.cert_chain).ok();
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        *self
+            .certificate
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = certificate;
         Ok(())
+    }
+
+    /// The facts of the certificate in force (the one the last load or reload read).
+    pub fn certificate(&self) -> Option<CertInfo> {
+        self.certificate
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The files this configuration comes from.

@@ -70,6 +70,43 @@ pub fn check(
     Ok(())
 }
 
+/// A certificate the relay presents is "expiring" this many days before it expires: time for
+/// a partner to install a renewed one, or to list a new thumbprint.
+pub const CERTIFICATE_WARNING_DAYS: i64 = 30;
+
+/// One line for each certificate the relay presents (listener server certificates as last
+/// loaded, downstream client certificates) that expires within
+/// [`CERTIFICATE_WARNING_DAYS`] of `now` (Unix seconds), or has expired.
+pub fn expiring_certificates(config: &Config, now: i64) -> Vec<String> {
+    let listeners = config.listeners.iter().filter_map(|l| {
+        let cert = l.tls.as_ref()?.certificate()?;
+        let whose = format!("listener {}", l.name);
+        Some((whose, cert, "renew it, then reload (SIGHUP)"))
+    });
+    let downstreams = config.downstreams.iter().filter_map(|d| {
+        let cert = d.client_certificate.clone()?;
+        let whose = format!("downstream {} (client certificate)", d.name);
+        Some((whose, cert, "renew it, then restart the relay"))
+    });
+    listeners
+        .chain(downstreams)
+        .filter_map(|(whose, cert, remedy)| {
+            let days = cert.days_left(now);
+            let when = if days < 0 {
+                format!("EXPIRED on {}", cert.not_after_text())
+            } else if days <= CERTIFICATE_WARNING_DAYS {
+                format!("expires in {days} days, on {}", cert.not_after_text())
+            } else {
+                return None;
+            };
+            Some(format!(
+                "certificate of {whose}: {when} (subject {}, thumbprint {}): {remedy}",
+                cert.subject, cert.thumbprint
+            ))
+        })
+        .collect()
+}
+
 /// The relay's probe: a TCP connect to `addr`, closed at once.
 ///
 /// # Errors
@@ -97,6 +134,60 @@ mod tests {
 
     fn refused(_: SocketAddr, _: Duration) -> io::Result<()> {
         Err(io::ErrorKind::ConnectionRefused.into())
+    }
+
+    /// A relay whose listener presents `cert` (a file of the test PKI) and whose downstream
+    /// presents a client certificate expiring 10 days after `now`.
+    fn with_certificates(pki: &testkit::pki::Pki, cert: &testkit::pki::Cert, now: i64) -> Config {
+        let mut config = config();
+        let settings = netio::tls::ServerTlsSettings {
+            cert_chain: cert.cert_path.clone(),
+            key: cert.key_path.clone(),
+            ..pki.server_settings()
+        };
+        let rejections = std::sync::Arc::new(netio::tls::TlsRejections::new());
+        config.listeners[0].tls =
+            Some(netio::tls::ReloadableServerConfig::load(settings, rejections).unwrap());
+        let mut client = netio::tls::CertInfo::of(&pki.client.der).unwrap();
+        client.not_after = now + 10 * 86_400 + 60;
+        config.downstreams[0].client_certificate = Some(client);
+        config
+    }
+
+    #[test]
+    fn certificates_expiring_within_30_days_are_named_with_what_to_do() {
+        let pki = testkit::pki::Pki::new("health-expiry");
+        let now = i64::try_from(unix_ms() / 1000).unwrap();
+        let lines = expiring_certificates(&with_certificates(&pki, &pki.server_expired, now), now);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("certificate of listener listener: EXPIRED on ")
+                && lines[0].contains("subject CN=localhost")
+                && lines[0].ends_with("renew it, then reload (SIGHUP)"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with(
+                "certificate of downstream ehr (client certificate): expires in 10 days, on "
+            ) && lines[1].ends_with("renew it, then restart the relay"),
+            "{}",
+            lines[1]
+        );
+        // A certificate far from expiry is not mentioned.
+        let lines = expiring_certificates(&with_certificates(&pki, &pki.server, now), now);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let mut gauges = String::new();
+        crate::metrics::render_certificates(
+            &with_certificates(&pki, &pki.server, now),
+            &mut gauges,
+        );
+        assert!(
+            gauges.contains(
+                "mllp_relay_certificate_expiry_timestamp_seconds{listener=\"listener\",subject=\"CN=localhost\"} "
+            ) && gauges.contains("{downstream=\"ehr\",subject=\"CN=sender-1\"} "),
+            "{gauges}"
+        );
     }
 
     #[test]

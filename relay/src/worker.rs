@@ -202,12 +202,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         let listener = crate::metrics::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("metrics address {addr}: {e}")))?;
         metrics_addr = Some(listener.local_addr()?);
-        let rejections = config
-            .listeners
-            .iter()
-            .map(|l| l.tls_rejections.clone())
-            .collect();
-        let (stats, stop) = (stats.clone(), shutdown.clone());
+        let (stats, stop, serving) = (stats.clone(), shutdown.clone(), config.clone());
         let ready: crate::metrics::Readiness = {
             let (config, stats, stop) = (config.clone(), stats.clone(), stop.clone());
             Box::new(move || {
@@ -219,7 +214,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
             std::thread::Builder::new()
                 .name("mllp-relay-metrics".into())
                 .spawn(move || {
-                    crate::metrics::serve(listener, stats, rejections, ready, stop);
+                    crate::metrics::serve(listener, stats, serving, ready, stop);
                     Ok(())
                 })?,
         );
@@ -297,6 +292,19 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
 /// One worker's life: registers its listener sockets, starts the tasks that take messages out
 /// of custody (and, on worker 0, the `single` links), accepts on every listener until
 /// shutdown, then drains.
+/// Warns of certificates about to expire at start and then once a day, for as long as the
+/// relay runs (worker 0 does it; the task ends with its runtime).
+async fn warn_of_expiring_certificates(config: Arc<Config>) {
+    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+    loop {
+        let now = i64::try_from(crate::metrics::unix_ms() / 1000).unwrap_or(i64::MAX);
+        for line in crate::health::expiring_certificates(&config, now) {
+            warn!("{line}");
+        }
+        monoio::time::sleep(DAY).await;
+    }
+}
+
 async fn run_worker(sockets: Vec<Socket>, worker: Worker) {
     let Worker {
         id,
@@ -319,6 +327,9 @@ async fn run_worker(sockets: Vec<Socket>, worker: Worker) {
         inbound.delivery.spawn_single_links();
     }
     monoio::spawn(return_freed_memory(inbound.clone()));
+    if id == 0 {
+        monoio::spawn(warn_of_expiring_certificates(inbound.config.clone()));
+    }
     let loops: Vec<monoio::task::JoinHandle<()>> = listeners
         .into_iter()
         .enumerate()

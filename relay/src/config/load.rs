@@ -93,6 +93,11 @@ impl TryFrom<&Settings> for Config {
                             config,
                             server_name: tls.server_name.clone(),
                         });
+                        downstream.client_certificate = tls
+                            .client
+                            .client_cert
+                            .as_ref()
+                            .and_then(|(cert, _)| tls::CertInfo::of_pem_file(cert).ok());
                     }
                     Err(e) => problems.push(Problem::new(
                         format!("{}.{}", downstream_prefix(i, count), downstream_tls_key(&e)),

@@ -399,6 +399,9 @@ pub struct DownstreamConfig {
     pub framing: FramingConfig,
     /// How connections to it are shared among workers.
     pub link: LinkPolicy,
+    /// The certificate the relay presents to it (mutual TLS), for expiry warnings and the
+    /// expiry gauge; `None` without one.
+    pub client_certificate: Option<netio::tls::CertInfo>,
     /// Whether `/readyz` requires this downstream to have been reached recently (the
     /// default); off for a receiver whose absence must not take the relay out of a load
     /// balancer.
@@ -513,6 +516,7 @@ impl DownstreamConfig {
             link: LinkPolicy::PerCore,
             transcode_to: None,
             ready_check: true,
+            client_certificate: None,
         }
     }
 }

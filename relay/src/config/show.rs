@@ -59,6 +59,15 @@ impl fmt::Display for ListenerSettings {
                     tls.cert_chain.display(),
                     tls.key.display()
                 )?;
+                if let Ok(cert) = netio::tls::CertInfo::of_pem_file(&tls.cert_chain) {
+                    writeln!(
+                        f,
+                        "  certificate: {}, thumbprint {}, expires {}",
+                        cert.subject,
+                        cert.thumbprint,
+                        cert.not_after_text()
+                    )?;
+                }
                 if tls.client_ca.is_none() && tls.client_thumbprints.is_empty() {
                     writeln!(f, "  client certificates: not asked for")?;
                 } else {

@@ -1430,10 +1430,15 @@ pub type Readiness = Box<dyn Fn() -> Result<(), String> + Send>;
 pub fn serve(
     listener: TcpListener,
     stats: Arc<Stats>,
-    rejections: Vec<Arc<TlsRejections>>,
+    config: Arc<crate::config::Config>,
     ready: Readiness,
     stop: Arc<AtomicBool>,
 ) {
+    let rejections: Vec<Arc<TlsRejections>> = config
+        .listeners
+        .iter()
+        .map(|l| l.tls_rejections.clone())
+        .collect();
     let _ = listener.set_nonblocking(true);
     while !stop.load(Ordering::Relaxed) {
         let (mut stream, _) = match listener.accept() {
@@ -1457,7 +1462,11 @@ pub fn serve(
         }
         let path = request_path(&request);
         let (status, body) = match path {
-            Some("/metrics") => ("200 OK", stats.render(&rejections)),
+            Some("/metrics") => {
+                let mut body = stats.render(&rejections);
+                render_certificates(&config, &mut body);
+                ("200 OK", body)
+            }
             Some("/healthz") => ("200 OK", "ok\n".to_owned()),
             Some("/readyz") => match ready() {
                 Ok(()) => ("200 OK", "ready\n".to_owned()),
@@ -1476,6 +1485,41 @@ pub fn serve(
         let _ = stream
             .write_all(header.as_bytes())
             .and_then(|()| stream.write_all(body.as_bytes()));
+    }
+}
+
+/// The expiry of every certificate the relay presents: each TLS listener's (as last loaded or
+/// reloaded) and each downstream's client certificate.
+pub fn render_certificates(config: &crate::config::Config, out: &mut String) {
+    out.push_str(
+        "# HELP mllp_relay_certificate_expiry_timestamp_seconds When a certificate the relay \
+         presents expires (Unix time), by listener (its server certificate) or downstream \
+         (its client certificate).\n# TYPE mllp_relay_certificate_expiry_timestamp_seconds \
+         gauge\n",
+    );
+    for listener in &config.listeners {
+        if let Some(cert) = listener.tls.as_ref().and_then(|tls| tls.certificate()) {
+            let _ = writeln!(
+                out,
+                "mllp_relay_certificate_expiry_timestamp_seconds{{listener=\"{}\",\
+                 subject=\"{}\"}} {}",
+                LabelValue(&listener.name),
+                LabelValue(&cert.subject),
+                cert.not_after
+            );
+        }
+    }
+    for downstream in &config.downstreams {
+        if let Some(cert) = &downstream.client_certificate {
+            let _ = writeln!(
+                out,
+                "mllp_relay_certificate_expiry_timestamp_seconds{{downstream=\"{}\",\
+                 subject=\"{}\"}} {}",
+                LabelValue(&downstream.name),
+                LabelValue(&cert.subject),
+                cert.not_after
+            );
+        }
     }
 }
 
