@@ -12,10 +12,11 @@ declare -A allowed=(
     [config]="route identity"
     [metrics]="config"
     [health]="config metrics"
+    [audit]="config metrics"
     [memory]="config"
     [outbound]="config metrics"
     [custody]="config route metrics outbound"
-    [inbound]="config route identity metrics outbound custody"
+    [inbound]="config route identity metrics audit outbound custody"
 )
 
 status=0

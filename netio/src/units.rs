@@ -1,6 +1,7 @@
 //! Durations, sizes and bytes as operators write them in flags and config files: `500ms`,
 //! `10s`, `2min`, `1h`; `1048576`, `512KiB`, `16MiB`; `0x0B`. The duration and size parsers each
-//! have a formatter that writes what they read back.
+//! have a formatter that writes what they read back. And instants as logs and audit trails
+//! write them: RFC 3339 in UTC.
 
 use std::time::Duration;
 
@@ -130,6 +131,41 @@ pub fn parse_hex_byte(text: &str) -> Result<u8, HexByteError> {
     u8::from_str_radix(digits, 16).map_err(|_| error())
 }
 
+/// `unix_ms` (milliseconds since the Unix epoch) as RFC 3339 in UTC with milliseconds:
+/// `2026-12-08T23:15:06.123Z`.
+pub fn format_rfc3339_ms(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        unix_ms % 1000
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (the days-to-civil algorithm: eras of
+/// 400 years, March-based years so that the leap day comes last).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +229,23 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn instants_in_rfc3339() {
+        assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339_ms(1_796_771_706_123),
+            "2026-12-08T23:15:06.123Z"
+        );
+        // A leap day, and the day after a century that is not a leap year.
+        assert_eq!(
+            format_rfc3339_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            format_rfc3339_ms(4_107_542_400_000),
+            "2100-03-01T00:00:00.000Z"
+        );
     }
 }

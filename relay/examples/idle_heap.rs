@@ -135,6 +135,7 @@ fn main() {
         driver: Driver::Auto,
         metrics_addr: None,
         readiness_window: relay::config::DEFAULT_READINESS_WINDOW,
+        audit: relay::config::AuditConfig::Off,
         journal: None,
     };
     let relay = relay::start(config).unwrap();

@@ -30,6 +30,7 @@
 //! - [`metrics`]: the counters the workers keep and their Prometheus text, served with the
 //!   health checks.
 //! - [`health`]: whether the relay is ready for traffic (`/readyz`).
+//! - [`audit`]: the audit trail, a record per message without its content.
 //! - `memory`: handing memory freed after a burst back to the operating system.
 //!
 //! # Dependency rule
@@ -41,10 +42,10 @@
 //! | `identity` | `route` |
 //! | `config` | `route`, `identity` |
 //! | `metrics`, `memory` | `config` |
-//! | `health` | `config`, `metrics` |
+//! | `health`, `audit` | `config`, `metrics` |
 //! | `outbound` | `config`, `metrics` |
 //! | `custody` | `config`, `route`, `metrics`, `outbound` |
-//! | `inbound` | `config`, `route`, `identity`, `metrics`, `outbound`, `custody` |
+//! | `inbound` | `config`, `route`, `identity`, `metrics`, `audit`, `outbound`, `custody` |
 //! | `worker` | everything above |
 //!
 //! Nothing imports `worker`; only `worker` wires the others together.
@@ -54,6 +55,7 @@
 //! crate). Message transformation of any kind: bytes pass through unchanged. Replication of
 //! the journal to another host: a durable queue beyond one host belongs in an existing log.
 
+pub mod audit;
 pub mod config;
 pub mod custody;
 pub mod health;

@@ -32,6 +32,7 @@ use netio::tls::TlsSetupError;
 use socket2::Socket;
 use tracing::{error, warn};
 
+use crate::audit::Audit;
 use crate::config::{AckMode, Config};
 use crate::custody::Custody;
 use crate::custody::duplicates::DuplicateWindows;
@@ -65,6 +66,7 @@ pub struct RelayHandle {
     /// The metrics thread and the workers (`Err`: a worker's runtime could not be built).
     threads: Vec<JoinHandle<io::Result<()>>>,
     stats: Arc<Stats>,
+    audit: Arc<Audit>,
     /// `durable` mode: the journal's lock, held while the relay runs.
     _journal_lock: Option<JournalLock>,
 }
@@ -103,6 +105,11 @@ impl RelayHandle {
             .iter()
             .filter_map(|l| Some((l.name.as_str(), l.tls.as_ref()?.reload())))
             .collect()
+    }
+
+    /// Reopens the audit file, if there is one (after logrotate moved it; part of SIGHUP).
+    pub fn reopen_audit(&self) {
+        self.audit.reopen();
     }
 
     /// The relay's counters.
@@ -192,6 +199,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         );
     }
     let stats = Arc::new(Stats::for_config(&config));
+    let audit = Arc::new(Audit::start(&config.audit)?);
     let duplicates = DuplicateWindows::for_config(&config);
     let (journal_lock, mut recovered) = open_journals(&config, workers, &duplicates, &stats)?;
     let config = Arc::new(config);
@@ -239,6 +247,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         let stats = stats.clone();
         let single = single.clone();
         let duplicates = duplicates.clone();
+        let audit = audit.clone();
         let workers_running = workers_running.clone();
         let cpu = cpu_for_worker(id, &allowed);
         let journal = recovered.get_mut(id).and_then(Option::take);
@@ -266,7 +275,9 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                 };
                 let runs_single_links = id == 0 && single.any();
                 let delivery = Rc::new(Delivery::new(&config, stats.clone(), single));
-                let inbound = Rc::new(Inbound::new(id, config, stats, delivery, custody, shutdown));
+                let inbound = Rc::new(Inbound::new(
+                    id, config, stats, audit, delivery, custody, shutdown,
+                ));
                 let worker = Worker {
                     id,
                     inbound,
@@ -285,6 +296,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         shutdown,
         threads,
         stats,
+        audit,
         _journal_lock: journal_lock,
     })
 }

@@ -105,6 +105,7 @@ fn config(receiver: SocketAddr, tls: Option<&pki::Pki>) -> Config {
         driver: Driver::Auto,
         metrics_addr: None,
         readiness_window: relay::config::DEFAULT_READINESS_WINDOW,
+        audit: relay::config::AuditConfig::Off,
         journal: None,
     }
 }

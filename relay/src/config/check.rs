@@ -26,8 +26,9 @@ use super::raw::{
     RawSize,
 };
 use crate::config::{
-    self, AckMode, BatchMode, CharsetMode, DownstreamConfig, DuplicateWindowConfig, JournalConfig,
-    LinkPolicy, ListenerConfig, MissingControlId, OnDownstreamFailure, WhenJournalFull,
+    self, AckMode, AuditConfig, BatchMode, CharsetMode, DownstreamConfig, DuplicateWindowConfig,
+    JournalConfig, LinkPolicy, ListenerConfig, MissingControlId, OnDownstreamFailure,
+    WhenJournalFull,
 };
 use crate::identity::{ClientMatch, SenderRule};
 use crate::route::{Pattern, Route, RouteMatch};
@@ -194,6 +195,8 @@ pub struct Settings {
     pub metrics_addr: Option<SocketAddr>,
     /// How recently downstreams must have been reached for `/readyz`.
     pub readiness_window: Duration,
+    /// The audit trail.
+    pub audit: AuditConfig,
     /// How long shutdown waits for in-flight messages.
     pub shutdown_grace: Duration,
     /// The journal (when a listener has `ack_mode = "durable"`, and only then).
@@ -1369,6 +1372,23 @@ impl RawConfig {
             config::DEFAULT_READINESS_WINDOW,
             false,
         );
+        let audit = match self.audit.as_deref().map(str::trim) {
+            None | Some("off") => AuditConfig::Off,
+            Some("log") => AuditConfig::Log,
+            Some(text) => match text.strip_prefix("file:").map(str::trim) {
+                Some(path) if !path.is_empty() => AuditConfig::File(check.base.join(path)),
+                _ => {
+                    check.fail(
+                        "audit",
+                        format!(
+                            "{text:?}: write \"off\", \"log\" or \"file:PATH\" (e.g. \
+                             \"file:/var/log/mllp-relay/audit.jsonl\")"
+                        ),
+                    );
+                    AuditConfig::Off
+                }
+            },
+        };
         let listeners = check.listeners(&self.listener, overrides);
 
         let count = self.downstream.len();
@@ -1552,6 +1572,7 @@ impl RawConfig {
             driver,
             metrics_addr,
             readiness_window,
+            audit,
             shutdown_grace,
             journal,
         })

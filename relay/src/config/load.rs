@@ -121,6 +121,7 @@ impl TryFrom<&Settings> for Config {
             driver: settings.driver,
             metrics_addr: settings.metrics_addr,
             readiness_window: settings.readiness_window,
+            audit: settings.audit.clone(),
             shutdown_grace: settings.shutdown_grace,
             journal: settings.journal.clone(),
         })

@@ -12,6 +12,7 @@
 //! value.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,6 +123,19 @@ pub enum CharsetMode {
     Check,
 }
 
+/// Where the audit trail (a record per message: who sent what to where, and the answer)
+/// goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AuditConfig {
+    /// Nowhere (the default).
+    #[default]
+    Off,
+    /// Into the log, at info, target `audit`.
+    Log,
+    /// Appended to this file, one JSON object per line; reopened on SIGHUP.
+    File(PathBuf),
+}
+
 /// Who answers the sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckMode {
@@ -189,7 +203,7 @@ pub enum WhenJournalFull {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalConfig {
     /// The directory holding one sub-directory per worker (`worker-0`, …) and the dead letters.
-    pub dir: std::path::PathBuf,
+    pub dir: PathBuf,
     /// Longest a message waits for others to share its commit (see [`DEFAULT_COMMIT_INTERVAL`]).
     pub commit_interval: Duration,
     /// Cap on one worker's journal, in bytes of records. On disk a worker also holds the
@@ -213,7 +227,7 @@ pub struct JournalConfig {
 
 impl JournalConfig {
     /// A journal in `dir` with the defaults.
-    pub fn new(dir: impl Into<std::path::PathBuf>) -> Self {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             commit_interval: DEFAULT_COMMIT_INTERVAL,
@@ -440,6 +454,8 @@ pub struct Config {
     /// How recently each downstream must have been reached for `/readyz` to answer ready
     /// (an idle one is probed with a TCP connect when asked).
     pub readiness_window: Duration,
+    /// The audit trail.
+    pub audit: AuditConfig,
     /// How long shutdown waits for in-flight messages.
     pub shutdown_grace: Duration,
     /// The journal, required when any listener's ACK mode is [`AckMode::Durable`] (one per
@@ -460,6 +476,7 @@ impl Config {
             driver: Driver::Auto,
             metrics_addr: None,
             readiness_window: DEFAULT_READINESS_WINDOW,
+            audit: AuditConfig::Off,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             journal: None,
         }

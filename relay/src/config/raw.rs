@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub metrics: Option<String>,
     /// How recently downstreams must have been reached for `/readyz`.
     pub readiness_window: Option<RawDuration>,
+    /// `off`, `log` or `file:PATH`.
+    pub audit: Option<String>,
     /// The `[[downstream]]` name for messages no `[[route]]` matches.
     pub default_route: Option<String>,
     /// `[[listener]]` tables.

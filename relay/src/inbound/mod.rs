@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use netio::conn::{SharedCanceller, fire};
 
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::custody::Custody;
 use crate::metrics::Stats;
@@ -31,6 +32,8 @@ use answer::ControlIds;
 pub(crate) struct Inbound {
     pub(crate) config: Arc<Config>,
     pub(crate) stats: Arc<Stats>,
+    /// The audit trail (shared by every worker).
+    pub(crate) audit: Arc<Audit>,
     /// Where messages go (passthrough, and the custody tasks).
     pub(crate) delivery: Rc<Delivery>,
     /// What `local` and `durable` listeners keep.
@@ -47,6 +50,7 @@ impl Inbound {
         worker: usize,
         config: Arc<Config>,
         stats: Arc<Stats>,
+        audit: Arc<Audit>,
         delivery: Rc<Delivery>,
         custody: Custody,
         shutdown: Arc<AtomicBool>,
@@ -55,6 +59,7 @@ impl Inbound {
         Self {
             config,
             stats,
+            audit,
             delivery,
             custody,
             sessions,

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::Inbound;
 use super::accept::Place;
 use super::answer::{Answer, Refusal};
+use crate::audit::Record;
 use crate::config::{
     AckMode, BatchMode, CharsetMode, ListenerConfig, MissingControlId, OnDownstreamFailure,
     WhenJournalFull,
@@ -128,6 +129,11 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
         transcoded: Vec::new(),
         ack_charset: None,
         messages: 0,
+        peer,
+        audit_sender: None,
+        audit_downstream: None,
+        audit_answer: None,
+        audit_line: String::new(),
     };
     let ended = serve(&mut session, &mut conn).await;
     if ended.closes_gracefully() {
@@ -356,6 +362,15 @@ struct Session<'c> {
     client: Option<CertIdentity>,
     /// Frames received on this connection (for its closing log line).
     messages: u64,
+    /// The sender's address.
+    peer: std::net::SocketAddr,
+    /// For the audit record of the message being handled: its sender identity, where it was
+    /// routed, and the answer the sender got (code, and whether the relay wrote it).
+    audit_sender: Option<usize>,
+    audit_downstream: Option<usize>,
+    audit_answer: Option<(AckCode, bool)>,
+    /// Scratch space for one audit record.
+    audit_line: String,
     /// Whether the last message could not be delivered or taken into custody (the receiver,
     /// the journal or the queue failed): the rest of a batch is then not attempted.
     delivery_failed: bool,
@@ -380,7 +395,8 @@ impl Drop for IdleRegistration<'_> {
 
 impl Session<'_> {
     /// Counts an ACK with `code` about to be sent to the sender.
-    fn answered(&self, code: AckCode, generated: bool) {
+    fn answered(&mut self, code: AckCode, generated: bool) {
+        self.audit_answer = Some((code, generated));
         self.inbound
             .stats
             .ack_to_sender(self.counters, code, generated);
@@ -425,13 +441,47 @@ impl Session<'_> {
         self.handle_one(payload).await
     }
 
-    /// One message, with its segment terminators repaired first when the listener says so.
+    /// One message, with its segment terminators repaired first when the listener says so,
+    /// and its audit record when there is an audit trail.
     async fn handle_one(&mut self, payload: &[u8]) -> Reply {
-        if self.listener.normalize_segment_terminators {
+        let started = self.inbound.audit.enabled().then(Instant::now);
+        self.audit_sender = None;
+        self.audit_downstream = None;
+        self.audit_answer = None;
+        let reply = if self.listener.normalize_segment_terminators {
             self.handle_repaired(payload).await
         } else {
             self.handle_message(payload).await
+        };
+        if let Some(started) = started {
+            self.audit(payload, started);
         }
+        reply
+    }
+
+    /// Writes the audit record of the message just handled.
+    fn audit(&mut self, payload: &[u8], started: Instant) {
+        let msh = Msh::parse_lenient(payload).ok();
+        let config = &self.inbound.config;
+        let record = Record {
+            listener: &self.listener.name,
+            peer: self.peer,
+            client_subject: self.client.as_ref().and_then(|c| c.subject.as_deref()),
+            sender: self
+                .audit_sender
+                .map(|i| self.listener.senders[i].name.as_str()),
+            msh: msh.as_ref(),
+            downstream: self
+                .audit_downstream
+                .map(|i| config.downstreams[i].name.as_str()),
+            ack: self.audit_answer,
+            latency: started.elapsed(),
+        };
+        let mut line = std::mem::take(&mut self.audit_line);
+        self.inbound
+            .audit
+            .record(&record, &self.inbound.stats, &mut line);
+        self.audit_line = line;
     }
 
     /// [`handle_message`](Self::handle_message) for a listener that rewrites LF and CRLF
@@ -518,6 +568,7 @@ impl Session<'_> {
                 return self.generate(&msh, Outcome::Rejected, Some(refusal));
             }
         };
+        self.audit_downstream = Some(downstream);
         let transcode = config.downstreams[downstream].transcode_to.is_some();
         if transcode || self.listener.charset == CharsetMode::Check {
             // Boxed: opt-in, and inline its state would sit in every session.
@@ -1030,6 +1081,7 @@ impl Session<'_> {
         match identity::identify(rules, self.client.as_ref(), msh) {
             Ok(index) => {
                 stats.sender_message(self.counters, index);
+                self.audit_sender = Some(index);
                 debug!(sender = %rules[index].name, "sender identified");
                 Ok(Some(index))
             }

@@ -315,6 +315,8 @@ impl DownstreamStats {
 pub struct Stats {
     /// Workers whose listeners are registered and accepting (readiness).
     pub workers_accepting: AtomicU64,
+    /// Audit records dropped because the file writer could not keep up.
+    pub audit_records_dropped: AtomicU64,
     /// Inbound connections accepted.
     pub connections_accepted: AtomicU64,
     /// Inbound connections refused because the worker was at its limit.
@@ -634,7 +636,7 @@ impl Stats {
     /// (listeners may share one; it is then counted once in the relay-wide series).
     pub fn render(&self, rejections: &[Arc<TlsRejections>]) -> String {
         let mut out = String::with_capacity(8 << 10);
-        let counters: [(&str, &str, &AtomicU64); 47] = [
+        let counters: [(&str, &str, &AtomicU64); 48] = [
             (
                 "journal_messages",
                 "durable mode: journaled messages not yet delivered.",
@@ -716,6 +718,11 @@ impl Stats {
                 "batches_in_total",
                 "Batch frames (FHS/BHS ... BTS/FTS) received.",
                 &self.batches_in,
+            ),
+            (
+                "audit_records_dropped_total",
+                "Audit records dropped because the audit file writer could not keep up.",
+                &self.audit_records_dropped,
             ),
             (
                 "messages_transcoded_total",

@@ -123,6 +123,7 @@ fn relay_config(pki: &pki::Pki, downstream: SocketAddr, mutual: bool, acks: Acks
         driver: Driver::Auto,
         metrics_addr: None,
         readiness_window: relay::config::DEFAULT_READINESS_WINDOW,
+        audit: relay::config::AuditConfig::Off,
         journal,
     }
 }

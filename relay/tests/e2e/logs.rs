@@ -173,3 +173,79 @@ fn json_lines_and_the_flag_wins_over_rust_log() {
         "{stderr}"
     );
 }
+
+/// The audit trail in a file: one JSON line per message with who, what (MSH-3/4/9/10), where
+/// and the answer, never the content; reopened on request (logrotate moves the file, SIGHUP
+/// makes the relay write a new one).
+#[test]
+fn the_audit_file_records_every_message_without_its_content() {
+    let receiver = Receiver::start(Behaviour::Ack);
+    receiver.set_nak(std::sync::Arc::new(|id| {
+        (id == "A-NAK").then_some(mllp::ack::Outcome::Rejected)
+    }));
+    let dir = testkit::TempDir::new("audit");
+    let path = dir.join("audit.jsonl");
+    let mut cfg = crate::support::config(receiver.addr());
+    cfg.audit = relay::config::AuditConfig::File(path.clone());
+    let relay = relay::start(cfg).unwrap();
+    let mut client = Client::connect(relay.listen_addr());
+    assert_eq!(
+        code_and_id(&client.round_trip(&message("A-OK", "ORU^R01"))).0,
+        AckCode::AA
+    );
+    assert_eq!(
+        code_and_id(&client.round_trip(&message("A-NAK", "ORU^R01"))).0,
+        AckCode::AR
+    );
+    let mut headerless = b"PID|1||ZZ-MRN-4711||ZZSURNAME^ZZGIVEN\r".to_vec();
+    headerless.extend_from_slice(b"OBX|1|TX|||ZZ-RESULT-TEXT\r");
+    assert_eq!(code_and_id(&client.round_trip(&headerless)).0, AckCode::AR);
+
+    let read = |path: &std::path::Path, lines: usize| {
+        let mut text = String::new();
+        let complete = testkit::wait_until(PATIENCE, || {
+            text = std::fs::read_to_string(path).unwrap_or_default();
+            text.lines().count() >= lines
+        });
+        assert!(complete, "{text}");
+        text
+    };
+    let text = read(&path, 3);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for (line, expected) in lines.iter().zip([
+        "\"msh3\":\"LAB\",\"msh4\":\"HOSP\",\"msh9\":\"ORU^R01\",\"msh10\":\"A-OK\",\
+         \"downstream\":\"mock\",\"ack\":\"AA\",\"ack_origin\":\"downstream\"",
+        "\"msh10\":\"A-NAK\",\"downstream\":\"mock\",\"ack\":\"AR\",\"ack_origin\":\"downstream\"",
+        "\"msh10\":\"\",\"downstream\":\"\",\"ack\":\"AR\",\"ack_origin\":\"relay\"",
+    ]) {
+        assert!(
+            line.starts_with("{\"time\":\"20") && line.contains("\"listener\":\"listener\""),
+            "{line}"
+        );
+        assert!(line.contains(expected), "{expected} not in {line}");
+        assert!(line.ends_with('}'), "{line}");
+    }
+    for secret in SECRETS {
+        assert!(
+            !text.contains(secret),
+            "patient data {secret:?} in the audit:\n{text}"
+        );
+    }
+
+    // logrotate moves the file away; the relay keeps writing there until told to reopen.
+    let rotated = dir.join("audit.jsonl.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    relay.reopen_audit();
+    assert_eq!(
+        code_and_id(&client.round_trip(&message("A-NEW", "ORU^R01"))).0,
+        AckCode::AA
+    );
+    let text = read(&path, 1);
+    assert!(text.contains("\"msh10\":\"A-NEW\""), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap().lines().count(),
+        3
+    );
+    relay.shutdown();
+}

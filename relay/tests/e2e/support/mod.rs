@@ -45,6 +45,7 @@ pub(crate) fn config(downstream: SocketAddr) -> Config {
         driver: Driver::Auto,
         metrics_addr: None,
         readiness_window: relay::config::DEFAULT_READINESS_WINDOW,
+        audit: relay::config::AuditConfig::Off,
         journal: None,
     }
 }
