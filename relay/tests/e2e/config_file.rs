@@ -2760,3 +2760,55 @@ fn the_generated_certificates_carry_a_message_over_mutual_tls() {
     assert_eq!(stranger.receive(), None);
     assert_eq!(receiver.payloads(), [msg]);
 }
+
+/// The configuration reference cannot drift from the types: the schema block of
+/// `docs/configuration.md` parses as a config file (unknown keys are refused, so every key it
+/// shows exists), and every key of every table in `relay/src/config/raw.rs` appears in it.
+#[test]
+fn the_configuration_reference_matches_the_config_types() {
+    let docs = include_str!("../../../docs/configuration.md");
+    let schema = docs
+        .split("## Schema")
+        .nth(1)
+        .and_then(|rest| rest.split("```toml\n").nth(1))
+        .and_then(|block| block.split("\n```").next())
+        .expect("a ```toml block under ## Schema");
+    if let Err(e) = toml::from_str::<config::raw::RawConfig>(schema) {
+        panic!("docs/configuration.md's schema is not a valid config file: {e}");
+    }
+    let documented: Vec<&str> = schema
+        .lines()
+        .filter_map(|line| line.split_once(" =").map(|(key, _)| key.trim()))
+        .chain(schema.lines().filter_map(|line| {
+            let header = line.split('#').next().unwrap_or_default().trim();
+            header
+                .starts_with('[')
+                .then(|| {
+                    header
+                        .trim_matches(|c| c == '[' || c == ']')
+                        .rsplit('.')
+                        .next()
+                })
+                .flatten()
+        }))
+        .collect();
+    let raw = include_str!("../../src/config/raw.rs");
+    let mut missing = Vec::new();
+    for line in raw.lines() {
+        let Some(field) = line
+            .strip_prefix("    pub ")
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(name, _)| name)
+            .filter(|name| name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        else {
+            continue;
+        };
+        if !documented.contains(&field) {
+            missing.push(field);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keys of relay/src/config/raw.rs missing from docs/configuration.md's schema: {missing:?}"
+    );
+}
