@@ -100,11 +100,15 @@ impl RelayHandle {
     /// order (empty when every listener is plain). Each listener reloads on its own: where it
     /// fails, that listener's old configuration stays in force and the others still reload.
     pub fn reload_tls(&self) -> Vec<(&str, Result<(), TlsSetupError>)> {
-        self.config
+        let outcomes: Vec<(&str, Result<(), TlsSetupError>)> = self
+            .config
             .listeners
             .iter()
             .filter_map(|l| Some((l.name.as_str(), l.tls.as_ref()?.reload())))
-            .collect()
+            .collect();
+        self.stats
+            .reloaded(outcomes.iter().all(|(_, outcome)| outcome.is_ok()));
+        outcomes
     }
 
     /// Reopens the audit file, if there is one (after logrotate moved it; part of SIGHUP).

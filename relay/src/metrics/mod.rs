@@ -317,6 +317,11 @@ pub struct Stats {
     pub workers_accepting: AtomicU64,
     /// Audit records dropped because the file writer could not keep up.
     pub audit_records_dropped: AtomicU64,
+    /// 1 when the last reload (SIGHUP) failed in some part (that part's previous
+    /// configuration stays in force), 0 when it succeeded or none was made.
+    config_reload_failed: AtomicU64,
+    /// When the configuration was last loaded or reloaded (Unix ms).
+    config_loaded_ms: AtomicU64,
     /// Inbound connections accepted.
     pub connections_accepted: AtomicU64,
     /// Inbound connections refused because the worker was at its limit.
@@ -450,6 +455,13 @@ impl Stats {
         }
     }
 
+    /// Notes a reload: whether every part of it succeeded, and when.
+    pub fn reloaded(&self, succeeded: bool) {
+        self.config_reload_failed
+            .store(u64::from(!succeeded), Ordering::Relaxed);
+        self.config_loaded_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
     /// Counters for the relay `config` describes.
     pub fn for_config(config: &crate::config::Config) -> Self {
         let mut stats = Self::new(
@@ -463,6 +475,7 @@ impl Stats {
                 ListenerStats::with_senders(&l.name, l.senders.iter().map(|s| s.name.as_str()))
             })
             .collect();
+        stats.config_loaded_ms.store(unix_ms(), Ordering::Relaxed);
         stats
     }
 
@@ -951,6 +964,18 @@ impl Stats {
                 distinct.iter().map(|r| r.get(reason)).sum::<u64>()
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP mllp_relay_config_reload_success 1 when the last reload (SIGHUP) succeeded \
+             or none was made, 0 when some part failed and kept its previous configuration.\n\
+             # TYPE mllp_relay_config_reload_success gauge\nmllp_relay_config_reload_success {}\n\
+             # HELP mllp_relay_config_reload_timestamp_seconds When the configuration was last \
+             loaded or reloaded (Unix time).\n\
+             # TYPE mllp_relay_config_reload_timestamp_seconds gauge\n\
+             mllp_relay_config_reload_timestamp_seconds {}",
+            1 - Self::get(&self.config_reload_failed).min(1),
+            Self::get(&self.config_loaded_ms) as f64 / 1000.0
+        );
         self.render_listeners(rejections, &mut out);
         self.render_downstreams(&mut out);
         process::render(&mut out);

@@ -130,6 +130,11 @@ fn certificates_reload_without_dropping_connections() {
     let [(name, result)] = relay.reload_tls().try_into().unwrap();
     assert_eq!(name, "listener");
     assert!(result.is_err());
+    let rendered = relay.stats().render(&[]);
+    assert!(
+        rendered.contains("mllp_relay_config_reload_success 0\n"),
+        "a failed reload shows"
+    );
     let mut fresh = Client::connect_tls(relay.listen_addr(), pki.client(TLS_BOTH, None));
     assert_eq!(code_and_id(&fresh.round_trip(&oru("R-2"))).0, AckCode::AA);
 
@@ -138,6 +143,12 @@ fn certificates_reload_without_dropping_connections() {
     std::fs::write(&key, read(&pki.server_expired.key_path)).unwrap();
     let [(_, result)] = relay.reload_tls().try_into().unwrap();
     result.unwrap();
+    assert!(
+        relay
+            .stats()
+            .render(&[])
+            .contains("mllp_relay_config_reload_success 1\n")
+    );
     let mut after = Client::connect_tls(relay.listen_addr(), pki.client(TLS_BOTH, None));
     let mut framed = Vec::new();
     FramingConfig::MLLP
