@@ -1,7 +1,9 @@
 //! `mllp-relay`: the command line. Builds a validated [`relay::config::Config`] from a TOML file
 //! or from the flags (which take the file's path: [`relay::config::load::load_raw`]), starts the
-//! workers, and waits for SIGTERM/SIGINT to drain and exit. `mllp-relay check-config FILE`
-//! validates a file and exits.
+//! workers, and waits for SIGTERM/SIGINT to drain and exit (SIGHUP reloads the TLS listeners'
+//! certificates and reopens the audit file). Under a systemd `Type=notify` unit it reports
+//! each of these states ([`notify`]). `mllp-relay check-config FILE` validates a file and
+//! exits.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use relay::config::raw::{
 use relay::config::{self, AckMode, Config, ListenerConfig, SourceNet};
 
 mod gen_certs;
+mod notify;
 
 /// `--version`: the crate's version and the commit it was built from.
 const VERSION: &str = concat!(
@@ -671,14 +674,16 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let workers = config.workers;
+    let notifier = notify::Notifier::from_env();
     let handle = relay::start(config).context("cannot start the relay")?;
     // Scripts read this first line for the (first) bound address (port 0 picks one); its form
-    // is the same whatever the number of listeners.
+    // is the same whatever the number of listeners. systemd shows it as the unit's status.
     let (_, inbound, mode) = &described[0];
-    println!(
-        "mllp-relay listening on {} ({inbound}), forwarding to {outbound}, {workers} worker(s), ack mode {mode}",
+    let listening = format!(
+        "listening on {} ({inbound}), forwarding to {outbound}, {workers} worker(s), ack mode {mode}",
         handle.listen_addr()
     );
+    println!("mllp-relay {listening}");
     // Then one line per listener, the first included, each naming it.
     for (bound, (name, inbound, mode)) in handle.listeners().iter().zip(&described) {
         println!(
@@ -697,32 +702,60 @@ fn main() -> anyhow::Result<()> {
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .context("cannot install the SIGHUP handler")?;
+    // Ready only now: every listener accepts and every signal has its handler, so a SIGHUP
+    // or SIGTERM systemd sends from here on is acted upon.
+    notifier.notify(&notify::ready(&listening));
     // The main thread only watches the signals; the workers do the work.
     while !shutdown.load(Ordering::Relaxed) {
         if reload.swap(false, Ordering::Relaxed) {
-            let reloaded = handle.reload_tls();
-            if reloaded.is_empty() {
-                tracing::info!("SIGHUP: nothing to reload (no TLS listener)");
-            }
-            for (listener, result) in reloaded {
-                match result {
-                    Ok(()) => tracing::info!(
-                        listener,
-                        "SIGHUP: certificates, keys and client allowlist reloaded"
-                    ),
-                    Err(e) => tracing::error!(
-                        listener,
-                        error = %e,
-                        "SIGHUP: reload failed; this listener's previous certificates stay in force"
-                    ),
-                }
-            }
+            notifier.notify(&notify::reloading(notify::monotonic_usec()));
+            let outcome = reload_tls(&handle);
+            notifier.notify(&notify::ready(&format!(
+                "{listening}; last reload: {outcome}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    notifier.notify(&notify::stopping());
     handle.join();
     println!("mllp-relay stopped");
     Ok(())
+}
+
+/// SIGHUP: reopens the audit file (logrotate) and reloads every TLS listener's certificates,
+/// keys and client allowlist, logging each outcome, and sums them up for systemd's status line.
+fn reload_tls(handle: &relay::RelayHandle) -> String {
+    handle.reopen_audit();
+    let reloaded = handle.reload_tls();
+    if reloaded.is_empty() {
+        tracing::info!("SIGHUP: nothing to reload (no TLS listener)");
+        return "nothing to reload (no TLS listener)".to_owned();
+    }
+    let mut failed = Vec::new();
+    for (listener, result) in reloaded {
+        match result {
+            Ok(()) => tracing::info!(
+                listener,
+                "SIGHUP: certificates, keys and client allowlist reloaded"
+            ),
+            Err(e) => {
+                tracing::error!(
+                    listener,
+                    error = %e,
+                    "SIGHUP: reload failed; this listener's previous certificates stay in force"
+                );
+                failed.push(listener);
+            }
+        }
+    }
+    if failed.is_empty() {
+        "certificates reloaded".to_owned()
+    } else {
+        format!(
+            "failed for listener(s) {} (previous certificates in force; see the log)",
+            failed.join(", ")
+        )
+    }
 }
 
 /// `check-config FILE`: the summary and exit 0, or every error and exit 2.
