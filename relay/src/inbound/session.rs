@@ -123,6 +123,7 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
         window_key: Vec::new(),
         header_event_warned: false,
         missing_control_id_warned: false,
+        sender_warned: false,
         repaired: Vec::new(),
         client,
         delivery_failed: false,
@@ -355,6 +356,8 @@ struct Session<'c> {
     header_event_warned: bool,
     /// The same for a message without MSH-10 that is forwarded.
     missing_control_id_warned: bool,
+    /// The same for a message whose sender identity the listener refuses.
+    sender_warned: bool,
     /// With `normalize_segment_terminators`: the message with its terminators rewritten.
     repaired: Vec<u8>,
     /// The client certificate, if the sender presented one (logged when the connection opens;
@@ -1095,7 +1098,11 @@ impl Session<'_> {
                 let client = self.client.as_ref().map_or("no client certificate", |c| {
                     c.subject.as_deref().unwrap_or("<unparsable>")
                 });
-                warn!(%mismatch, msh3_msh4 = %claimed, %client, "sender identity not allowed on this listener: rejected with AR, not forwarded");
+                if first_time(&mut self.sender_warned) {
+                    warn!(%mismatch, msh3_msh4 = %claimed, %client, "sender identity not allowed on this listener: rejected with AR, not forwarded (warned once per connection, counted in rejects_sender_total)");
+                } else {
+                    debug!(%mismatch, msh3_msh4 = %claimed, %client, "sender identity not allowed on this listener: rejected with AR");
+                }
                 let text = match mismatch {
                     Mismatch::Client => format!(
                         "sender not allowed: no [[listener.sender]] rule covers this connection \
