@@ -247,6 +247,8 @@ pub struct DownstreamStats {
     /// 1 when the last attempt to reach it (a delivery, a connection, a readiness probe)
     /// failed, 0 when it succeeded or none was made yet.
     down: AtomicU64,
+    /// Failed delivery attempts to it, by kind.
+    failures: [AtomicU64; DownstreamFailureKind::ALL.len()],
     /// Messages the downstream took (acknowledged with any code, or took without an ACK when
     /// MSH-15 asked for none).
     pub messages: AtomicU64,
@@ -297,6 +299,17 @@ impl DownstreamStats {
     /// Notes that an attempt to reach it failed (counted in `failed_attempts` by its caller).
     pub fn unreachable(&self) {
         self.down.store(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed delivery attempt of `kind` (its caller counts `failed_attempts`).
+    pub(crate) fn failed(&self, kind: DownstreamFailureKind) {
+        Stats::bump(&self.failures[kind.index()]);
+        self.unreachable();
+    }
+
+    /// Failed delivery attempts to it of `kind`.
+    pub fn failures(&self, kind: DownstreamFailureKind) -> u64 {
+        Stats::get(&self.failures[kind.index()])
     }
 
     /// Whether the last attempt to reach it succeeded (or none was made yet).
@@ -820,7 +833,7 @@ impl Stats {
                 &self.messages_in,
             ),
             (
-                "bytes_in_total",
+                "received_bytes_total",
                 "Bytes received from senders.",
                 &self.bytes_in,
             ),
@@ -830,12 +843,12 @@ impl Stats {
                 &self.messages_delivered,
             ),
             (
-                "bytes_forwarded_total",
+                "forwarded_bytes_total",
                 "Payload bytes written to the downstream.",
                 &self.bytes_forwarded,
             ),
             (
-                "bytes_out_total",
+                "sent_bytes_total",
                 "ACK payload bytes written to senders.",
                 &self.bytes_out,
             ),
@@ -1085,12 +1098,12 @@ impl Stats {
                 |l| &l.messages_in,
             ),
             (
-                "bytes_in_total",
+                "received_bytes_total",
                 "Bytes received from senders, by listener.",
                 |l| &l.bytes_in,
             ),
             (
-                "bytes_out_total",
+                "sent_bytes_total",
                 "ACK payload bytes written to senders, by listener.",
                 |l| &l.bytes_out,
             ),
@@ -1259,7 +1272,7 @@ impl Stats {
                 |d| &d.messages,
             ),
             (
-                "bytes_total",
+                "delivered_bytes_total",
                 "Payload bytes of the messages the downstream took.",
                 |d| &d.bytes,
             ),
@@ -1280,6 +1293,23 @@ impl Stats {
                     "mllp_relay_downstream_{name}{{downstream=\"{}\"}} {}",
                     LabelValue(&downstream.name),
                     Self::get(field(downstream))
+                );
+            }
+        }
+        out.push_str(
+            "# HELP mllp_relay_downstream_failed_attempts_by_kind_total Failed delivery \
+             attempts to each downstream, by kind.\n# TYPE \
+             mllp_relay_downstream_failed_attempts_by_kind_total counter\n",
+        );
+        for downstream in &self.downstreams {
+            for kind in DownstreamFailureKind::ALL {
+                let _ = writeln!(
+                    out,
+                    "mllp_relay_downstream_failed_attempts_by_kind_total{{downstream=\"{}\",\
+                     kind=\"{}\"}} {}",
+                    LabelValue(&downstream.name),
+                    kind.label(),
+                    downstream.failures(kind)
                 );
             }
         }
@@ -1606,7 +1636,7 @@ mod tests {
             "mllp_relay_messages_in_total 1",
             "mllp_relay_listener_messages_in_total{listener=\"adt\"} 1",
             "mllp_relay_listener_messages_in_total{listener=\"lab\"} 0",
-            "mllp_relay_listener_bytes_in_total{listener=\"lab\"} 3",
+            "mllp_relay_listener_received_bytes_total{listener=\"lab\"} 3",
             "mllp_relay_acks_total{code=\"CA\",origin=\"relay\"} 1",
             "mllp_relay_listener_acks_total{listener=\"lab\",code=\"CA\",origin=\"relay\"} 1",
             "mllp_relay_listener_acks_total{listener=\"adt\",code=\"AE\",origin=\"downstream\"} 1",
@@ -1621,7 +1651,7 @@ mod tests {
             "mllp_relay_listener_framing_tolerances_total{listener=\"lab\",code=\"MLLP_LF_AFTER_FS\"} 0",
             "# TYPE mllp_relay_listener_framing_tolerances_total counter",
             "mllp_relay_downstream_messages_total{downstream=\"ehr\"} 1",
-            "mllp_relay_downstream_bytes_total{downstream=\"ehr\"} 10",
+            "mllp_relay_downstream_delivered_bytes_total{downstream=\"ehr\"} 10",
             "mllp_relay_downstream_acks_total{downstream=\"ehr\",code=\"AE\"} 1",
             "# TYPE mllp_relay_listener_connections_open gauge",
             "# TYPE mllp_relay_listener_messages_in_total counter",

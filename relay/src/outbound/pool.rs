@@ -163,7 +163,7 @@ impl Downstream {
                     stats.downstream_failure(failure.kind());
                     if let Some(counters) = stats.downstream(self.index) {
                         Stats::bump(&counters.failed_attempts);
-                        counters.unreachable();
+                        counters.failed(failure.kind());
                     }
                     if attempt >= self.config.retries {
                         return Err(failure);

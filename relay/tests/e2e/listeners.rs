@@ -142,8 +142,8 @@ fn two_listeners_apply_their_own_settings_and_share_the_downstream() {
     .to_vec();
     let body = scrape_until(relay.metrics_addr().unwrap(), &expected);
     for family in [
-        "mllp_relay_listener_bytes_in_total",
-        "mllp_relay_listener_bytes_out_total",
+        "mllp_relay_listener_received_bytes_total",
+        "mllp_relay_listener_sent_bytes_total",
         "mllp_relay_listener_tls_rejections_total",
     ] {
         assert!(

@@ -108,6 +108,13 @@ fn unreachable_receiver_gives_ae_with_err_207() {
         4,
         "two attempts per message"
     );
+    let mock = stats.downstream(0).unwrap();
+    assert_eq!(
+        mock.failures(DownstreamFailureKind::Connect),
+        4,
+        "and per downstream"
+    );
+    assert!(!mock.is_up());
     relay.shutdown();
 }
 
