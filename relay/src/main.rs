@@ -1,7 +1,7 @@
 //! `mllp-relay`: the command line. Builds a validated [`relay::config::Config`] from a TOML file
 //! or from the flags (which take the file's path: [`relay::config::load::load_raw`]), starts the
-//! workers, and waits for SIGTERM/SIGINT to drain and exit (SIGHUP reloads the TLS listeners'
-//! certificates and reopens the audit file). Under a systemd `Type=notify` unit it reports
+//! workers, and waits for SIGTERM/SIGINT to drain and exit (SIGHUP reopens the audit file and
+//! reloads: the whole file with `--config`, the TLS listeners' certificate files otherwise). Under a systemd `Type=notify` unit it reports
 //! each of these states ([`notify`]). `mllp-relay check-config FILE` validates a file and
 //! exits.
 
@@ -709,7 +709,11 @@ fn main() -> anyhow::Result<()> {
     while !shutdown.load(Ordering::Relaxed) {
         if reload.swap(false, Ordering::Relaxed) {
             notifier.notify(&notify::reloading(notify::monotonic_usec()));
-            let outcome = reload_tls(&handle);
+            handle.reopen_audit();
+            let outcome = match &cli.config {
+                Some(path) => reload_file(&handle, path, &file_overrides(&cli, &matches)),
+                None => reload_tls(&handle),
+            };
             notifier.notify(&notify::ready(&format!(
                 "{listening}; last reload: {outcome}"
             )));
@@ -722,10 +726,49 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP: reopens the audit file (logrotate) and reloads every TLS listener's certificates,
-/// keys and client allowlist, logging each outcome, and sums them up for systemd's status line.
+/// SIGHUP with `--config`: reads the file again (with the command line's overrides) and puts
+/// it in force without dropping a connection; what needs a restart keeps its running value.
+/// Every outcome is logged, and summed up for systemd's status line. A file with problems, or
+/// a change that cannot be applied, leaves the running configuration as it is.
+fn reload_file(handle: &relay::RelayHandle, path: &Path, overrides: &Overrides) -> String {
+    let loaded = match load::load_config_with(path, overrides) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            handle.reload_failed();
+            tracing::error!(error = %e, "SIGHUP: the configuration file has problems; the running configuration stays in force");
+            return format!("failed: {} has problems (see the log)", path.display());
+        }
+    };
+    match handle.reload(loaded.config) {
+        Ok(kept) => {
+            for key in &kept {
+                tracing::warn!("SIGHUP: {key}");
+            }
+            tracing::info!(file = %path.display(), "SIGHUP: configuration reloaded; open connections kept");
+            if kept.is_empty() {
+                "configuration reloaded".to_owned()
+            } else {
+                format!(
+                    "configuration reloaded; {} setting(s) need a restart (see the log)",
+                    kept.len()
+                )
+            }
+        }
+        Err(refused) => {
+            for reason in &refused {
+                tracing::error!(
+                    "SIGHUP: {reason}: restart to apply this file; the running configuration stays in force"
+                );
+            }
+            "failed: a change needs a restart (see the log)".to_owned()
+        }
+    }
+}
+
+/// SIGHUP without `--config`: reloads every TLS listener's certificates, keys and client
+/// allowlist from their files, logging each outcome, and sums them up for systemd's status
+/// line.
 fn reload_tls(handle: &relay::RelayHandle) -> String {
-    handle.reopen_audit();
     let reloaded = handle.reload_tls();
     if reloaded.is_empty() {
         tracing::info!("SIGHUP: nothing to reload (no TLS listener)");
@@ -796,15 +839,7 @@ fn config_from_file(path: &Path, cli: &Cli, matches: &ArgMatches) -> anyhow::Res
             )
             .exit();
     }
-    let overrides = Overrides {
-        listen: cli.listen,
-        forward: cli.forward.clone(),
-        workers: cli.workers,
-        metrics: cli.metrics,
-        driver: given("driver").then_some(cli.driver.into()),
-        pin_workers: cli.no_pin.then_some(false),
-    };
-    match load::load_config_with(path, &overrides) {
+    match load::load_config_with(path, &file_overrides(cli, matches)) {
         Ok(loaded) => {
             tracing::info!(file = %loaded.settings.source.display(), "configuration loaded");
             Ok(loaded.config)
@@ -814,6 +849,20 @@ fn config_from_file(path: &Path, cli: &Cli, matches: &ArgMatches) -> anyhow::Res
             eprintln!("error: {e}");
             std::process::exit(2);
         }
+    }
+}
+
+/// The flags that override a config file (`--listen`, `--forward`, `--workers`, `--metrics`,
+/// `--driver`, `--no-pin`), as given on the command line.
+fn file_overrides(cli: &Cli, matches: &ArgMatches) -> Overrides {
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    Overrides {
+        listen: cli.listen,
+        forward: cli.forward.clone(),
+        workers: cli.workers,
+        metrics: cli.metrics,
+        driver: given("driver").then_some(cli.driver.into()),
+        pin_workers: cli.no_pin.then_some(false),
     }
 }
 

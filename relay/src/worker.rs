@@ -33,7 +33,7 @@ use socket2::Socket;
 use tracing::{error, warn};
 
 use crate::audit::Audit;
-use crate::config::{AckMode, Config};
+use crate::config::{AckMode, Config, Live};
 use crate::custody::Custody;
 use crate::custody::duplicates::DuplicateWindows;
 use crate::custody::journal::JournalLock;
@@ -41,7 +41,7 @@ use crate::custody::local::LocalQueue;
 use crate::custody::recovery::{open_forwarder, open_journals};
 use crate::inbound::{Inbound, accept};
 use crate::metrics::Stats;
-use crate::outbound::{Delivery, SingleLinks};
+use crate::outbound::SingleLinks;
 
 /// How often an accepting worker looks at the shutdown flag. Shutdown is rare; a fifth of a
 /// second is prompt for an operator and costs five wake-ups a second per worker.
@@ -59,7 +59,7 @@ pub struct BoundListener {
 /// A running relay.
 #[derive(Debug)]
 pub struct RelayHandle {
-    config: Arc<Config>,
+    live: Arc<Live>,
     listeners: Vec<BoundListener>,
     metrics_addr: Option<SocketAddr>,
     shutdown: Arc<AtomicBool>,
@@ -99,16 +99,46 @@ impl RelayHandle {
     /// their files (what SIGHUP does): one result per TLS listener, with its name, in config
     /// order (empty when every listener is plain). Each listener reloads on its own: where it
     /// fails, that listener's old configuration stays in force and the others still reload.
-    pub fn reload_tls(&self) -> Vec<(&str, Result<(), TlsSetupError>)> {
-        let outcomes: Vec<(&str, Result<(), TlsSetupError>)> = self
-            .config
+    pub fn reload_tls(&self) -> Vec<(String, Result<(), TlsSetupError>)> {
+        let outcomes: Vec<(String, Result<(), TlsSetupError>)> = self
+            .live
+            .current()
             .listeners
             .iter()
-            .filter_map(|l| Some((l.name.as_str(), l.tls.as_ref()?.reload())))
+            .filter_map(|l| Some((l.name.clone(), l.tls.as_ref()?.reload())))
             .collect();
         self.stats
             .reloaded(outcomes.iter().all(|(_, outcome)| outcome.is_ok()));
         outcomes
+    }
+
+    /// Puts `new` in force without dropping a connection (see [`crate::config::reload`]):
+    /// connections open now keep running, and each worker takes the new configuration before
+    /// its next message or connection, so a message in flight finishes under the one it
+    /// started with. Settings that need a restart keep their running values; they are
+    /// returned, each as `key: …`, for the log.
+    ///
+    /// # Errors
+    /// The changes that leave no consistent way to apply the rest; nothing is applied then.
+    pub fn reload(&self, new: Config) -> Result<Vec<String>, Vec<String>> {
+        let current = self.live.current();
+        match crate::config::reload::plan(&current, new) {
+            Ok(plan) => {
+                self.live.replace(Arc::new(plan.config));
+                self.stats.reloaded(true);
+                Ok(plan.kept)
+            }
+            Err(refused) => {
+                self.stats.reloaded(false);
+                Err(refused)
+            }
+        }
+    }
+
+    /// Notes a reload that could not even start (a configuration file with problems), for the
+    /// reload metrics.
+    pub fn reload_failed(&self) {
+        self.stats.reloaded(false);
     }
 
     /// Reopens the audit file, if there is one (after logrotate moved it; part of SIGHUP).
@@ -207,6 +237,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
     let duplicates = DuplicateWindows::for_config(&config);
     let (journal_lock, mut recovered) = open_journals(&config, workers, &duplicates, &stats)?;
     let config = Arc::new(config);
+    let live = Arc::new(Live::new(config.clone()));
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::with_capacity(workers + 1);
     let mut metrics_addr = None;
@@ -214,11 +245,12 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         let listener = crate::metrics::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("metrics address {addr}: {e}")))?;
         metrics_addr = Some(listener.local_addr()?);
-        let (stats, stop, serving) = (stats.clone(), shutdown.clone(), config.clone());
+        let (stats, stop, serving) = (stats.clone(), shutdown.clone(), live.clone());
         let ready: crate::metrics::Readiness = {
-            let (config, stats, stop) = (config.clone(), stats.clone(), stop.clone());
+            let (live, stats, stop) = (live.clone(), stats.clone(), stop.clone());
             Box::new(move || {
                 let stopping = stop.load(Ordering::Relaxed);
+                let config = live.current();
                 crate::health::check(&config, &stats, stopping, &crate::health::tcp_probe)
             })
         };
@@ -247,6 +279,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
     let driver = resolve_driver(config.driver)?;
     for (id, sockets) in sockets.into_iter().enumerate() {
         let config = config.clone();
+        let live = live.clone();
         let shutdown = shutdown.clone();
         let stats = stats.clone();
         let single = single.clone();
@@ -278,9 +311,8 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
                     duplicates,
                 };
                 let runs_single_links = id == 0 && single.any();
-                let delivery = Rc::new(Delivery::new(&config, stats.clone(), single));
                 let inbound = Rc::new(Inbound::new(
-                    id, config, stats, audit, delivery, custody, shutdown,
+                    id, live, stats, audit, single, custody, shutdown,
                 ));
                 let worker = Worker {
                     id,
@@ -294,7 +326,7 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
         threads.push(thread);
     }
     Ok(RelayHandle {
-        config,
+        live,
         listeners: bound,
         metrics_addr,
         shutdown,
@@ -310,11 +342,11 @@ pub fn start(config: Config) -> io::Result<RelayHandle> {
 /// shutdown, then drains.
 /// Warns of certificates about to expire at start and then once a day, for as long as the
 /// relay runs (worker 0 does it; the task ends with its runtime).
-async fn warn_of_expiring_certificates(config: Arc<Config>) {
+async fn warn_of_expiring_certificates(inbound: Rc<Inbound>) {
     const DAY: Duration = Duration::from_secs(24 * 60 * 60);
     loop {
         let now = i64::try_from(crate::metrics::unix_ms() / 1000).unwrap_or(i64::MAX);
-        for line in crate::health::expiring_certificates(&config, now) {
+        for line in crate::health::expiring_certificates(&inbound.config(), now) {
             warn!("{line}");
         }
         monoio::time::sleep(DAY).await;
@@ -329,7 +361,7 @@ async fn run_worker(sockets: Vec<Socket>, worker: Worker) {
         runs_single_links,
     } = worker;
     let mut listeners = Vec::with_capacity(sockets.len());
-    for (socket, config) in sockets.into_iter().zip(&inbound.config.listeners) {
+    for (socket, config) in sockets.into_iter().zip(&inbound.config().listeners) {
         match TcpListener::from_std(socket.into()) {
             Ok(listener) => listeners.push(listener),
             Err(e) => {
@@ -340,11 +372,11 @@ async fn run_worker(sockets: Vec<Socket>, worker: Worker) {
     }
     let committer = inbound.custody.start(&inbound.delivery, &inbound.stats);
     if runs_single_links {
-        inbound.delivery.spawn_single_links();
+        inbound.delivery.get().spawn_single_links();
     }
     monoio::spawn(return_freed_memory(inbound.clone()));
     if id == 0 {
-        monoio::spawn(warn_of_expiring_certificates(inbound.config.clone()));
+        monoio::spawn(warn_of_expiring_certificates(inbound.clone()));
     }
     let loops: Vec<monoio::task::JoinHandle<()>> = listeners
         .into_iter()
@@ -359,7 +391,7 @@ async fn run_worker(sockets: Vec<Socket>, worker: Worker) {
         .stats
         .workers_accepting
         .fetch_sub(1, Ordering::Relaxed);
-    let grace = inbound.config.shutdown_grace;
+    let grace = inbound.config().shutdown_grace;
     drain(&inbound).await;
     inbound.custody.stop(committer, grace).await;
     if runs_single_links {
@@ -404,7 +436,7 @@ async fn accept_loop(listener: TcpListener, index: usize, inbound: Rc<Inbound>) 
                 });
             }
             Some(Err(e)) => {
-                warn!(listener = %inbound.config.listeners[index].name, error = %e, "accept failed");
+                warn!(listener = %inbound.config().listeners[index].name, error = %e, "accept failed");
                 // Out of file descriptors and the like: do not spin.
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -416,7 +448,7 @@ async fn accept_loop(listener: TcpListener, index: usize, inbound: Rc<Inbound>) 
 /// After accepting stops: cancel idle reads, then wait for sessions mid-message and for the
 /// `local` queue to empty, up to the grace period.
 async fn drain(inbound: &Inbound) {
-    let deadline = Instant::now() + inbound.config.shutdown_grace;
+    let deadline = Instant::now() + inbound.config().shutdown_grace;
     loop {
         inbound.sessions.cancel_idle();
         let open = inbound.sessions.open();

@@ -29,6 +29,7 @@ use crate::route::Route;
 pub mod check;
 pub mod load;
 pub mod raw;
+pub mod reload;
 mod show;
 
 /// Default ACK timeout for a downstream: long enough for a busy EHR to commit a message,
@@ -461,6 +462,50 @@ pub struct Config {
     /// The journal, required when any listener's ACK mode is [`AckMode::Durable`] (one per
     /// worker, shared by every durable listener).
     pub journal: Option<JournalConfig>,
+}
+
+/// The configuration in force, shared by every worker, and how many times it was replaced. A
+/// worker compares the generation (one relaxed load) before each message and connection, and
+/// takes a copy of its own when it moved; readers never block the relay's hot path.
+#[derive(Debug)]
+pub struct Live {
+    current: std::sync::RwLock<Arc<Config>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Live {
+    /// `config`, in force from the start (generation 0).
+    pub fn new(config: Arc<Config>) -> Self {
+        Self {
+            current: std::sync::RwLock::new(config),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> Arc<Config> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// How many times it was replaced.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Puts `config` in force: the workers take it before their next message.
+    pub fn replace(&self, config: Arc<Config>) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Config {

@@ -34,7 +34,7 @@ use super::journal::record;
 use super::journal::{Entry, Journal};
 use crate::config::LinkPolicy;
 use crate::metrics::Stats;
-use crate::outbound::{Delivery, Expect, Timing};
+use crate::outbound::{DeliverySlot, Expect, Timing};
 
 /// The sub-directory of the journal holding dead letters.
 pub(crate) const DEAD_LETTER_DIR: &str = "dead-letters";
@@ -113,7 +113,7 @@ impl Forwarder {
     }
 
     /// Starts one task per lane.
-    pub(crate) fn spawn_lanes(self: &Rc<Self>, delivery: &Rc<Delivery>, stats: &Arc<Stats>) {
+    pub(crate) fn spawn_lanes(self: &Rc<Self>, delivery: &Rc<DeliverySlot>, stats: &Arc<Stats>) {
         let lanes = self
             .lanes
             .iter()
@@ -226,7 +226,7 @@ impl Forwarder {
 /// What a lane task delivers with.
 struct Out {
     forwarder: Rc<Forwarder>,
-    delivery: Rc<Delivery>,
+    delivery: Rc<DeliverySlot>,
     stats: Arc<Stats>,
 }
 
@@ -300,6 +300,7 @@ async fn deliver_one(
         answer.clear();
         match out
             .delivery
+            .get()
             .deliver(
                 downstream,
                 &payload,
@@ -335,7 +336,8 @@ async fn deliver_one(
             }
             Err(failure) => {
                 Stats::bump(&stats.durable_retries);
-                let link = out.delivery.downstream(downstream);
+                let delivery = out.delivery.get();
+                let link = delivery.downstream(downstream);
                 let pause = link.backoff(round.saturating_add(4));
                 if round == 0 {
                     warn!(

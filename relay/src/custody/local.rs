@@ -22,7 +22,7 @@ use mllp::hl7::Msh;
 use tracing::{error, warn};
 
 use crate::metrics::Stats;
-use crate::outbound::{Delivery, Expect, Timing};
+use crate::outbound::{DeliverySlot, Expect, Timing};
 
 /// Messages a worker may hold for forwarding in `local` mode.
 pub(crate) const LOCAL_QUEUE_MESSAGES: usize = 10_000;
@@ -100,7 +100,7 @@ impl LocalQueue {
 }
 
 /// The forwarder task of one worker: delivers queued messages one by one, forever.
-pub(crate) async fn run(queue: Rc<LocalQueue>, delivery: Rc<Delivery>, stats: Arc<Stats>) {
+pub(crate) async fn run(queue: Rc<LocalQueue>, delivery: Rc<DeliverySlot>, stats: Arc<Stats>) {
     let mut ack = Vec::new();
     let mut timing = Timing::default();
     loop {
@@ -110,6 +110,7 @@ pub(crate) async fn run(queue: Rc<LocalQueue>, delivery: Rc<Delivery>, stats: Ar
             let expect = Expect::ack_of(&msh);
             ack.clear();
             match delivery
+                .get()
                 .deliver(
                     downstream,
                     &message,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::metrics::Stats;
-use crate::outbound::Delivery;
+use crate::outbound::DeliverySlot;
 use duplicates::DuplicateWindows;
 use durable::Forwarder;
 use local::LocalQueue;
@@ -44,7 +44,11 @@ pub(crate) struct Committer(monoio::task::JoinHandle<()>);
 impl Custody {
     /// Starts the tasks that take messages out of custody to their downstream on this
     /// worker's runtime: the local forwarder, the durable lanes and the journal's committer.
-    pub(crate) fn start(&self, delivery: &Rc<Delivery>, stats: &Arc<Stats>) -> Option<Committer> {
+    pub(crate) fn start(
+        &self,
+        delivery: &Rc<DeliverySlot>,
+        stats: &Arc<Stats>,
+    ) -> Option<Committer> {
         if let Some(queue) = &self.local {
             monoio::spawn(local::run(queue.clone(), delivery.clone(), stats.clone()));
         }

@@ -29,7 +29,8 @@ pub(crate) fn admit(
     index: usize,
     inbound: &Rc<Inbound>,
 ) -> Option<Admitted> {
-    let listener = &inbound.config.listeners[index];
+    let config = inbound.config();
+    let listener = &config.listeners[index];
     let stats = &inbound.stats;
     let counters = stats.listener(index);
     let active = &inbound.sessions.active[index];

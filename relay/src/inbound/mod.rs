@@ -21,21 +21,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use netio::conn::{SharedCanceller, fire};
 
 use crate::audit::Audit;
-use crate::config::Config;
+use crate::config::{Config, Live};
 use crate::custody::Custody;
 use crate::metrics::Stats;
-use crate::outbound::Delivery;
+use crate::outbound::{Delivery, DeliverySlot, SingleLinks};
 use answer::ControlIds;
 
 /// What the sessions of one worker share. Lives on the worker's thread (`Rc`), so nothing here
 /// needs a lock.
 pub(crate) struct Inbound {
-    pub(crate) config: Arc<Config>,
+    /// The configuration in force, shared by the workers (replaced by a reload).
+    live: Arc<Live>,
+    /// This worker's copy of it, and which generation that is.
+    config: RefCell<Rc<Config>>,
+    generation: Cell<u64>,
     pub(crate) stats: Arc<Stats>,
     /// The audit trail (shared by every worker).
     pub(crate) audit: Arc<Audit>,
-    /// Where messages go (passthrough, and the custody tasks).
-    pub(crate) delivery: Rc<Delivery>,
+    /// Where messages go (passthrough, and the custody tasks); rebuilt with the configuration.
+    pub(crate) delivery: Rc<DeliverySlot>,
+    /// The `single` links' handoffs (fixed for the relay's life), for a rebuilt delivery.
+    single: SingleLinks,
     /// What `local` and `durable` listeners keep.
     pub(crate) custody: Custody,
     pub(crate) sessions: Sessions,
@@ -48,24 +54,52 @@ pub(crate) struct Inbound {
 impl Inbound {
     pub(crate) fn new(
         worker: usize,
-        config: Arc<Config>,
+        live: Arc<Live>,
         stats: Arc<Stats>,
         audit: Arc<Audit>,
-        delivery: Rc<Delivery>,
+        single: SingleLinks,
         custody: Custody,
         shutdown: Arc<AtomicBool>,
     ) -> Self {
+        let generation = live.generation();
+        let config = live.current();
         let sessions = Sessions::new(config.listeners.len(), shutdown);
+        let delivery = Rc::new(DeliverySlot::new(Delivery::new(
+            &config,
+            stats.clone(),
+            single.clone(),
+        )));
         Self {
-            config,
+            live,
+            config: RefCell::new(Rc::new((*config).clone())),
+            generation: Cell::new(generation),
             stats,
             audit,
             delivery,
+            single,
             custody,
             sessions,
             ids: ControlIds::new(worker),
             next_lane: Cell::new(0),
         }
+    }
+
+    /// The configuration in force: this worker's copy, first renewed (with the delivery built
+    /// from it) when a reload replaced it since the last call. One relaxed load when nothing
+    /// changed.
+    pub(crate) fn config(&self) -> Rc<Config> {
+        let now = self.live.generation();
+        if now != self.generation.get() {
+            let config = self.live.current();
+            self.delivery.replace(Delivery::new(
+                &config,
+                self.stats.clone(),
+                self.single.clone(),
+            ));
+            *self.config.borrow_mut() = Rc::new((*config).clone());
+            self.generation.set(now);
+        }
+        Rc::clone(&self.config.borrow())
     }
 
     /// A lane key for a new connection.

@@ -6,6 +6,7 @@
 //! a counter; even a panic inside the session ends only this connection (the worker contains
 //! it).
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mllp::ack::{AckCode, ErrorCode, Outcome};
@@ -22,8 +23,7 @@ use super::accept::Place;
 use super::answer::{Answer, Refusal};
 use crate::audit::Record;
 use crate::config::{
-    AckMode, BatchMode, CharsetMode, ListenerConfig, MissingControlId, OnDownstreamFailure,
-    WhenJournalFull,
+    AckMode, BatchMode, CharsetMode, Config, MissingControlId, OnDownstreamFailure, WhenJournalFull,
 };
 use crate::custody::duplicates::Seen;
 use crate::custody::journal::{JournalError, Writer};
@@ -69,7 +69,8 @@ impl Reply {
 /// state), held for as long as the session runs and given back when dropped.
 pub(super) async fn run(mut conn: Conn, place: Place) {
     let (index, inbound) = (place.index, &*place.inbound);
-    let listener = &inbound.config.listeners[index];
+    let config = inbound.config();
+    let listener = &config.listeners[index];
     let stats = &inbound.stats;
     let counters = stats.listener(index);
     let peer = conn.peer();
@@ -111,7 +112,7 @@ pub(super) async fn run(mut conn: Conn, place: Place) {
 
     let mut session = Session {
         inbound,
-        listener,
+        config: Rc::clone(&config),
         index,
         counters,
         deframer: Deframer::new(listener.framing),
@@ -203,7 +204,7 @@ impl Ended {
 
 /// Reads, deframes and answers messages until the connection ends, and says why.
 async fn serve(session: &mut Session<'_>, conn: &mut Conn) -> Ended {
-    let (inbound, listener, counters) = (session.inbound, session.listener, session.counters);
+    let (inbound, counters) = (session.inbound, session.counters);
     let stats = &inbound.stats;
     let peer = conn.peer();
     // Cancels this session's reads between messages at shutdown; one for the session's life
@@ -217,6 +218,9 @@ async fn serve(session: &mut Session<'_>, conn: &mut Conn) -> Ended {
     // When the frame being received began (for the whole-frame deadline).
     let mut frame_started: Option<(u64, Instant)> = None;
     loop {
+        // This round's settings: a reload takes effect from the next message on.
+        let config = Rc::clone(&session.config);
+        let listener = &config.listeners[session.index];
         // Answer every complete message already buffered, in order.
         loop {
             let frame = match session.deframer.decode(&buf) {
@@ -334,7 +338,7 @@ async fn serve(session: &mut Session<'_>, conn: &mut Conn) -> Ended {
 struct Session<'c> {
     inbound: &'c Inbound,
     /// The listener that accepted the connection, and its index in `Config::listeners`.
-    listener: &'c ListenerConfig,
+    config: Rc<Config>,
     index: usize,
     /// Its counters.
     counters: &'c ListenerStats,
@@ -414,13 +418,10 @@ impl Session<'_> {
         outcome: Outcome,
         refusal: Option<Refusal<'_>>,
     ) -> Option<AckCode> {
-        let code = self.answer.generate(
-            msh,
-            outcome,
-            refusal,
-            self.listener.ack_policy,
-            &self.inbound.ids,
-        );
+        let policy = self.config.listeners[self.index].ack_policy;
+        let code = self
+            .answer
+            .generate(msh, outcome, refusal, policy, &self.inbound.ids);
         if let Some(code) = code {
             self.answered(code, true);
         }
@@ -432,8 +433,10 @@ impl Session<'_> {
         Reply::due(self.generate_ack(msh, outcome, refusal))
     }
 
-    /// Answers one frame: a batch as the listener says, anything else as one message.
+    /// Answers one frame: a batch as the listener says, anything else as one message. The
+    /// configuration in force is taken first, so a reload applies from the next message.
     async fn handle(&mut self, payload: &[u8]) -> Reply {
+        self.config = self.inbound.config();
         let stats = &self.inbound.stats;
         stats.count(self.counters, ListenerCounter::MessagesIn, 1);
         self.messages += 1;
@@ -447,11 +450,13 @@ impl Session<'_> {
     /// One message, with its segment terminators repaired first when the listener says so,
     /// and its audit record when there is an audit trail.
     async fn handle_one(&mut self, payload: &[u8]) -> Reply {
+        let config = Rc::clone(&self.config);
+        let listener = &config.listeners[self.index];
         let started = self.inbound.audit.enabled().then(Instant::now);
         self.audit_sender = None;
         self.audit_downstream = None;
         self.audit_answer = None;
-        let reply = if self.listener.normalize_segment_terminators {
+        let reply = if listener.normalize_segment_terminators {
             self.handle_repaired(payload).await
         } else {
             self.handle_message(payload).await
@@ -464,15 +469,14 @@ impl Session<'_> {
 
     /// Writes the audit record of the message just handled.
     fn audit(&mut self, payload: &[u8], started: Instant) {
+        let config = Rc::clone(&self.config);
+        let listener = &config.listeners[self.index];
         let msh = Msh::parse_lenient(payload).ok();
-        let config = &self.inbound.config;
         let record = Record {
-            listener: &self.listener.name,
+            listener: &listener.name,
             peer: self.peer,
             client_subject: self.client.as_ref().and_then(|c| c.subject.as_deref()),
-            sender: self
-                .audit_sender
-                .map(|i| self.listener.senders[i].name.as_str()),
+            sender: self.audit_sender.map(|i| listener.senders[i].name.as_str()),
             msh: msh.as_ref(),
             downstream: self
                 .audit_downstream
@@ -509,6 +513,8 @@ impl Session<'_> {
 
     /// Delivers one message and prepares the sender's answer.
     async fn handle_message(&mut self, payload: &[u8]) -> Reply {
+        let config = Rc::clone(&self.config);
+        let listener = &config.listeners[self.index];
         let stats = &self.inbound.stats;
         self.delivery_failed = false;
         self.answer.bytes.clear();
@@ -548,10 +554,10 @@ impl Session<'_> {
             Ok(sender) => sender,
             Err(reply) => return reply,
         };
-        let config = &self.inbound.config;
+        let config = Rc::clone(&self.config);
         let origin = Origin {
-            listener: &self.listener.name,
-            sender: sender.map(|i| self.listener.senders[i].name.as_str()),
+            listener: &listener.name,
+            sender: sender.map(|i| listener.senders[i].name.as_str()),
         };
         let downstream = match route::pick(&config.routes, config.default_downstream, &msh, origin)
         {
@@ -573,7 +579,7 @@ impl Session<'_> {
         };
         self.audit_downstream = Some(downstream);
         let transcode = config.downstreams[downstream].transcode_to.is_some();
-        if transcode || self.listener.charset == CharsetMode::Check {
+        if transcode || listener.charset == CharsetMode::Check {
             // Boxed: opt-in, and inline its state would sit in every session.
             return Box::pin(self.with_charset(&msh, payload, downstream, transcode)).await;
         }
@@ -582,7 +588,9 @@ impl Session<'_> {
 
     /// Hands a routed message to the listener's ACK mode.
     async fn dispatch(&mut self, msh: &Msh<'_>, payload: &[u8], downstream: usize) -> Reply {
-        match self.listener.ack_mode {
+        let config = Rc::clone(&self.config);
+        let listener = &config.listeners[self.index];
+        match listener.ack_mode {
             AckMode::Passthrough => self.pass_through(msh, payload, downstream).await,
             AckMode::Local => self.accept_locally(msh, payload, downstream),
             AckMode::Durable => self.accept_durably(msh, payload, downstream).await,
@@ -601,11 +609,13 @@ impl Session<'_> {
         downstream: usize,
         transcode: bool,
     ) -> Reply {
-        let charset = match charset_of(msh, self.listener.default_charset) {
+        let config = Rc::clone(&self.config);
+        let listener = &config.listeners[self.index];
+        let charset = match charset_of(msh, listener.default_charset) {
             Ok(charset) => charset,
             Err(error) => return self.refuse_charset(msh, error),
         };
-        if self.listener.charset == CharsetMode::Check
+        if listener.charset == CharsetMode::Check
             && let Err(error) = charset.check(payload)
         {
             return self.refuse_charset(msh, error);
@@ -666,8 +676,10 @@ impl Session<'_> {
     /// `passthrough` mode: deliver, and hand the sender the receiver's own ACK byte for byte;
     /// when delivery fails after every retry, an AE/CE (ERR 207) or a close, as configured.
     async fn pass_through(&mut self, msh: &Msh<'_>, payload: &[u8], downstream: usize) -> Reply {
+        let config = Rc::clone(&self.config);
+        let listener = &config.listeners[self.index];
         let stats = &self.inbound.stats;
-        let delivery = &self.inbound.delivery;
+        let delivery = self.inbound.delivery.get();
         let delivered = delivery
             .deliver(
                 downstream,
@@ -703,7 +715,7 @@ impl Session<'_> {
             error = %failure,
             "delivery failed after every retry"
         );
-        match self.listener.on_downstream_failure {
+        match listener.on_downstream_failure {
             OnDownstreamFailure::Close => {
                 Stats::bump(&stats.closes_downstream_failed);
                 Reply::Close
@@ -791,7 +803,7 @@ impl Session<'_> {
                 }
             }
         }
-        let pause = inbound
+        let pause = self
             .config
             .journal
             .as_ref()
@@ -863,16 +875,18 @@ impl Session<'_> {
     /// batch whose structure or counts (BTS-1, FTS-1) are wrong, gets one AR for the whole
     /// frame and nothing in it is forwarded.
     async fn handle_batch(&mut self, payload: &[u8]) -> Reply {
+        let config = Rc::clone(&self.config);
+        let listener = &config.listeners[self.index];
         let stats = &self.inbound.stats;
         stats.count(self.counters, ListenerCounter::BatchesIn, 1);
-        if self.listener.batch == BatchMode::Reject {
+        if listener.batch == BatchMode::Reject {
             return self.refuse_batch(
                 ErrorCode::SegmentSequence,
                 "batch refused: this listener takes one message per frame (batch = \"reject\"); \
                  nothing in it was forwarded",
             );
         }
-        let line_endings = if self.listener.normalize_segment_terminators {
+        let line_endings = if listener.normalize_segment_terminators {
             LineEndings::CrOrLf
         } else {
             LineEndings::Cr
@@ -892,7 +906,7 @@ impl Session<'_> {
             batches = batch.groups.len(),
             "batch received"
         );
-        match self.listener.batch {
+        match listener.batch {
             BatchMode::Forward => self.forward_batch(payload, &batch).await,
             _ => self.split_batch(payload, &batch).await,
         }
@@ -956,7 +970,8 @@ impl Session<'_> {
     /// byte for byte. Every message must be one this listener takes (sender identity) and all
     /// must route to the same downstream, else the batch is refused whole.
     async fn forward_batch(&mut self, input: &[u8], batch: &Batch) -> Reply {
-        let config = &self.inbound.config;
+        let config = Rc::clone(&self.config);
+        let listener = &config.listeners[self.index];
         let mut target = None;
         for (index, range) in batch.messages.iter().enumerate() {
             let n = index + 1;
@@ -964,7 +979,7 @@ impl Session<'_> {
                 let text = format!("batch refused: message {n} has no readable MSH");
                 return self.refuse_batch(ErrorCode::DataType, &text);
             };
-            let rules = &self.listener.senders;
+            let rules = &listener.senders;
             let sender = if rules.is_empty() {
                 None
             } else {
@@ -976,14 +991,14 @@ impl Session<'_> {
                         let text = format!(
                             "batch refused: message {n}: {mismatch} is not one this connection \
                              may send as on listener {}",
-                            self.listener.name
+                            listener.name
                         );
                         return self.refuse_batch(ErrorCode::TableValueNotFound, &text);
                     }
                 }
             };
             let origin = Origin {
-                listener: &self.listener.name,
+                listener: &listener.name,
                 sender: sender.map(|i| rules[i].name.as_str()),
             };
             let downstream =
@@ -1015,6 +1030,7 @@ impl Session<'_> {
         let stats = &inbound.stats;
         let delivered = inbound
             .delivery
+            .get()
             .deliver(
                 downstream,
                 input,
@@ -1034,12 +1050,12 @@ impl Session<'_> {
             }
             Err(failure) => {
                 warn!(
-                    downstream = %inbound.delivery.downstream(downstream).name(),
+                    downstream = %inbound.delivery.get().downstream(downstream).name(),
                     messages = batch.messages.len(),
                     error = %failure,
                     "batch delivery failed after every retry"
                 );
-                if self.listener.on_downstream_failure == OnDownstreamFailure::Close {
+                if listener.on_downstream_failure == OnDownstreamFailure::Close {
                     Stats::bump(&stats.closes_downstream_failed);
                     return Reply::Close;
                 }
@@ -1076,14 +1092,16 @@ impl Session<'_> {
     /// The AR (or nothing, per policy) for a sender claiming an MSH-3/MSH-4 its listener or
     /// certificate may not send as: counted, logged, and not forwarded.
     fn identify(&mut self, msh: &Msh<'_>) -> Result<Option<usize>, Reply> {
-        let rules = &self.listener.senders;
+        let config = Rc::clone(&self.config);
+        let listener = &config.listeners[self.index];
+        let rules = &listener.senders;
         if rules.is_empty() {
             return Ok(None);
         }
         let stats = &self.inbound.stats;
         match identity::identify(rules, self.client.as_ref(), msh) {
             Ok(index) => {
-                stats.sender_message(self.counters, index);
+                stats.sender_message(self.counters, &rules[index].name);
                 self.audit_sender = Some(index);
                 debug!(sender = %rules[index].name, "sender identified");
                 Ok(Some(index))
@@ -1107,12 +1125,12 @@ impl Session<'_> {
                     Mismatch::Client => format!(
                         "sender not allowed: no [[listener.sender]] rule covers this connection \
                          ({client}) on listener {}",
-                        self.listener.name
+                        listener.name
                     ),
                     Mismatch::Application | Mismatch::Facility => format!(
                         "sender not allowed: {mismatch} of {claimed} is not one this connection \
                          ({client}) may send as on listener {}",
-                        self.listener.name
+                        listener.name
                     ),
                 };
                 let refusal = Refusal {
@@ -1139,10 +1157,12 @@ impl Session<'_> {
     /// A message whose MSH-10 is empty: counted; refused with AR and ERR 101 when the listener
     /// says so (the reply), else forwarded (`None`) with a warning once per connection.
     fn missing_control_id(&mut self, msh: &Msh<'_>) -> Option<Reply> {
+        let config = Rc::clone(&self.config);
+        let listener = &config.listeners[self.index];
         let stats = &self.inbound.stats;
         stats.count(self.counters, ListenerCounter::MissingControlId, 1);
         let msh9 = String::from_utf8_lossy(msh.raw_field(9));
-        match self.listener.missing_control_id {
+        match listener.missing_control_id {
             MissingControlId::Reject => {
                 warn!(%msh9, "message without MSH-10 (control ID): rejected with AR, not forwarded");
                 let refusal = Refusal {

@@ -571,9 +571,10 @@ impl Stats {
         Self::bump(&counters[code_index(code)]);
     }
 
-    /// Counts a message taken from sender identity `index` of `listener`.
-    pub(crate) fn sender_message(&self, listener: &ListenerStats, index: usize) {
-        if let Some((_, count)) = listener.senders.get(index) {
+    /// Counts a message taken from the sender identity called `name` on `listener` (one
+    /// the listener had at start: an identity a reload added is counted after a restart).
+    pub(crate) fn sender_message(&self, listener: &ListenerStats, name: &str) {
+        if let Some((_, count)) = listener.senders.iter().find(|(n, _)| n == name) {
             Self::bump(count);
         }
     }
@@ -1492,15 +1493,10 @@ pub type Readiness = Box<dyn Fn() -> Result<(), String> + Send>;
 pub fn serve(
     listener: TcpListener,
     stats: Arc<Stats>,
-    config: Arc<crate::config::Config>,
+    live: Arc<crate::config::Live>,
     ready: Readiness,
     stop: Arc<AtomicBool>,
 ) {
-    let rejections: Vec<Arc<TlsRejections>> = config
-        .listeners
-        .iter()
-        .map(|l| l.tls_rejections.clone())
-        .collect();
     let _ = listener.set_nonblocking(true);
     while !stop.load(Ordering::Relaxed) {
         let (mut stream, _) = match listener.accept() {
@@ -1525,6 +1521,12 @@ pub fn serve(
         let path = request_path(&request);
         let (status, body) = match path {
             Some("/metrics") => {
+                let config = live.current();
+                let rejections: Vec<Arc<TlsRejections>> = config
+                    .listeners
+                    .iter()
+                    .map(|l| l.tls_rejections.clone())
+                    .collect();
                 let mut body = stats.render(&rejections);
                 render_certificates(&config, &mut body);
                 ("200 OK", body)

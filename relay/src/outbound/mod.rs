@@ -8,6 +8,7 @@
 mod handoff;
 mod pool;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -63,6 +64,27 @@ impl SingleLinks {
     /// Whether any downstream is a `single` link.
     pub(crate) fn any(&self) -> bool {
         self.0.iter().any(Option::is_some)
+    }
+}
+
+/// The `Delivery` a worker uses now: replaced when a reload changes the downstreams. Whoever
+/// delivers takes it per message, so a message in flight finishes on the one it started with
+/// (its connections close when the last holder lets go) and the next one uses the new.
+pub(crate) struct DeliverySlot(RefCell<Rc<Delivery>>);
+
+impl DeliverySlot {
+    pub(crate) fn new(delivery: Delivery) -> Self {
+        Self(RefCell::new(Rc::new(delivery)))
+    }
+
+    /// The delivery in force.
+    pub(crate) fn get(&self) -> Rc<Delivery> {
+        Rc::clone(&self.0.borrow())
+    }
+
+    /// Puts `delivery` in force for the next message.
+    pub(crate) fn replace(&self, delivery: Delivery) {
+        *self.0.borrow_mut() = Rc::new(delivery);
     }
 }
 

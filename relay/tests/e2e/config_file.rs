@@ -19,7 +19,7 @@ use relay::route::{Pattern, Route, RouteMatch};
 use testkit::TempDir;
 use testkit::pki::Pki;
 use testkit::receiver::{Behaviour, Receiver};
-use testkit::{PATIENCE, Process};
+use testkit::{PATIENCE, Process, Signal};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mllp-relay");
 
@@ -2811,4 +2811,86 @@ fn the_configuration_reference_matches_the_config_types() {
         missing.is_empty(),
         "keys of relay/src/config/raw.rs missing from docs/configuration.md's schema: {missing:?}"
     );
+}
+
+/// SIGHUP with `--config` reads the file again: a route and a downstream added in the file
+/// take effect on the open connection; a changed address keeps its running value (logged as
+/// needing a restart); a broken file leaves everything as it was.
+#[test]
+fn sighup_reloads_the_config_file() {
+    let dir = TempDir::new("cfg-sighup");
+    let results = Receiver::start(Behaviour::Ack);
+    let admissions = Receiver::start(Behaviour::Ack);
+    let one = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:0\"\n\
+         [[downstream]]\nname = \"results\"\naddress = \"{}\"\n",
+        results.addr()
+    );
+    let path = write(&dir, "relay.toml", &one);
+    let running = Process::start(Command::new(BIN).arg("--config").arg(&path).args([
+        "--workers",
+        "1",
+        "--no-pin",
+        "--log",
+        "info",
+    ]));
+    let line = running.line();
+    let addr: SocketAddr = line
+        .strip_prefix("mllp-relay listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut client = crate::support::Client::connect(addr);
+    let adt = b"MSH|^~\\&|ADMIT|HOSP|EHR|CLINIC|2026||ADT^A01|S-1|P|2.5\rPID|1\r";
+    client.round_trip(adt);
+    assert_eq!(results.frames(), 1);
+
+    // Add a downstream for ADT, and move the listener (which needs a restart).
+    let two = format!(
+        "default_route = \"results\"\n{}\n[[downstream]]\nname = \"admissions\"\naddress = \
+         \"{}\"\n[[route]]\nmessage_type = \"ADT\"\ndownstream = \"admissions\"\n",
+        one.replace("127.0.0.1:0", "127.0.0.1:1"),
+        admissions.addr()
+    );
+    write(&dir, "relay.toml", &two);
+    let mark = running.log().mark();
+    running.signal(Signal::HUP);
+    let reloaded = testkit::wait_until(PATIENCE, || {
+        running
+            .log()
+            .since(mark)
+            .iter()
+            .any(|l| l.contains("SIGHUP: configuration reloaded"))
+    });
+    let log = running.log().since(mark).join("\n");
+    assert!(reloaded, "{log}");
+    assert!(
+        log.contains("listener[0].listen: changed in the file, but only a restart applies it"),
+        "{log}"
+    );
+    let adt2 = b"MSH|^~\\&|ADMIT|HOSP|EHR|CLINIC|2026||ADT^A01|S-2|P|2.5\rPID|1\r";
+    client.round_trip(adt2);
+    assert_eq!(
+        admissions.frames(),
+        1,
+        "the same connection takes the new route"
+    );
+    assert_eq!(results.frames(), 1);
+
+    // A broken file: refused, the running configuration stays.
+    write(&dir, "relay.toml", "[[listener]]\nlisten = \"nowhere\"\n");
+    let mark = running.log().mark();
+    running.signal(Signal::HUP);
+    let failed = testkit::wait_until(PATIENCE, || {
+        running
+            .log()
+            .since(mark)
+            .iter()
+            .any(|l| l.contains("the running configuration stays in force"))
+    });
+    assert!(failed, "{}", running.log().since(mark).join("\n"));
+    let adt3 = b"MSH|^~\\&|ADMIT|HOSP|EHR|CLINIC|2026||ADT^A01|S-3|P|2.5\rPID|1\r";
+    client.round_trip(adt3);
+    assert_eq!(admissions.frames(), 2);
 }

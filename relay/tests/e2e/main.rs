@@ -27,6 +27,7 @@ mod local_mode;
 mod logs;
 mod metrics;
 mod passthrough;
+mod reload;
 mod routing;
 mod senders;
 mod single_link;
