@@ -82,8 +82,15 @@ impl DeliverySlot {
         Rc::clone(&self.0.borrow())
     }
 
-    /// Puts `delivery` in force for the next message.
+    /// Puts `delivery` in force for the next message. The idle connections of a plain
+    /// downstream whose address and framing did not change move over to it, so a reload does
+    /// not make every sender's next message wait for a new connection (a TLS downstream's
+    /// connections are not kept: its new trust settings apply from the next connection).
     pub(crate) fn replace(&self, delivery: Delivery) {
+        let old = self.get();
+        for (fresh, before) in delivery.downstreams.iter().zip(&old.downstreams) {
+            fresh.adopt_idle(before);
+        }
         *self.0.borrow_mut() = Rc::new(delivery);
     }
 }

@@ -133,6 +133,21 @@ impl Downstream {
         &self.config
     }
 
+    /// Takes over `before`'s idle connections when they lead to the same place in the same
+    /// way: the same name, address and framing, both plain.
+    pub(crate) fn adopt_idle(&self, before: &Self) {
+        let (new, old) = (&self.config, &before.config);
+        let same = new.name == old.name
+            && new.addr == old.addr
+            && new.framing == old.framing
+            && new.tls.is_none()
+            && old.tls.is_none();
+        if same {
+            let mut idle = before.idle.borrow_mut();
+            self.idle.borrow_mut().append(&mut idle);
+        }
+    }
+
     /// Delivers one message (the payload of a frame) and waits for what `expect` says: the
     /// ACK whose MSA-2 is `control_id` (its payload appended to `ack`, its code returned), any
     /// one frame (appended, no code), or nothing.
