@@ -2712,12 +2712,7 @@ fn the_generated_certificates_carry_a_message_over_mutual_tls() {
             .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"])
             .args(["--forward", &receiver.addr().to_string()]),
     );
-    let line = running.line();
-    let addr: SocketAddr = line
-        .strip_prefix("mllp-relay listening on ")
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+    let addr = crate::support::listening_addr(&running);
 
     // A sender that trusts ca.pem, checks the name localhost, and presents client-sender.pem.
     let client = |with_cert: bool| {
@@ -2834,13 +2829,7 @@ fn sighup_reloads_the_config_file() {
         "--log",
         "info",
     ]));
-    let line = running.line();
-    let addr: SocketAddr = line
-        .strip_prefix("mllp-relay listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = crate::support::listening_addr(&running);
     let mut client = crate::support::Client::connect(addr);
     let adt = b"MSH|^~\\&|ADMIT|HOSP|EHR|CLINIC|2026||ADT^A01|S-1|P|2.5\rPID|1\r";
     client.round_trip(adt);

@@ -11,7 +11,7 @@ use netio::tls::CertIdentity;
 use testkit::receiver::{Behaviour, Receiver};
 use testkit::{Process, Signal, pki};
 
-use crate::support::{Client, PATIENCE, TLS_BOTH, code_and_id};
+use crate::support::{Client, PATIENCE, TLS_BOTH, code_and_id, listening_addr};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mllp-relay");
 
@@ -48,13 +48,7 @@ fn connections_are_logged_and_message_content_never_is() {
             .args(["--log", "trace"])
             .env_remove("RUST_LOG"),
     );
-    let ready = relay.line_where(|line| line.starts_with("mllp-relay listening on "));
-    let addr = ready
-        .strip_prefix("mllp-relay listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = listening_addr(&relay);
 
     let mut client =
         Client::connect_tls(addr, pki.client(TLS_BOTH, Some(pki.client.certified_key())));
@@ -119,13 +113,7 @@ fn json_lines_and_the_flag_wins_over_rust_log() {
             .args(["--log", "info", "--log-format", "json"])
             .env("RUST_LOG", "relay=loud"),
     );
-    let ready = relay.line_where(|line| line.starts_with("mllp-relay listening on "));
-    let addr = ready
-        .strip_prefix("mllp-relay listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = listening_addr(&relay);
     let mut client = Client::connect(addr);
     let message = message("J-1", "ORU^R01");
     assert_eq!(code_and_id(&client.round_trip(&message)).0, AckCode::AA);

@@ -103,6 +103,17 @@ pub(crate) fn control_ids(messages: &[Vec<u8>]) -> Vec<String> {
 }
 
 /// Waits (bounded by [`PATIENCE`]) until `done` holds; panics naming `what` when it does not.
+/// The address of a running `mllp-relay` binary: the first address of its ready line
+/// ("mllp-relay listening on ADDR …"), waited for.
+pub(crate) fn listening_addr(relay: &testkit::Process) -> SocketAddr {
+    let ready = relay.line_where(|line| line.starts_with("mllp-relay listening on "));
+    ready
+        .strip_prefix("mllp-relay listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in the ready line {ready:?}"))
+}
+
 /// The SHA-256 of `bytes` in lowercase hex, as the interop peers report what they received.
 pub(crate) fn sha256(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes)
